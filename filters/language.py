@@ -1,0 +1,223 @@
+"""Offline language identification: the `language` stage, and the detectors the reasoning filter reuses.
+
+Two backends, both local: lingua (`lingua-language-detector`, models ship in the wheel; the default) and a fastText
+model file given by path (`fasttext-numpy2-wheel`, optional; e.g. lid.176.bin downloaded beforehand). Detection runs
+on the prose of a document: code, LaTeX math and markup are stripped first (`prose`), and only its first `max_chars`
+characters are read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal, Protocol
+
+from pydantic import Field, model_validator
+
+from filters.base import DomainFilter
+from filters.stage import BuildContext, Chain, ExistingPath, Stage, StageOptions, register
+
+# The detector's default languages when none are given: loading all 75 lingua languages is slow and rarely useful.
+COMPACT_LANGUAGES = ("en", "zh", "es", "fr", "de", "ru", "ja", "ko", "pt", "it")
+
+_MATH_ENVS = r"\\begin\{(equation|align|gather|multline|eqnarray|displaymath|math|array|[pbvBV]?matrix|xymatrix|tikzcd|cases)(\*?)\}.*?\\end\{\1\2\}"
+_NON_PROSE = [
+    re.compile(r"```.*?(?:```|$)", re.DOTALL),  # fenced code (an unterminated fence runs to the end)
+    re.compile(r"`[^`\n]*`"),  # inline code
+    re.compile(r"\$\$.*?\$\$|\\\[.*?\\\]|\\\(.*?\\\)", re.DOTALL),  # display math, \( inline \)
+    re.compile(_MATH_ENVS, re.DOTALL),  # display math environments
+    re.compile(r"\\(?:begin|end|label|ref|eqref|cite|index\w*|url|input|include)\*?\{[^}]*\}"),  # markup + argument
+    re.compile(r"\$[^$]{0,500}\$"),  # $inline math$
+    re.compile(r"\\[a-zA-Z]+\*?"),  # remaining LaTeX commands (their {arguments} stay: often prose)
+    re.compile(r"https?://\S+|www\.\S+"),
+    re.compile(r"[^\w\s.,;:!?'\"’“”。，、？！]|[\d_]"),  # digits, operators, brackets, symbols
+]
+_SPACES = re.compile(r"\s+")
+
+
+def prose(text: str) -> str:
+    """The natural-language part of `text`: code, math, LaTeX commands, URLs, digits and symbols removed."""
+    for pattern in _NON_PROSE:
+        text = pattern.sub(" ", text)
+    return _SPACES.sub(" ", text).strip()
+
+
+def letter_count(text: str) -> int:
+    return sum(ch.isalpha() for ch in text)
+
+
+class Detector(Protocol):
+    def detect(self, text: str) -> tuple[str, float] | None:
+        """The most likely language (ISO 639-1 code, lowercase) of `text` and its confidence in [0, 1]."""
+        ...
+
+
+def lingua_language(code: str):
+    """The lingua `Language` of an ISO 639-1 code; ValueError naming the code when lingua has none."""
+    from lingua import IsoCode639_1, Language
+
+    try:
+        return Language.from_iso_code_639_1(IsoCode639_1.from_str(code.lower()))
+    except ValueError:
+        raise ValueError(f"unknown language code {code!r} (lingua knows ISO 639-1 codes such as en, zh, fr)") from None
+
+
+class LinguaDetector:
+    """lingua over a subset of languages, built on first use (so the step pickles without it)."""
+
+    def __init__(self, languages: Sequence[str] = COMPACT_LANGUAGES, low_accuracy: bool = False):
+        if len(set(languages)) < 2:
+            raise ValueError(f"lingua needs at least 2 languages to choose from, got {list(languages)}")
+        for code in languages:
+            lingua_language(code)
+        self.languages = tuple(sorted(set(languages)))
+        self.low_accuracy = low_accuracy
+        self._detector = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_detector": None}
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            from lingua import LanguageDetectorBuilder
+
+            builder = LanguageDetectorBuilder.from_languages(*(lingua_language(c) for c in self.languages))
+            if self.low_accuracy:
+                builder = builder.with_low_accuracy_mode()
+            self._detector = builder.build()
+        return self._detector
+
+    def detect(self, text: str) -> tuple[str, float] | None:
+        values = self.detector.compute_language_confidence_values(text)
+        if not values or values[0].value == 0:
+            return None
+        return values[0].language.iso_code_639_1.name.lower(), float(values[0].value)
+
+
+class FastTextDetector:
+    """A local fastText language-id model (labels `__label__<code>`, e.g. lid.176.bin), loaded on first use."""
+
+    def __init__(self, model_path: str | Path):
+        self.model_path = str(model_path)
+        self._model = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_model": None}
+
+    def detect(self, text: str) -> tuple[str, float] | None:
+        if self._model is None:
+            from fasttext.FastText import _FastText
+
+            self._model = _FastText(self.model_path)
+        labels, scores = self._model.predict(text.replace("\n", " "), k=1)
+        if not labels:
+            return None
+        return labels[0].removeprefix("__label__"), min(float(scores[0]), 1.0)
+
+
+def language_verdict(
+    detected: tuple[str, float] | None, keep: Sequence[str] | None, min_confidence: float
+) -> tuple[bool, str | None]:
+    """Keep or drop a detection: `(True, None)`, or `(False, "language_<code>")` when another language is most likely,
+    `(False, "wrong_language")` when a kept language is most likely but below `min_confidence`."""
+    if keep is None or detected is None:
+        return True, None
+    code, score = detected
+    if code not in keep:
+        return False, f"language_{code}"
+    if score < min_confidence:
+        return False, "wrong_language"
+    return True, None
+
+
+class LanguageOptions(StageOptions):
+    languages: list[str] | None = Field(["en"], description="languages to keep (ISO 639-1); null = label only")
+    min_confidence: float = Field(0.5, ge=0.0, le=1.0, description="minimum confidence of the kept language")
+    backend: Literal["lingua", "fasttext"] = "lingua"
+    detector_languages: list[str] | None = Field(
+        None, description="lingua: languages to choose among (default: en zh es fr de ru ja ko pt it + `languages`)"
+    )
+    low_accuracy: bool = Field(False, description="lingua's low accuracy mode (trigrams only): faster")
+    model_path: ExistingPath | None = Field(None, description="fasttext: the local model file (required)")
+    min_letters: int = Field(20, ge=0, description="documents with fewer prose letters pass, undetermined")
+    max_chars: int = Field(2000, ge=100, description="characters of prose the detector reads")
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> LanguageOptions:
+        if self.backend == "fasttext":
+            if self.model_path is None:
+                raise ValueError("backend 'fasttext' needs model_path (a local fastText language-id model file)")
+            if self.detector_languages is not None or self.low_accuracy:
+                raise ValueError("detector_languages and low_accuracy apply to backend 'lingua' only")
+        else:
+            if self.model_path is not None:
+                raise ValueError("model_path applies to backend 'fasttext' only (lingua's models ship with it)")
+            for code in [*(self.languages or []), *(self.detector_languages or [])]:
+                lingua_language(code)
+        return self
+
+    def detector(self) -> Detector:
+        if self.backend == "fasttext":
+            return FastTextDetector(self.model_path)
+        codes = self.detector_languages if self.detector_languages is not None else COMPACT_LANGUAGES
+        return LinguaDetector([*codes, *(self.languages or [])], low_accuracy=self.low_accuracy)
+
+
+class LanguageFilter(DomainFilter):
+    """Labels `metadata["language"]`/`["language_score"]` and drops documents not in the kept languages."""
+
+    name = "🌍 Language (offline)"
+
+    def __init__(
+        self,
+        detector: Detector,
+        languages: Sequence[str] | None = ("en",),
+        min_confidence: float = 0.5,
+        min_letters: int = 20,
+        max_chars: int = 2000,
+        domains: Sequence[str] | None = None,
+        exclusion_writer=None,
+    ):
+        super().__init__(domains, exclusion_writer)
+        self.detector = detector
+        self.languages = None if languages is None else frozenset(c.lower() for c in languages)
+        self.min_confidence = min_confidence
+        self.min_letters = min_letters
+        self.max_chars = max_chars
+
+    def keep(self, doc) -> bool | tuple[bool, str]:
+        text = prose(doc.text[: self.max_chars * 4])[: self.max_chars]
+        detected = self.detector.detect(text) if letter_count(text) >= self.min_letters else None
+        if detected is None:
+            self.stat_update("undetermined")
+            return True
+        doc.metadata["language"], doc.metadata["language_score"] = detected
+        ok, reason = language_verdict(detected, self.languages, self.min_confidence)
+        return True if ok else (False, reason)
+
+
+@register
+class LanguageStage(Stage):
+    """Offline language id (lingua, or a local fastText model): keep `languages`, label every judged document."""
+
+    name = "language"
+    Options = LanguageOptions
+
+    def build(self, opts: LanguageOptions, ctx: BuildContext, chain: Chain) -> None:
+        chain.add(
+            LanguageFilter(
+                opts.detector(),
+                languages=opts.languages,
+                min_confidence=opts.min_confidence,
+                min_letters=opts.min_letters,
+                max_chars=opts.max_chars,
+                domains=ctx.domains,
+                exclusion_writer=ctx.exclusion_writer(),
+            )
+        )
+
+    def describe(self, opts: LanguageOptions) -> str:
+        keep = "label only" if opts.languages is None else f"keep {','.join(opts.languages)}"
+        return f"{opts.backend}: {keep}, min confidence {opts.min_confidence}"

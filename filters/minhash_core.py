@@ -1,0 +1,222 @@
+"""Vectorised hashing for near-dedup and decontamination: tokens, n-grams, MinHash, LSH bands, verification.
+
+Pure numpy, no datatrove and no files. A batch of texts is processed at once: texts are joined into one UTF-8 buffer,
+token/n-gram hashes come from polynomial prefix hashes over that buffer (one pass of array ops, no per-token Python),
+and MinHash signatures are one `(grams x hashes)` multiply-add plus a segmented minimum.
+
+Hash layout: every batch function returns `(values, offsets)` where the values of text i are
+`values[offsets[i]:offsets[i + 1]]`. All hashes are deterministic (fixed constants, seeded parameters).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+U64 = np.uint64
+_P = U64(0x9E3779B97F4A7C15)  # odd multiplier of the byte polynomial
+_P_INV = U64(pow(0x9E3779B97F4A7C15, -1, 1 << 64))
+_GRAM_MULT = np.random.default_rng(0x5EED).integers(1, 2**63, size=64, dtype=np.uint64) * U64(2) + U64(1)
+
+# byte classes: 0 separates, 1 word character, 2 operator (a token on its own); see filters/normalize.py
+_CLASS = np.zeros(256, dtype=np.uint8)
+for _c in b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_":
+    _CLASS[_c] = 1
+_CLASS[0x80:] = 1
+for _c in b"+-*/=<>^%&|~\\":
+    _CLASS[_c] = 2
+
+_powers: dict[str, np.ndarray] = {}
+
+
+def _pow_table(kind: str, n: int) -> np.ndarray:
+    """P^i (kind "p") or P^-i (kind "inv") for i < n, cached and grown by doubling."""
+    table = _powers.get(kind)
+    if table is None or len(table) < n:
+        size = max(n, 2 * len(table) if table is not None else 1 << 16)
+        base = _P if kind == "p" else _P_INV
+        table = np.full(size, base, dtype=np.uint64)
+        table[0] = 1
+        np.cumprod(table, out=table)  # wraps modulo 2^64
+        _powers[kind] = table
+    return table[:n]
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: spreads polynomial hashes over all 64 bits."""
+    x = x ^ (x >> U64(30))
+    x = x * U64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> U64(27))
+    x = x * U64(0x94D049BB133111EB)
+    return x ^ (x >> U64(31))
+
+
+def _buffer(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """UTF-8 bytes of the texts joined by "\\n", and the byte offset where each text starts (plus the end)."""
+    encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
+    lens = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    starts = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(lens + 1, out=starts[1:])
+    data = np.frombuffer(b"\n".join(encoded) + b"\n", dtype=np.uint8)
+    return data, starts
+
+
+def _prefix_hash(data: np.ndarray) -> np.ndarray:
+    """H[i] = sum_{j<i} (b_j + 1) P^j mod 2^64, so a span's hash is (H[e] - H[s]) * P^-s."""
+    prefix = np.zeros(len(data) + 1, dtype=np.uint64)
+    np.cumsum((data.astype(np.uint64) + U64(1)) * _pow_table("p", len(data)), out=prefix[1:])
+    return prefix
+
+
+def token_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of the tokens of each (already `prepare`d) text, by the token rule of filters/normalize.py."""
+    data, text_starts = _buffer(texts)
+    cls = _CLASS[data]
+    word = cls == 1
+    prev_word = np.concatenate(([False], word[:-1]))
+    next_word = np.concatenate((word[1:], [False]))
+    op = cls == 2
+    starts = np.flatnonzero((word & ~prev_word) | op)
+    ends = np.flatnonzero((word & ~next_word) | op) + 1
+    prefix = _prefix_hash(data)
+    values = mix64((prefix[ends] - prefix[starts]) * _pow_table("inv", len(data))[starts])
+    offsets = np.searchsorted(starts, text_starts)
+    return values, offsets
+
+
+def char_ngram_hashes(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of the UTF-8 byte n-grams of each text; a non-empty text shorter than n gives one gram (itself)."""
+    data, text_starts = _buffer(texts)
+    lens = np.diff(text_starts) - 1
+    counts = np.where(lens >= n, lens - n + 1, (lens > 0).astype(np.int64))
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    text_of = np.repeat(np.arange(len(texts)), counts)
+    starts = text_starts[:-1][text_of] + (np.arange(offsets[-1]) - offsets[:-1][text_of])
+    ends = np.minimum(starts + n, text_starts[:-1][text_of] + lens[text_of])
+    prefix = _prefix_hash(data)
+    values = mix64((prefix[ends] - prefix[starts]) * _pow_table("inv", len(data))[starts])
+    return values, offsets
+
+
+def ngram_hashes(tokens: np.ndarray, offsets: np.ndarray, n: int, whole_if_short: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of the n-grams of consecutive token hashes within each text.
+
+    A text with 0 < len < n tokens gives one gram of all its tokens when `whole_if_short` (its hash equals that of
+    the same tokens as a len-gram elsewhere), none otherwise.
+    """
+    if n > len(_GRAM_MULT):
+        raise ValueError(f"n-gram size {n} exceeds the supported maximum {len(_GRAM_MULT)}")
+    lens = np.diff(offsets)
+    short = (lens > 0) & (lens < n) if whole_if_short else np.zeros(len(lens), dtype=bool)
+    counts = np.where(lens >= n, lens - n + 1, short.astype(np.int64))
+    out_offsets = np.zeros(len(lens) + 1, dtype=np.int64)
+    np.cumsum(counts, out=out_offsets[1:])
+    text_of = np.repeat(np.arange(len(lens)), counts)
+    starts = offsets[:-1][text_of] + (np.arange(out_offsets[-1]) - out_offsets[:-1][text_of])
+    size = np.minimum(n, lens[text_of])  # tokens in each gram
+    ends = starts + size
+    padded = np.concatenate((tokens, np.zeros(n, dtype=np.uint64)))
+    acc = np.zeros(len(starts), dtype=np.uint64)
+    for k in range(n):
+        acc += np.where(starts + k < ends, padded[starts + k], U64(0)) * _GRAM_MULT[k]
+    return mix64(acc ^ size.astype(np.uint64)), out_offsets
+
+
+class MinHasher:
+    """`bands` x `rows` MinHash functions h(x) = high 32 bits of (a x + b mod 2^64), a odd, from `seed`."""
+
+    def __init__(self, bands: int, rows: int, seed: int, chunk: int = 8192):
+        rng = np.random.default_rng(seed)
+        self.bands, self.rows, self.chunk = bands, rows, chunk
+        self.a = rng.integers(0, 2**63, size=bands * rows, dtype=np.uint64) * U64(2) + U64(1)
+        self.b = rng.integers(0, 2**63, size=bands * rows, dtype=np.uint64)
+        self.band_mult = rng.integers(0, 2**63, size=rows, dtype=np.uint64) * U64(2) + U64(1)
+
+    def signatures(self, grams: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """(texts, bands*rows) uint32 signatures; rows of texts without grams are all 0xFFFFFFFF."""
+        n_texts = len(offsets) - 1
+        sig = np.full((n_texts, len(self.a)), np.iinfo(np.uint64).max, dtype=np.uint64)
+        nonempty = np.flatnonzero(np.diff(offsets) > 0)
+        starts = offsets[:-1][nonempty]
+        for lo in range(0, len(grams), self.chunk):
+            hi = min(lo + self.chunk, len(grams))
+            # texts overlapping [lo, hi): their local starts, clipped to the chunk
+            first = np.searchsorted(starts, lo, side="right") - 1
+            last = np.searchsorted(starts, hi, side="left")
+            docs = nonempty[max(first, 0) : last]
+            local = np.maximum(offsets[:-1][docs], lo) - lo
+            phv = grams[lo:hi, None] * self.a + self.b
+            mins = np.minimum.reduceat(phv, local, axis=0)
+            sig[docs] = np.minimum(sig[docs], mins)
+        return (sig >> U64(32)).astype(np.uint32)
+
+    def band_keys(self, sig: np.ndarray) -> np.ndarray:
+        """(texts, bands) uint64 keys: equal keys <=> (almost surely) equal band of `rows` MinHash values."""
+        grouped = sig.reshape(len(sig), self.bands, self.rows).astype(np.uint64)
+        return mix64((grouped * self.band_mult).sum(axis=2, dtype=np.uint64))
+
+
+def band_pairs(keys: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Candidate pairs (id_a < id_b) of items with equal `keys` (one LSH band).
+
+    For each run of equal keys (ids ascending) it emits every member paired with the run's first member and with its
+    predecessor, so a dissimilar run head cannot hide a similar pair further down the run.
+    """
+    order = np.lexsort((ids, keys))
+    k, i = keys[order], ids[order]
+    same = np.flatnonzero(k[1:] == k[:-1]) + 1  # positions continuing a run
+    if len(same) == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    run_start = np.ones(len(k), dtype=bool)
+    run_start[same] = False
+    head = np.maximum.accumulate(np.where(run_start, np.arange(len(k)), 0))
+    pairs = np.concatenate([np.stack([i[head[same]], i[same]], axis=1), np.stack([i[same - 1], i[same]], axis=1)])
+    return unique_pairs(pairs)
+
+
+def unique_pairs(pairs: np.ndarray) -> np.ndarray:
+    """Sorted distinct (a, b) rows with a < b."""
+    pairs = np.sort(pairs, axis=1)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    if len(pairs) == 0:
+        return pairs.reshape(0, 2)
+    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
+    pairs = pairs[order]
+    keep = np.ones(len(pairs), dtype=bool)
+    keep[1:] = np.any(pairs[1:] != pairs[:-1], axis=1)
+    return pairs[keep]
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Jaccard similarity of two sets given as sorted unique arrays."""
+    if len(a) == 0 and len(b) == 0:
+        return 1.0
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return inter / (len(a) + len(b) - inter)
+
+
+def components(pairs: list[tuple[int, int]]) -> dict[int, list[int]]:
+    """Connected components of an undirected graph given by edges: root -> sorted members (nodes with edges only)."""
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        root = x
+        while parent.setdefault(root, root) != root:
+            root = parent[root]
+        while parent[x] != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    for a, b in pairs:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    groups: dict[int, list[int]] = {}
+    for node in sorted(parent):
+        groups.setdefault(find(node), []).append(node)
+    return groups
+
+
+def lsh_threshold(bands: int, rows: int) -> float:
+    """The similarity at which a pair becomes a candidate with probability ~1/2: (1/b)^(1/r)."""
+    return (1 / bands) ** (1 / rows)

@@ -1,0 +1,86 @@
+"""Text normalisation and tokenisation for dedup and decontamination that keep distinct math and code distinct.
+
+datatrove's MinHash normaliser maps every digit to 0 and strips operators, so "3+4=7" and "5*6=30" shingle alike.
+Here digits always survive and the operators + - * / = < > ^ % & | ~ \\ are tokens of their own.
+
+Token rule (shared by MinHash shingles and decontamination n-grams): after `prepare`, a token is a maximal run of word
+characters (ASCII letters, digits, `_`, or any non-ASCII character that is not punctuation or a space) or one operator
+character; everything else (spaces, prose punctuation) only separates tokens. `tokens` is the readable reference;
+`filters.minhash_core.token_hashes` implements the same rule on UTF-8 bytes with numpy.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import cache
+from typing import Literal
+
+from filters.stage import StageOptions
+
+OPERATORS = "+-*/=<>^%&|~\\"
+_TOKEN = re.compile(r"[0-9A-Za-z_\x80-\U0010ffff]+|[" + re.escape(OPERATORS) + "]")
+_SPACES = re.compile(r"\s+")
+# Prose punctuation removed by `strip_punctuation` (never digits, letters or operators).
+_PROSE_PUNCT = str.maketrans({c: " " for c in "!\"#$'(),.:;?@[]`{}"})
+
+
+class Normalization(StageOptions):
+    """How text is normalised before hashing. Digits and operators are always kept.
+
+    Attributes:
+        unicode: Unicode normal form applied first ("NFKC" folds full-width, ligatures, compatibility forms).
+        lowercase: fold case.
+        collapse_whitespace: turn every run of whitespace into one space and strip the ends (exact dedup only;
+            token-based stages ignore whitespace anyway).
+        strip_punctuation: replace prose punctuation `!"#$'(),.:;?@[]`{}` by spaces (exact dedup only; token-based
+            stages treat it as a separator anyway).
+    """
+
+    unicode: Literal["NFKC", "NFC", "none"] = "NFKC"
+    lowercase: bool = True
+    collapse_whitespace: bool = True
+    strip_punctuation: bool = False
+
+
+@cache
+def _unicode_separators() -> dict[int, str]:
+    """Non-ASCII punctuation and spaces (categories P* and Z*) of the common planes, mapped to a space."""
+    ranges = [(0x80, 0x3100), (0xFE10, 0xFF70)]
+    return {
+        cp: " " for lo, hi in ranges for cp in range(lo, hi) if unicodedata.category(chr(cp))[0] in "PZ"
+    }
+
+
+def normalize(text: str, norm: Normalization) -> str:
+    """Normalise `text` for exact comparison (see `Normalization`)."""
+    if norm.unicode != "none" and not text.isascii():
+        text = unicodedata.normalize(norm.unicode, text)
+    if norm.lowercase:
+        text = text.lower()
+    if norm.strip_punctuation:
+        text = text.translate(_PROSE_PUNCT)
+        if not text.isascii():
+            text = text.translate(_unicode_separators())
+    if norm.collapse_whitespace:
+        text = _SPACES.sub(" ", text).strip()
+    return text
+
+
+def prepare(text: str, norm: Normalization) -> str:
+    """Unicode-normalise and case-fold `text`, and turn non-ASCII punctuation and spaces into ASCII spaces.
+
+    The result tokenises by the byte-level rule of the module docstring.
+    """
+    if norm.unicode != "none" and not text.isascii():
+        text = unicodedata.normalize(norm.unicode, text)
+    if norm.lowercase:
+        text = text.lower()
+    if not text.isascii():
+        text = text.translate(_unicode_separators())
+    return text
+
+
+def tokens(text: str, norm: Normalization) -> list[str]:
+    """The tokens of `text` (reference implementation of the token rule)."""
+    return _TOKEN.findall(prepare(text, norm))

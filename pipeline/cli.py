@@ -1,0 +1,116 @@
+"""The `reasonpipe` command line: run, plan, inspect, train, export-hf, tokenizer train."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from pipeline.manifest import ManifestError
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    pairs = {"executor.tasks": args.tasks, "executor.workers": args.workers, "executor.kind": args.executor}
+    return {k: v for k, v in pairs.items() if v is not None}
+
+
+def _manifest_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", help="the YAML manifest")
+    p.add_argument("--tasks", type=int, help="override executor.tasks")
+    p.add_argument("--workers", type=int, help="override executor.workers")
+    p.add_argument("--executor", choices=["local", "dask", "slurm", "ray"], help="override executor.kind")
+    p.add_argument("--limit", type=int, help="read at most N records per input (quick trials)")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.manifest import load_manifest
+    from pipeline.run import run_manifest
+
+    run_manifest(load_manifest(args.manifest, _overrides(args)), limit=args.limit, force=args.force)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from pipeline.manifest import load_manifest
+    from pipeline.plan import print_plan
+
+    print_plan(load_manifest(args.manifest, _overrides(args)), limit=args.limit)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from pipeline.inspect_cli import run_inspect
+
+    return run_inspect(args)
+
+
+def cmd_export_hf(args: argparse.Namespace) -> int:
+    from trainer.hf_interop import export_checkpoint_to_hf
+
+    export_checkpoint_to_hf(args.run_dir, args.out_dir)
+    print(f"wrote {args.out_dir} (loads with transformers' ZayaForCausalLM.from_pretrained)")
+    return 0
+
+
+def cmd_tokenizer_train(args: argparse.Namespace) -> int:
+    from pipeline.tokenizer_cli import train_from_files
+
+    train_from_files(args.inputs, args.out, args.vocab_size, args.field, args.sample_docs)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reasonpipe", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a manifest (resumable: re-run the same command after an interruption)")
+    _manifest_args(p)
+    p.add_argument("--force", action="store_true", help="discard previous results and start over")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("plan", help="validate a manifest and print its datatrove runs without running them")
+    _manifest_args(p)
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("inspect", help="summarise, decode, validate, plot or compare a run's output")
+    from pipeline.inspect_cli import add_inspect_args
+
+    add_inspect_args(p)
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("train", help="train the bundled ZAYA1 model on shards (see `reasonpipe train -h`)", add_help=False)
+    p.set_defaults(func=None)
+
+    p = sub.add_parser("export-hf", help="export a training run's latest checkpoint as a transformers Zaya folder")
+    p.add_argument("run_dir")
+    p.add_argument("out_dir")
+    p.set_defaults(func=cmd_export_hf)
+
+    p = sub.add_parser("tokenizer", help="tokenizer utilities")
+    tsub = p.add_subparsers(dest="tokenizer_command", required=True)
+    t = tsub.add_parser("train", help="train a byte-level BPE with reasonpipe's special tokens on text files")
+    t.add_argument("inputs", nargs="+", help="jsonl/parquet/csv/txt files")
+    t.add_argument("--out", required=True, help="where to write tokenizer.json")
+    t.add_argument("--vocab-size", type=int, default=32000)
+    t.add_argument("--field", default="text", help="record field holding the text (jsonl/parquet/csv)")
+    t.add_argument("--sample-docs", type=int, default=None, help="train on at most this many documents")
+    t.set_defaults(func=cmd_tokenizer_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # the trainer owns its flags (and runs under torchrun as `python -m trainer.train`)
+        from trainer.train import main as train_main
+
+        return train_main(argv[1:]) or 0
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ManifestError as err:
+        print(err, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""`reasonpipe inspect OUTPUT [flags]`: see, validate and compare what a run produced.
+
+Wiring (the `reasonpipe` CLI): `add_inspect_args(subparser)`, then `sys.exit(run_inspect(args))`.
+
+Views (combinable; the stats view is shown when none of --sample/--validate/--compare is given):
+- default: totals, mixture by domain and source, trimming summary, per-stage accounting, top rejection reasons;
+- `--sample N [--seed S] [--split train|val]`: N decoded windows, documents / segments / no-loss spans marked;
+- `--validate`: checksums, schema, window lengths, token ids, index consistency, the AP invariant (exit 1 on problems);
+- `--compare OTHER`: side-by-side metrics of two outputs;
+- `--plot DIR`: lengths.png, mixture.png, shard_tokens.png, rejections.png;
+- `--json`: one JSON document on stdout instead of tables (all keys always present; null when not asked for).
+
+Exit codes: 0 fine, 1 validation problems, 2 the output cannot be read (e.g. no index.json).
+
+JSON output (`--json`), stable keys:
+
+```
+inspect_version     1
+output              path of OUTPUT
+stats               (always)
+  name, format_version, tool_version, seq_len, compression     from index.json
+  tokenizer         {path, sha256, vocab_size, special_ids}
+  totals            {train|val|all: {shards, windows, tokens, real_tokens, packing_efficiency, bytes}}  measured
+  shards            [{path, split, rows, tokens, real_tokens, bytes, packing_efficiency}]               measured
+  samples           {total, by_status: {fit|trimmed|dropped|plain: n}, by_split: {train|val: n placed}}
+  mixture           {by_domain|by_source: [{name, samples, tokens, share, target}]}  train split, tokens after
+                    trimming, share of train sample tokens, target from the manifest mixture (or null)
+  trim              {context, policy, samples (chat), fit, trimmed, dropped, dropped_thinks, tokens_before,
+                     tokens_after, reasoning_before, reasoning_kept, reasoning_kept_fraction,
+                     reasoning_kept_dist, reasoning_kept_fraction_dist (trimmed samples),
+                     tokens_before_dist (chat), tokens_after_dist (kept chat)}
+                    each *_dist = {count, min, p10, p50, p90, p99, max, mean}
+  stages            [{label, stage, read, kept, rejected_total, duplicates, rejected: {reason: n}}]
+  top_rejections    [{stage, reason, count}]  (duplicates count as reason "duplicate"), most frequent first
+  packing, decontamination                                        copied from index.json
+  warnings          [str]  shards that could not be read (run --validate)
+samples             null | [{shard, row, tokens, real_tokens,
+                             documents: [{sample_id, start, end, runs: [{segment, loss, start, end, text}]}]}]
+                    segment in pad|text|prompt|reasoning|answer|template; loss false = loss-masked
+validation          null | {ok: bool, problems: [{where, check, message}]}
+compare             null | {a, b, same_tokenizer, rows: [{metric, a, b, delta}], other: <stats of OTHER>}
+plots               null | [png paths]
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+INSPECT_VERSION = 1
+
+
+def add_inspect_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("output", type=Path, help="OUTPUT folder of a run (holds index.json)")
+    parser.add_argument("--sample", type=int, metavar="N", default=0, help="decode N random windows")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --sample (default 0)")
+    parser.add_argument("--split", choices=["train", "val"], default="train", help="split for --sample")
+    parser.add_argument("--validate", action="store_true", help="check checksums, schema and invariants")
+    parser.add_argument("--json", action="store_true", help="print one machine-readable JSON document")
+    parser.add_argument("--plot", type=Path, metavar="DIR", help="write PNG plots to DIR")
+    parser.add_argument("--compare", type=Path, metavar="OTHER_OUTPUT", help="side-by-side stats with another run")
+    parser.add_argument("--top", type=int, default=10, help="rejection reasons to list (default 10)")
+    parser.add_argument("--color", choices=["auto", "always", "never"], default="auto", help="colour/tables")
+
+
+def _console(color: str) -> Console:
+    if color == "always":
+        return Console(force_terminal=True, color_system="truecolor", width=120)
+    if color == "never":
+        return Console(no_color=True, force_terminal=False, soft_wrap=True)
+    return Console()
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    """Run `reasonpipe inspect` with parsed args; returns the exit code."""
+    from pipeline import inspect_render as render
+    from pipeline.inspect_stats import compare_stats, compute_stats
+
+    console = _console(args.color)
+    rich = console.is_terminal and not args.json
+    err = Console(stderr=True)
+    out: Path = args.output
+    report: dict[str, Any] = {
+        "inspect_version": INSPECT_VERSION,
+        "output": str(out),
+        "stats": None,
+        "samples": None,
+        "validation": None,
+        "compare": None,
+        "plots": None,
+    }
+    code = 0
+    if args.validate:
+        from pipeline.inspect_validate import validate
+
+        problems = [p.to_dict() for p in validate(out)]
+        report["validation"] = {"ok": not problems, "problems": problems}
+        code = 1 if problems else 0
+        if not args.json:
+            render.render_sections(render.validation_sections(problems), console, rich)
+            for p in problems:  # one greppable line per problem on stderr
+                err.print(f"invalid: {p['where']}: [{p['check']}] {p['message']}", markup=False, highlight=False)
+    try:
+        stats = compute_stats(out, args.top)
+    except (OSError, ValueError, KeyError) as e:
+        if code == 0:
+            err.print(f"reasonpipe inspect: cannot read {out}: {type(e).__name__}: {e}", markup=False)
+            code = 2
+        if args.json:
+            print(json.dumps(report, indent=1, sort_keys=False, default=str))
+        return code
+    report["stats"] = stats
+    if not args.json and not (args.sample or args.validate or args.compare):
+        render.render_sections(render.stats_sections(stats), console, rich)
+    if args.sample:
+        report["samples"] = render.decode_windows(out, args.sample, args.seed, args.split)
+        if not args.json:
+            render.render_windows(report["samples"], console, rich)
+    if args.compare:
+        other = compute_stats(args.compare, args.top)
+        report["compare"] = compare_stats(stats, other) | {"other": other}
+        if not args.json:
+            render.render_sections(render.compare_sections(report["compare"]), console, rich)
+    if args.plot:
+        from pipeline.inspect_plots import make_plots
+
+        report["plots"] = make_plots(out, stats, args.plot)
+        if not args.json:
+            console.print(f"plots: {', '.join(report['plots'])}", markup=False, highlight=False)
+    if args.json:
+        sys.stdout.write(json.dumps(report, indent=1, default=str) + "\n")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (`python -m pipeline.inspect_cli OUTPUT ...`) until the reasonpipe CLI wires it."""
+    parser = argparse.ArgumentParser(prog="reasonpipe inspect", description=__doc__.split("\n")[0])
+    add_inspect_args(parser)
+    return run_inspect(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

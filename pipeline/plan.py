@@ -1,0 +1,44 @@
+"""`reasonpipe plan`: validate a manifest and show its datatrove runs, without running anything."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.compile import compile_plan
+from pipeline.manifest import LoadedManifest
+from pipeline.registry import stage_class
+
+console = Console(highlight=False)
+
+
+def print_plan(loaded: LoadedManifest, limit: int | None = None) -> None:
+    m = loaded.manifest
+    plan = compile_plan(loaded, limit)
+    console.print(f"manifest {loaded.path} is valid: {m.name!r}, seed {m.seed}, executor {m.executor.kind}")
+    console.print(f"output: {plan.output_dir} (prep {plan.prep_hash}, pack {plan.pack_hash})")
+    for s in plan.sources:
+        console.print(f"  input {s.name}: {len(s.files)} {s.format} file(s), schema {s.schema}, domain {s.domain}")
+    for spec in loaded.stages:
+        note = stage_class(spec.name)().describe(spec.options)
+        scope = f" (domains: {', '.join(spec.domains)})" if spec.domains else ""
+        console.print(f"  stage {spec.label}{scope}" + (f": {note}" if note else ""))
+    console.print(f"  trim: context {m.context}, policy {m.trim.policy}; pack: seq_len {m.pack.seq_len}")
+
+    table = Table(title="datatrove runs (each starts after the previous one completes)")
+    for col in ("#", "run", "phase", "tasks", "steps"):
+        table.add_column(col)
+    for i, run in enumerate(plan.runs, 1):
+        steps = "built when the run starts" if callable(run.steps) else " -> ".join(s.name for s in run.steps)
+        table.add_row(str(i), run.name, run.phase, str(run.tasks), steps + (f"  [{run.note}]" if run.note else ""))
+    console.print(table)
+    if m.mixture is not None:
+        from pipeline.tail import predicted_mixture
+
+        shares = predicted_mixture(plan)
+        console.print("mixture (predicted token shares): " + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()))
+    if m.executor.kind == "slurm":
+        from pipeline.distributed import sbatch_scripts
+
+        for name, script in sbatch_scripts(plan):
+            console.print(f"--- sbatch script for {name} ---\n{script}")

@@ -1,0 +1,103 @@
+"""Small datatrove steps of the pipeline's own: adapt raw records, normalise text, report progress."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import unicodedata
+
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.filters.base_filter import BaseFilter
+
+from pipeline.adapters import AdaptError, adapt
+from tokenizer.sample import render_text
+
+
+class Adapt(BaseFilter):
+    """Raw record -> canonical sample, per the input's schema; unadaptable records are rejected with a reason."""
+
+    name = "🔀 adapt"
+
+    def __init__(self, schemas: dict[str, tuple[str, dict[str, str]]], exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        self.schemas = schemas  # input name -> (schema, field mapping)
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        schema, fields = self.schemas[doc.metadata["source"]]
+        try:
+            text, meta = adapt(doc.metadata["record"], schema, fields)
+        except AdaptError as err:
+            return False, err.reason
+        del doc.metadata["record"]
+        doc.text = text
+        doc.metadata.update(meta)
+        return True
+
+
+_CONTROL = {c: None for c in range(32) if chr(c) not in "\n\t"} | {0x7F: None}
+
+
+def normalize_text(text: str) -> str:
+    """NFC, unix newlines, no control characters except newline and tab, no trailing whitespace at the end."""
+    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
+    return text.translate(_CONTROL).rstrip()
+
+
+class Normalize(BaseFilter):
+    """Unicode/whitespace normalisation of text and turns; documents left empty are rejected as `empty_text`."""
+
+    name = "🧹 normalize"
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        if doc.metadata.get("kind") == "chat":
+            for turn in doc.metadata["turns"]:
+                turn["content"] = normalize_text(turn["content"])
+                if turn.get("reasoning"):
+                    turn["reasoning"] = normalize_text(turn["reasoning"])
+            doc.text = render_text(doc.metadata["turns"])
+            last = doc.metadata["turns"][-1]
+            if not last["content"]:
+                return False, "empty_answer"
+        else:
+            doc.text = normalize_text(doc.text)
+        return (True) if doc.text.strip() else (False, "empty_text")
+
+
+class Progress(PipelineStep):
+    """Counts documents passing by and, every `interval` seconds, writes them to `folder/<rank>.json` and the log.
+
+    The driver reads those files to draw progress bars (a terminal) or print periodic lines (CI logs), for any
+    executor, while tasks run.
+    """
+
+    name = "⏱ progress"
+    type = "📊 - STATS"
+
+    def __init__(self, folder: str, run_name: str, interval: float = 5.0):
+        super().__init__()
+        self.folder, self.run_name, self.interval = folder, run_name, interval
+
+    def _write(self, rank: int, docs: int, chars: int, start: float, done: bool) -> None:
+        os.makedirs(self.folder, exist_ok=True)
+        path = os.path.join(self.folder, f"{rank:05d}.json")
+        state = {"docs": docs, "chars": chars, "seconds": round(time.monotonic() - start, 2), "done": done}
+        with open(path + ".tmp", "w") as f:
+            json.dump(state, f)
+        os.replace(path + ".tmp", path)
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from datatrove.utils.logging import logger
+
+        start = last = time.monotonic()
+        docs = chars = 0
+        for doc in data:
+            docs += 1
+            chars += len(doc.text)
+            if (now := time.monotonic()) - last >= self.interval:
+                last = now
+                self._write(rank, docs, chars, start, False)
+                logger.info(f"{self.run_name} task {rank}: {docs} docs, {chars / (now - start) / 1e6:.2f} M chars/s")
+            yield doc
+        self._write(rank, docs, chars, start, True)

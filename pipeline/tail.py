@@ -1,0 +1,168 @@
+"""The runs after the canonical documents: train the tokenizer (optional), tokenise to the Arrow cache, then
+mixture-sample, AP-trim, pack and write shards; finally assemble the output folder and its index.json."""
+
+from __future__ import annotations
+
+import os
+from datatrove.data import DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+
+from pipeline.compile import Plan, RunSpec
+from pipeline.docio import DocReader
+from pipeline.manifest import LoadedManifest
+from pipeline.steps import Progress
+
+
+class TrainTokenizer(PipelineStep):
+    """Trains the run's byte-level BPE on a hash-chosen sample of the canonical documents (a 1-task run)."""
+
+    name = "🔤 train tokenizer"
+    type = "🔢 - TOKENIZER"
+
+    def __init__(self, cfg, template: dict[str, str] | None, seed: int, path: str):
+        super().__init__()
+        self.cfg, self.template, self.seed, self.path = cfg, template, seed, path
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from tokenizer.steps import train_from_documents
+        from tokenizer.vocab import save_tokenizer
+
+        with self.track_time("tokenizer"):
+            save_tokenizer(train_from_documents(data, self.cfg, self.template, self.seed), self.path)
+        return
+        yield
+
+
+def _tokens_dir(prep_dir: str) -> str:
+    return os.path.join(prep_dir, "tokens")
+
+
+def add_prep_runs(chain, loaded: LoadedManifest, prep_dir: str, canonical: str) -> None:
+    """Append the tokenizer-training run (when the manifest trains one) and the tokenise-to-cache run."""
+    from tokenizer.steps import TokenizeToCache
+
+    m = loaded.manifest
+    tok = m.tokenizer
+    path = os.path.join(prep_dir, "tokenizer.json") if tok.train else loaded.resolve(str(tok.path))
+    if os.path.isdir(path):
+        path = os.path.join(path, "tokenizer.json")
+    if tok.train:
+        chain.add_run("tokenizer", [DocReader(canonical, True), TrainTokenizer(tok.train, tok.template, m.seed, path)], 1)
+    steps = [DocReader(canonical), Progress("", "tokenize"), TokenizeToCache(path, _tokens_dir(prep_dir), tok.template)]
+    chain.add_run("tokenize", steps, m.executor.tasks)
+
+
+def _tokenizer_path(plan: Plan) -> str:
+    path = plan.tokenizer_path
+    return os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
+
+
+def _rates(plan: Plan) -> dict[str, float]:
+    from tokenizer.mixture import mixture_rates
+    from tokenizer.steps import cache_token_stats
+
+    mix = plan.loaded.manifest.mixture
+    if mix is None:
+        return {}
+    stats = cache_token_stats(_tokens_dir(plan.prep_dir))
+    return mixture_rates(stats.get(f"by_{mix.by}", {}), mix.shares, mix.others)
+
+
+def predicted_mixture(plan: Plan) -> dict[str, float]:
+    """Token shares the mixture will give: exact once the corpus is tokenised, else from input bytes."""
+    from tokenizer.mixture import predicted_shares
+
+    mix = plan.loaded.manifest.mixture
+    if os.path.isdir(_tokens_dir(plan.prep_dir)) and all(os.path.exists(r.logging_dir) for r in plan.runs[:1]):
+        from tokenizer.steps import cache_token_stats
+
+        sizes = cache_token_stats(_tokens_dir(plan.prep_dir)).get(f"by_{mix.by}", {})
+    else:  # estimate: bytes per group stand in for tokens
+        sizes: dict[str, int] = {}
+        for s in plan.sources:
+            group = s.domain if mix.by == "domain" else s.name
+            sizes[group] = sizes.get(group, 0) + sum(os.path.getsize(f) for f in s.files if os.path.isfile(f))
+    from tokenizer.mixture import mixture_rates
+
+    return predicted_shares(sizes, mixture_rates(sizes, mix.shares, mix.others))
+
+
+def pack_runs(plan: Plan) -> list[RunSpec]:
+    m = plan.loaded.manifest
+    out = os.path.join(plan.pack_dir, "out")
+    trim_excl = os.path.join(plan.output_dir, "exclusions", "trim")
+
+    def build() -> list:
+        from pipeline.executors import exclusion_writer
+        from tokenizer.steps import CacheReader, MixtureSample, PackWriter
+        from tokenizer.vocab import load_tokenizer, newline_ids, resolve_template
+        from trimming.step import APTrim
+
+        tok = load_tokenizer(_tokenizer_path(plan))
+        special = resolve_template(tok, m.tokenizer.template).as_dict()
+        marker = tok.encode(m.trim.marker, add_special_tokens=False).ids if m.trim.marker else None
+        newlines = newline_ids(tok) if m.trim.snap_newline else None
+        mix = m.mixture
+        return [
+            CacheReader(_tokens_dir(plan.prep_dir)),
+            Progress(os.path.join(run.logging_dir, "progress"), "pack"),
+            MixtureSample(_rates(plan), mix.by if mix else "domain", m.seed),
+            APTrim(m.context, m.trim.policy, marker, m.trim.snap_newline, newlines, exclusion_writer(trim_excl)),
+            PackWriter(
+                out,
+                m.pack.seq_len,
+                special,
+                loss_mask=m.pack.loss_mask,
+                buffer_windows=m.pack.buffer_windows,
+                min_fill_chunk=m.pack.min_fill_chunk,
+                validation_fraction=m.output.validation_fraction,
+                seed=m.seed,
+                rows_per_shard=m.output.rows_per_shard,
+                compression=m.output.compression,
+            ),
+        ]
+
+    run = RunSpec("pack", "pack", m.executor.tasks, os.path.join(plan.pack_dir, "runs", "pack"), build)
+    run.labels = {2: "mixture", 3: "trim"}
+    return [run]
+
+
+def mixture_row(plan: Plan) -> dict:
+    """The mixture's accounting row: read + copies added = kept + sampled out."""
+    from pipeline.accounting import run_stats
+
+    pack = next(r for r in plan.runs if r.phase == "pack")
+    stats = run_stats(pack.logging_dir)
+    s = stats[2] if len(stats) > 2 else {}
+    read, kept = int(s.get("read", 0)), int(s.get("copies", 0))
+    out = int(s.get("sampled_out", 0))
+    row = {"label": "mixture", "stage": "mixture", "read": read, "kept": kept, "rejected": {"sampled_out": out}}
+    return row | {"duplicates": 0, "extra": {"copies_added": kept - (read - out)}}
+
+
+def finalize(plan: Plan, table: list[dict]) -> dict:
+    """Assemble OUTPUT (shards, samples, tokenizer, index.json) from the pack run's folder."""
+    from tokenizer.index import finalize_output
+
+    m = plan.loaded.manifest
+    for i, row in enumerate(table):
+        if row["label"] == "mixture":
+            table[i] = mixture_row(plan)
+    decont = {}
+    for row in table:
+        for key, value in row["extra"].items():
+            if key.startswith("hits_"):
+                decont[key.removeprefix("hits_")] = decont.get(key.removeprefix("hits_"), 0) + int(value)
+    extra = {
+        "name": m.name,
+        "stages": table,
+        "decontamination": decont,
+        "manifest": plan.loaded.raw,
+        "manifest_sha256": plan.loaded.sha256(),
+        "run_fingerprint": plan.pack_hash,
+        "mixture": {"by": m.mixture.by if m.mixture else "domain", "target": m.mixture.shares if m.mixture else None},
+        "trim": {"context": m.context, "policy": m.trim.policy},
+    }
+    out = os.path.join(plan.pack_dir, "out")
+    excl = os.path.join(plan.output_dir, "exclusions", "trim")
+    return finalize_output(out, plan.output_dir, _tokenizer_path(plan), extra, m.tokenizer.template, excl)

@@ -1,0 +1,142 @@
+"""CCA: compressed convolutional attention (ZAYA1), numerically equivalent to transformers' ZayaAttention.
+
+Per block, on the RMS-normed input x [B, S, d]:
+  1. one fused projection x -> [q | k | v_current | v_delayed] (no bias);
+  2. qk-mean skip terms from the pre-conv q, k (GQA groups);
+  3. two causal convolutions over time on [q | k]: depthwise (kernel cca_time0) then per-head grouped (cca_time1),
+     both with bias; written as shifted taps so they can restart at document boundaries (`doc_reset`);
+  4. value shift: half of the value channels come from the previous token;
+  5. QK-norm to sqrt(head_dim) with a LINEAR per-kv-head key temperature; 6. partial RoPE after the norm;
+  7. causal (optionally document-causal) SDPA with GQA; 8. output projection.
+Everything up to the attention runs in fp32 when the input is fp32; under autocast the matmuls run in bf16.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainer.config import ModelConfig
+from trainer.layers import apply_partial_rope
+
+
+def shift_time(x: torch.Tensor, s: int, valid: torch.Tensor | None, fill: torch.Tensor | None) -> torch.Tensor:
+    """y[:, t] = x[:, t - s] where `valid[:, t]` (same document, t - s >= 0), else `fill` (zeros when None).
+
+    x: [B, S, C]; valid: [B, S, 1] bool or None (then only the sequence start is a boundary).
+    """
+    if s == 0:
+        return x
+    y = F.pad(x[:, :-s], (0, 0, s, 0))
+    if valid is None:
+        if fill is None:
+            return y
+        start = torch.arange(x.shape[1], device=x.device)[None, :, None] < s
+        return torch.where(start, fill.to(y.dtype), y)
+    return torch.where(valid, y, torch.zeros((), dtype=y.dtype, device=y.device) if fill is None else fill.to(y.dtype))
+
+
+def same_doc_masks(doc_ids: torch.Tensor | None, max_shift: int) -> list[torch.Tensor | None]:
+    """valid[s][:, t] = position t - s exists and belongs to the same document as t; [None] * n without doc_ids."""
+    if doc_ids is None:
+        return [None] * (max_shift + 1)
+    masks: list[torch.Tensor | None] = [None]
+    for s in range(1, max_shift + 1):
+        prev = F.pad(doc_ids[:, :-s], (s, 0), value=-1)
+        masks.append((prev == doc_ids)[..., None])
+    return masks
+
+
+class CCAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        h, hk, dh = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.n_q, self.n_kv, self.head_dim, self.groups = h, hk, dh, h // hk
+        self.q_size, self.kv_size = h * dh, hk * dh
+        self.v_half = self.kv_size // 2
+        # fused [q_proj; k_proj; v_proj_current; v_proj_delayed] (split apart for HF export)
+        self.qkv_weight = nn.Parameter(torch.empty(self.q_size + self.kv_size + self.kv_size, cfg.hidden_size))
+        c = self.q_size + self.kv_size
+        self.conv_dw_weight = nn.Parameter(torch.empty(c, 1, cfg.cca_time0))  # nn.Conv1d(c, c, k0, groups=c)
+        self.conv_dw_bias = nn.Parameter(torch.zeros(c))
+        self.conv_gr_weight = nn.Parameter(torch.empty(c, dh, cfg.cca_time1))  # nn.Conv1d(c, c, k1, groups=h+hk)
+        self.conv_gr_bias = nn.Parameter(torch.zeros(c))
+        self.temp = nn.Parameter(torch.full((hk,), float(cfg.key_temp_init)))  # linear key temperature
+        self.o_proj = nn.Linear(self.q_size, cfg.hidden_size, bias=False)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        std = self.cfg.initializer_range
+        nn.init.normal_(self.qkv_weight, std=std)
+        nn.init.normal_(self.o_proj.weight, std=std / math.sqrt(2 * self.cfg.num_layers))
+        # conv taps: identity on the current token plus small noise, so CCA starts close to plain attention
+        nn.init.normal_(self.conv_dw_weight, std=std)
+        self.conv_dw_weight[:, :, -1] += 1.0
+        nn.init.normal_(self.conv_gr_weight, std=std)
+        eye = torch.eye(self.head_dim, device=self.conv_gr_weight.device)
+        self.conv_gr_weight[:, :, -1] += eye.repeat(self.n_q + self.n_kv, 1)
+        self.conv_dw_bias.zero_()
+        self.conv_gr_bias.zero_()
+        self.temp.fill_(float(self.cfg.key_temp_init))
+
+    def _convs(self, qk: torch.Tensor, valid: list[torch.Tensor | None]) -> torch.Tensor:
+        """Depthwise then per-head grouped causal conv over time; qk [B, S, C] -> [B, S, C]."""
+        k0, k1 = self.cfg.cca_time0, self.cfg.cca_time1
+        w_dw = self.conv_dw_weight[:, 0, :]  # [C, k0]; tap j multiplies x[t - (k0 - 1 - j)]
+        d = self.conv_dw_bias + sum(shift_time(qk, k0 - 1 - j, valid[k0 - 1 - j], None) * w_dw[:, j] for j in range(k0))
+        # grouped conv: its input before a boundary is the depthwise output of all-zero (padded) inputs = its bias
+        taps = torch.stack([shift_time(d, k1 - 1 - j, valid[k1 - 1 - j], self.conv_dw_bias) for j in range(k1)], dim=2)
+        b, s, c = qk.shape
+        g = self.n_q + self.n_kv
+        taps = taps.view(b, s, k1, g, self.head_dim)  # [B, S, k1, G, Din]
+        w = self.conv_gr_weight.view(g, self.head_dim, self.head_dim, k1)  # [G, Dout, Din, k1]
+        out = torch.einsum("bsjgi,goij->bsgo", taps, w)
+        return out.reshape(b, s, c) + self.conv_gr_bias
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        valid: list[torch.Tensor | None],
+        attn_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """x [B, S, d] normed; cos/sin [B, S, rotary]; valid: same_doc_masks (Nones = no reset); attn_mask bool
+        [B, 1, S, S] (True = attend) or None for plain causal."""
+        b, s, _ = x.shape
+        h, hk, dh = self.n_q, self.n_kv, self.head_dim
+        proj = F.linear(x, self.qkv_weight)
+        q, k, v_cur, v_del = proj.split([self.q_size, self.kv_size, self.v_half, self.v_half], dim=-1)
+
+        # qk-mean skip terms (pre-conv): mean_q[h] = (q[h] + k[h // groups]) / 2, mean_k[j] = mean over its group
+        q4 = q.view(b, s, h, dh)
+        mean_q = (q4 + k.view(b, s, hk, 1, dh).expand(b, s, hk, self.groups, dh).reshape(b, s, h, dh)) * 0.5
+        mean_k = mean_q.view(b, s, hk, self.groups, dh).mean(dim=-2)
+
+        conv = self._convs(torch.cat([q, k], dim=-1), valid)
+        q = conv[..., : self.q_size].view(b, s, h, dh).float() + mean_q.float()
+        k = conv[..., self.q_size :].view(b, s, hk, dh).float() + mean_k.float()
+
+        # value shift: kv channels [v_current(t) | v_delayed(t - 1)], zero before the (document) start
+        v = torch.cat([v_cur, shift_time(v_del, 1, valid[1], None)], dim=-1).view(b, s, hk, dh)
+
+        # QK-norm (fp32) with linear key temperature, then partial RoPE
+        eps = torch.finfo(q.dtype).eps
+        q = q * (math.sqrt(dh) / q.norm(dim=-1, keepdim=True).clamp_min(eps))
+        k = k * (math.sqrt(dh) / k.norm(dim=-1, keepdim=True).clamp_min(eps)) * self.temp.float()[:, None]
+        q, k = apply_partial_rope(q, cos, sin), apply_partial_rope(k, cos, sin)
+
+        dt = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else v.dtype
+        q, k, v = (t.to(dt).transpose(1, 2) for t in (q, k, v))  # [B, heads, S, dh]
+        if attn_mask is None:
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.groups > 1)
+        else:  # masked kernels do not all take enable_gqa: repeat kv
+            k = k.repeat_interleave(self.groups, dim=1)
+            v = v.repeat_interleave(self.groups, dim=1)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.o_proj(o.transpose(1, 2).reshape(b, s, self.q_size))
