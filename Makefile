@@ -3,7 +3,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEMO_OUT := data/demo-output
+DEMO_OUT := output/demo
 
 .PHONY: setup demo test lint bench clean
 

@@ -21,7 +21,10 @@ from filters.stage import BuildContext, Chain, ExistingPath, Stage, StageOptions
 # The detector's default languages when none are given: loading all 75 lingua languages is slow and rarely useful.
 COMPACT_LANGUAGES = ("en", "zh", "es", "fr", "de", "ru", "ja", "ko", "pt", "it")
 
-_MATH_ENVS = r"\\begin\{(equation|align|gather|multline|eqnarray|displaymath|math|array|[pbvBV]?matrix|xymatrix|tikzcd|cases)(\*?)\}.*?\\end\{\1\2\}"
+_MATH_ENVS = (
+    r"\\begin\{(equation|align|gather|multline|eqnarray|displaymath|math|array|[pbvBV]?matrix|xymatrix|tikzcd|cases)"
+    r"(\*?)\}.*?\\end\{\1\2\}"
+)
 _NON_PROSE = [
     re.compile(r"```.*?(?:```|$)", re.DOTALL),  # fenced code (an unterminated fence runs to the end)
     re.compile(r"`[^`\n]*`"),  # inline code
@@ -100,6 +103,9 @@ class FastTextDetector:
     """A local fastText language-id model (labels `__label__<code>`, e.g. lid.176.bin), loaded on first use."""
 
     def __init__(self, model_path: str | Path):
+        from datatrove.utils._import_utils import check_required_dependencies
+
+        check_required_dependencies("fasttext language id", [("fasttext", "fasttext-numpy2-wheel")])
         self.model_path = str(model_path)
         self._model = None
 

@@ -8,6 +8,8 @@ shingle sets must reach `jaccard_threshold`. Of each cluster the first document 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from datatrove.data import Document
 from pydantic import Field
@@ -16,6 +18,8 @@ from filters.minhash_core import lsh_threshold, ngram_hashes, token_hashes
 from filters.minhash_steps import GramSignatureWriter, LshBuckets, RemovalFilter, VerifyCluster
 from filters.normalize import Normalization, prepare
 from filters.stage import BuildContext, Chain, Stage, StageOptions, register
+
+_NUMBER = re.compile(r"\d+")
 
 
 class MinhashOptions(StageOptions):
@@ -31,6 +35,9 @@ class MinhashOptions(StageOptions):
         hashes_per_bucket: MinHash values per band.
         jaccard_threshold: minimum true Jaccard similarity of two documents' shingle sets to call them duplicates.
         normalization: text normalisation before tokenising (digits and operators are always kept).
+        same_numbers: also require two documents to contain the same sequence of numbers (for math corpora, where
+            templated problems that differ only in their numbers share most shingles; off by default because it
+            also keeps reworded copies whose dates or counts changed).
         seed: MinHash seed; None = the manifest's seed.
         bucket_tasks: tasks of the buckets run (each handles buckets/bucket_tasks bands); None = min(buckets, tasks).
     """
@@ -40,6 +47,7 @@ class MinhashOptions(StageOptions):
     hashes_per_bucket: int = Field(4, ge=1, le=64)
     jaccard_threshold: float = Field(0.5, gt=0.0, le=1.0)
     normalization: Normalization = Field(default_factory=Normalization)
+    same_numbers: bool = False
     seed: int | None = None
     bucket_tasks: int | None = Field(None, ge=1)
 
@@ -52,6 +60,7 @@ class WordShingleSigner(GramSignatureWriter):
     def __init__(self, sig_dir: str, opts: MinhashOptions, seed: int, domains: tuple[str, ...] | None):
         super().__init__(sig_dir, opts.buckets, opts.hashes_per_bucket, seed)
         self.shingle_size, self.norm, self.domains = opts.shingle_size, opts.normalization, domains
+        self.same_numbers = opts.same_numbers
 
     def selected(self, doc: Document) -> bool:
         return self.domains is None or doc.metadata.get("domain") in self.domains
@@ -59,6 +68,10 @@ class WordShingleSigner(GramSignatureWriter):
     def grams(self, docs: list[Document]) -> tuple[np.ndarray, np.ndarray]:
         tokens, offsets = token_hashes([prepare(doc.text, self.norm) for doc in docs])
         return ngram_hashes(tokens, offsets, self.shingle_size, whole_if_short=True)
+
+    def meta(self, doc: Document) -> list:
+        numbers = ",".join(_NUMBER.findall(prepare(doc.text, self.norm))) if self.same_numbers else None
+        return [doc.id, [], numbers]
 
 
 @register

@@ -15,10 +15,11 @@ import threading
 import zlib
 from collections.abc import Iterable, Sequence
 
-from pydantic import Field
+from datatrove.utils._import_utils import check_required_dependencies
+from pydantic import Field, field_validator
 
 from filters.base import DomainFilter
-from filters.language import COMPACT_LANGUAGES, Detector, LinguaDetector, letter_count, prose
+from filters.language import COMPACT_LANGUAGES, Detector, LinguaDetector, letter_count, lingua_language, prose
 from filters.stage import BuildContext, Chain, Stage, StageOptions, register
 from tokenizer.sample import final_answer_text, is_chat, problem_text, reasoning_text, turns
 
@@ -123,6 +124,8 @@ class ReasoningQualityFilter(DomainFilter):
         self.language_min_letters = language_min_letters
         self.language_min_confidence = language_min_confidence
         self.verify_math = verify_math
+        if verify_math:
+            check_required_dependencies("reasoning_quality verify_math", [("math_verify", "math-verify")])
 
     def keep(self, doc) -> bool | tuple[bool, str]:
         if not is_chat(doc):
@@ -179,6 +182,13 @@ class ReasoningOptions(StageOptions):
     detector_languages: list[str] = Field(list(COMPACT_LANGUAGES), min_length=2, description="lingua languages")
     verify_math: bool = Field(False, description="answer (or metadata answer) must parse with math-verify")
 
+    @field_validator("detector_languages")
+    @classmethod
+    def _known_languages(cls, codes: list[str]) -> list[str]:
+        for code in codes:
+            lingua_language(code)
+        return codes
+
 
 @register
 class ReasoningQualityStage(Stage):
@@ -208,4 +218,5 @@ class ReasoningQualityStage(Stage):
 
     def describe(self, opts: ReasoningOptions) -> str:
         extra = ", math-verify" if opts.verify_math else ""
-        return f"reasoning >= {opts.min_reasoning_words} words, {opts.ngram}-gram loops > {opts.max_duplicate_fraction}{extra}"
+        loops = f"{opts.ngram}-gram repeats <= {opts.max_duplicate_fraction}"
+        return f"reasoning >= {opts.min_reasoning_words} words, {loops}{extra}"

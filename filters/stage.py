@@ -101,6 +101,8 @@ REGISTRY: dict[str, type[Stage]] = {}
 def register(cls: type[Stage]) -> type[Stage]:
     """Class decorator: make a stage available to manifests under `cls.name`."""
     if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
-        raise ValueError(f"stage name {cls.name!r} registered twice ({REGISTRY[cls.name].__module__}, {cls.__module__})")
+        raise ValueError(
+            f"stage name {cls.name!r} registered twice ({REGISTRY[cls.name].__module__}, {cls.__module__})"
+        )
     REGISTRY[cls.name] = cls
     return cls

@@ -1,8 +1,8 @@
 """Per-stage accounting from datatrove's per-task stats files: read = kept + rejected (by reason) + duplicates.
 
-Each run's `stats/NNNNN.json` lists its steps' counters in pipeline order. A stage's steps carry its label (compile.py);
+Each run's `stats/NNNNN.json` lists its steps' counters in pipeline order. A stage's steps carry its label;
 its `read` is the `total` of its first counting step, `kept` the `forwarded` of its last, and every `dropped_<reason>`
-is a rejection, except reasons starting with `duplicate`, which count as duplicates.
+is a rejection, except reasons `duplicate_*`, which count as duplicates.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def stage_counts(plan: Plan) -> list[dict]:
         duplicates, extra = 0, Counter()
         for counters in steps:
             for key, value in counters.items():
-                if key.startswith("dropped_duplicate"):
+                if key.startswith("dropped_duplicate_"):
                     duplicates += int(value)
                 elif key.startswith("dropped_"):
                     rejected[key.removeprefix("dropped_")] += int(value)

@@ -6,7 +6,7 @@ Pure functions: `adapt(record, schema, fields) -> (text, metadata)` or `AdaptErr
 - problem_solution: a problem and a solution; the final answer from an explicit field, GSM8K `#### n` or `\\boxed{}`.
 - prompt_completion: a prompt and a completion (which may hold think tags).
 - text: plain text.
-`fields` maps canonical names (messages, problem, solution, reasoning, answer, prompt, completion, text) to record keys.
+`fields` maps canonical names (messages, problem, solution, reasoning, answer, prompt, completion, text) to keys.
 """
 
 from __future__ import annotations
@@ -151,11 +151,11 @@ def adapt_messages(record: dict, fields: dict[str, str]) -> tuple[str, dict]:
             inline, content = split_reasoning(content)
             reasoning = reasoning or inline
             answer = boxed(content) or answer
-        elif "<think>" in content or "</think>" in content:
-            raise AdaptError("unbalanced_think", f"think tag in a {role} turn")
         turns.append({"role": role, "content": content.strip(), "reasoning": reasoning})
     if turns[-1]["role"] != "assistant":
         raise AdaptError("no_final_answer", "the conversation does not end with an assistant turn")
+    if not turns[-1]["content"]:
+        raise AdaptError("empty_text", "the final answer is empty")
     return _chat(turns, answer)
 
 

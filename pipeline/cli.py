@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_inspect_args(p)
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("train", help="train the bundled ZAYA1 model on shards (see `reasonpipe train -h`)", add_help=False)
+    p = sub.add_parser(
+        "train", help="train the bundled ZAYA1 model on shards (see `reasonpipe train -h`)", add_help=False
+    )
     p.set_defaults(func=None)
 
     p = sub.add_parser("export-hf", help="export a training run's latest checkpoint as a transformers Zaya folder")

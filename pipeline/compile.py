@@ -102,7 +102,9 @@ def resolve_sources(loaded: LoadedManifest) -> list[InputSource]:
         else:
             files = sorted(glob.glob(target)) or [target]
             root = os.path.commonpath([os.path.dirname(f) for f in files])
-        source = InputSource(inp.name, fmt, tuple(files), root, inp.schema_, inp.domain, inp.fields, inp.max_record_bytes)
+        source = InputSource(
+            inp.name, fmt, tuple(files), root, inp.schema_, inp.domain, inp.fields, inp.max_record_bytes
+        )
         if inp.schema_ == "auto":
             head = [r for r, _ in zip(iter_records(source, files[0]), range(20))] if files else []
             source = InputSource(**{**source.__dict__, "schema": detect_schema(head, inp.fields)})

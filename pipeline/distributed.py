@@ -147,5 +147,12 @@ def sbatch_scripts(plan) -> list[tuple[str, str]]:
         ex = _slurm(run.steps, run.tasks, run.logging_dir, cfg)
         ex.slurm_logs_folder = os.path.join(run.logging_dir, "slurm_logs")
         pik = os.path.join(run.logging_dir, "executor.pik")
-        scripts.append((run.name, ex.get_launch_file_contents(ex.get_sbatch_args(run.tasks), f"srun -l -n 1 launch_pickled_pipeline {pik}")))
+        scripts.append(
+            (
+                run.name,
+                ex.get_launch_file_contents(
+                    ex.get_sbatch_args(run.tasks), f"srun -l -n 1 launch_pickled_pipeline {pik}"
+                ),
+            )
+        )
     return scripts

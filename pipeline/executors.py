@@ -27,7 +27,17 @@ def quiet_task_logger(logging_dir, rank: int, local_rank: int = 0, node_rank: in
     return logfile
 
 
-executor_base.add_task_logger = quiet_task_logger  # applies in worker processes too: they import this module
+def quiet_close_task_logger(logfile) -> None:
+    """End a task's logging without datatrove's reset to a verbose stderr logger."""
+    logger.complete()
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+    logfile.close()
+
+
+# applies in worker processes too: they import this module to unpickle LocalExecutor
+executor_base.add_task_logger = quiet_task_logger
+executor_base.close_task_logger = quiet_close_task_logger
 
 
 def exclusion_writer(folder: str):

@@ -51,6 +51,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+import pyarrow as pa
 from rich.console import Console
 
 INSPECT_VERSION = 1
@@ -80,7 +82,6 @@ def _console(color: str) -> Console:
 def run_inspect(args: argparse.Namespace) -> int:
     """Run `reasonpipe inspect` with parsed args; returns the exit code."""
     from pipeline import inspect_render as render
-    from pipeline.inspect_stats import compare_stats, compute_stats
 
     console = _console(args.color)
     rich = console.is_terminal and not args.json
@@ -105,17 +106,27 @@ def run_inspect(args: argparse.Namespace) -> int:
         if not args.json:
             render.render_sections(render.validation_sections(problems), console, rich)
             for p in problems:  # one greppable line per problem on stderr
-                err.print(f"invalid: {p['where']}: [{p['check']}] {p['message']}", markup=False, highlight=False)
+                line = f"invalid: {p['where']}: [{p['check']}] {p['message']}"
+                err.print(line, markup=False, highlight=False, soft_wrap=True)
     try:
-        stats = compute_stats(out, args.top)
-    except (OSError, ValueError, KeyError) as e:
+        _views(args, report, console, rich)
+    except (OSError, ValueError, KeyError, pa.ArrowException, pl.exceptions.PolarsError) as e:
+        # an unreadable output: validation (if asked) already said why; otherwise say it here
         if code == 0:
-            err.print(f"reasonpipe inspect: cannot read {out}: {type(e).__name__}: {e}", markup=False)
+            err.print(f"reasonpipe inspect: cannot read {out}: {type(e).__name__}: {e}", markup=False, soft_wrap=True)
             code = 2
-        if args.json:
-            print(json.dumps(report, indent=1, sort_keys=False, default=str))
-        return code
-    report["stats"] = stats
+    if args.json:
+        sys.stdout.write(json.dumps(report, indent=1, default=str) + "\n")
+    return code
+
+
+def _views(args: argparse.Namespace, report: dict[str, Any], console: Console, rich: bool) -> None:
+    """Fill `report` with the views asked for (and print them unless --json)."""
+    from pipeline import inspect_render as render
+    from pipeline.inspect_stats import compare_stats, compute_stats
+
+    out: Path = args.output
+    report["stats"] = stats = compute_stats(out, args.top)
     if not args.json and not (args.sample or args.validate or args.compare):
         render.render_sections(render.stats_sections(stats), console, rich)
     if args.sample:
@@ -132,10 +143,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 
         report["plots"] = make_plots(out, stats, args.plot)
         if not args.json:
-            console.print(f"plots: {', '.join(report['plots'])}", markup=False, highlight=False)
-    if args.json:
-        sys.stdout.write(json.dumps(report, indent=1, default=str) + "\n")
-    return code
+            console.print(f"plots: {', '.join(report['plots'])}", markup=False, highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:

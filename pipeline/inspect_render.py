@@ -132,6 +132,7 @@ def stats_sections(st: dict[str, Any]) -> list[Section]:
                     f"p10 {pct(fd['p10'])}  p50 {pct(fd['p50'])}  p90 {pct(fd['p90'])}",
                 ],
             ],
+            right=False,
         )
     )
     out.append(

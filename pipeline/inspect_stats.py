@@ -124,7 +124,7 @@ def _mixture(lf: pl.LazyFrame, by: str, target: dict[str, float] | None) -> list
         .collect()
     )
     total = int(df["tokens"].sum()) or 1
-    return [
+    rows = [
         {
             "name": r[by],
             "samples": r["samples"],
@@ -134,6 +134,13 @@ def _mixture(lf: pl.LazyFrame, by: str, target: dict[str, float] | None) -> list
         }
         for r in df.iter_rows(named=True)
     ]
+    seen = {r["name"] for r in rows}  # targets that got no tokens at all still show, with share 0
+    rows += [
+        {"name": n, "samples": 0, "tokens": 0, "share": 0.0, "target": t}
+        for n, t in sorted((target or {}).items())
+        if n not in seen
+    ]
+    return rows
 
 
 def _trim(lf: pl.LazyFrame, index_trim: dict[str, Any]) -> dict[str, Any]:

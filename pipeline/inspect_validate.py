@@ -130,6 +130,13 @@ SAMPLES_COLUMNS = {
 STATUSES = ("fit", "trimmed", "dropped", "plain")
 
 
+def _same_type(found: pa.DataType, expected: pa.DataType) -> bool:
+    """Exact type match, except that any string flavour (large_string from polars, string_view) is a string."""
+    if pa.types.is_string(expected):
+        return pa.types.is_string(found) or pa.types.is_large_string(found) or pa.types.is_string_view(found)
+    return found.equals(expected)
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -251,7 +258,7 @@ def _check_chunk(
     scan.docs.append(
         pl.DataFrame(
             {
-                "sample_id": pl.Series(ids_col.flatten().to_pylist(), dtype=pl.String),
+                "sample_id": pl.from_arrow(ids_col.flatten()).cast(pl.String),
                 "row": row0 + rows,
                 "doc": np.arange(len(offs)) - first[rows],
                 "start": offs,
@@ -322,10 +329,9 @@ def _load_samples(out: Path, problems: list[Problem]) -> pl.DataFrame | None:
             if name not in schema.names:
                 problems.append(Problem(f"samples/{f.name}", "schema", f"column {name} missing"))
                 ok = False
-            elif not schema.field(name).type.equals(typ):
-                problems.append(
-                    Problem(f"samples/{f.name}", "schema", f"column {name}: {schema.field(name).type}, expected {typ}")
-                )
+            elif not _same_type(schema.field(name).type, typ):
+                found = schema.field(name).type
+                problems.append(Problem(f"samples/{f.name}", "schema", f"column {name}: {found}, expected {typ}"))
                 ok = False
     if not ok:
         return None
@@ -364,11 +370,12 @@ def _check_samples_in_shard(
     for r in joined.filter(pl.col("n_real").is_null()).head(5).iter_rows(named=True):
         report.append(("placement", f"sample {r['id']} not found at row {r['row']} (samples/ says it starts there)"))
     atomic = joined.filter(pl.col("status").is_in(ATOMIC_STATUSES) & pl.col("n_real").is_not_null())
-    split = docs.filter(pl.col("continuation")).join(atomic.select("id"), left_on="sample_id", right_on="id")
-    for r in split.head(5).iter_rows(named=True):
-        report.append(
-            ("ap_split", f"atomic sample {r['sample_id']} continues into row {r['row']} (split across windows)")
-        )
+    # any other occurrence of an atomic sample in this shard: a continuation (split) or a second copy
+    home = atomic.select(pl.col("id").alias("sample_id"), pl.col("row").alias("home"))
+    again = docs.join(home, on="sample_id").filter((pl.col("row") != pl.col("home")) | pl.col("continuation"))
+    for r in again.head(5).iter_rows(named=True):
+        how = "continues into" if r["continuation"] else "appears again in"
+        report.append(("ap_split", f"atomic sample {r['sample_id']} {how} row {r['row']} (starts at row {r['home']})"))
     checks = [
         (
             "ap_tokens",

@@ -233,22 +233,22 @@ def _check_stages(raw_stages: Any, base_dir: Path) -> tuple[list[StageSpec], lis
     return specs, problems
 
 
-def _check_inputs(manifest: Manifest, loaded: LoadedManifest) -> list[tuple[tuple, str]]:
+def _check_inputs(raw_inputs: Any, base_dir: Path) -> list[tuple[tuple, str]]:
+    """Paths that match no file, and formats that cannot be inferred (checked on the raw YAML, with the rest)."""
     problems = []
-    for i, inp in enumerate(manifest.inputs):
-        if inp.format is None and infer_format(inp.path) is None and not _is_dir(loaded.resolve(inp.path)):
-            problems.append(
-                (("inputs", i, "format"), f"cannot infer the format of {inp.path!r}; set format: one of {FORMATS}")
-            )
-        if not is_url(inp.path):
-            target = loaded.resolve(inp.path)
-            if not glob.glob(target) and not Path(target).exists():
-                problems.append((("inputs", i, "path"), f"no file matches {target}"))
+    for i, inp in enumerate(raw_inputs if isinstance(raw_inputs, list) else []):
+        if not isinstance(inp, dict) or not isinstance(inp.get("path"), str):
+            continue
+        path = inp["path"]
+        if is_url(path):
+            continue
+        target = Path(path.removeprefix("file://")).expanduser()
+        target = str(target if target.is_absolute() else base_dir / target)
+        if not glob.glob(target):
+            problems.append((("inputs", i, "path"), f"no file matches {target}"))
+        elif inp.get("format") is None and infer_format(target) is None and not Path(target).is_dir():
+            problems.append((("inputs", i, "format"), f"cannot infer the format of {path!r}; set one of {FORMATS}"))
     return problems
-
-
-def _is_dir(path: str) -> bool:
-    return not is_url(path) and Path(path).is_dir()
 
 
 def load_manifest(path: str | Path, overrides: dict[str, Any] | None = None) -> LoadedManifest:
@@ -271,16 +271,12 @@ def load_manifest(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         node[leaf] = value
     lines = key_lines(text)
     specs, stage_problems = _check_stages(raw.get("stages", []), path.parent)
-    problems = [f"{path.name}:{line_of(lines, loc) or '?'}: {format_path(loc)}: {msg}" for loc, msg in stage_problems]
+    found = stage_problems + _check_inputs(raw.get("inputs"), path.parent)
+    problems = [f"{path.name}:{line_of(lines, loc) or '?'}: {format_path(loc)}: {msg}" for loc, msg in found]
     try:
         manifest = Manifest.model_validate(raw, context={"base_dir": path.parent})
     except ValidationError as exc:
-        raise ManifestError(path, _problems(exc, (), lines, path, raw) + problems) from None
-    loaded = LoadedManifest(manifest, specs, path, raw)
-    problems += [
-        f"{path.name}:{line_of(lines, loc) or '?'}: {format_path(loc)}: {msg}"
-        for loc, msg in _check_inputs(manifest, loaded)
-    ]
+        problems = _problems(exc, (), lines, path, raw) + problems
     if problems:
         raise ManifestError(path, problems)
-    return loaded
+    return LoadedManifest(manifest, specs, path, raw)

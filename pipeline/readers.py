@@ -47,7 +47,9 @@ class BadRecord(Exception):
 def _open(path: str, mode: str = "rb"):
     import fsspec
 
-    return fsspec.open(path, mode, compression="infer").open()
+    f = fsspec.open(path, mode, compression="infer").open()
+    # zstandard's reader cannot iterate lines by itself
+    return io.BufferedReader(f) if path.endswith((".zst", ".zstd")) else f
 
 
 def _jsonl(path: str, max_bytes: int) -> Iterator[Any]:

@@ -4,6 +4,7 @@ mixture-sample, AP-trim, pack and write shards; finally assemble the output fold
 from __future__ import annotations
 
 import os
+
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
@@ -47,8 +48,14 @@ def add_prep_runs(chain, loaded: LoadedManifest, prep_dir: str, canonical: str) 
     if os.path.isdir(path):
         path = os.path.join(path, "tokenizer.json")
     if tok.train:
-        chain.add_run("tokenizer", [DocReader(canonical, True), TrainTokenizer(tok.train, tok.template, m.seed, path)], 1)
-    steps = [DocReader(canonical), Progress("", "tokenize"), TokenizeToCache(path, _tokens_dir(prep_dir), tok.template)]
+        chain.add_run(
+            "tokenizer", [DocReader(canonical, True), TrainTokenizer(tok.train, tok.template, m.seed, path)], 1
+        )
+    steps = [
+        DocReader(canonical),
+        Progress("", "tokenize"),
+        TokenizeToCache(path, _tokens_dir(prep_dir), tok.template),
+    ]
     chain.add_run("tokenize", steps, m.executor.tasks)
 
 

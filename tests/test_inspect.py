@@ -93,6 +93,14 @@ def test_default_view_rich_on_terminal(base: Path, capsys: pytest.CaptureFixture
     assert "Mixture by domain" in ANSI.sub("", stdout)
 
 
+def test_default_view_warns_on_missing_shard(out: Path, capsys: pytest.CaptureFixture) -> None:
+    (out / "shards" / "00004.arrow").unlink()
+    code, stdout, _ = run(capsys, out)
+    assert code == 0 and "== Warnings" in stdout and "shards/00004.arrow: unreadable" in stdout
+    code, _, err = run(capsys, out, "--validate", "--sample", 40)
+    assert code == 1 and "invalid: shards/00004.arrow: [missing]" in err
+
+
 def test_unreadable_output_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code, _, err = run(capsys, tmp_path)
     assert code == 2 and "index.json" in err
@@ -273,7 +281,7 @@ def test_validate_samples_placement(out: Path, capsys: pytest.CaptureFixture) ->
     assert any(p["check"] == "placement" and sid in p["message"] for p in problems_of(capsys, out))
 
 
-# ---------------------------------------------------------------------------------------------------- json, plots, compare
+# -------------------------------------------------------------------------------------------- json, plots, compare
 def test_json_stable_keys(base: Path, capsys: pytest.CaptureFixture) -> None:
     code, rep = run_json(capsys, base)
     assert code == 0
@@ -284,6 +292,8 @@ def test_json_stable_keys(base: Path, capsys: pytest.CaptureFixture) -> None:
         "shards", "samples", "mixture", "trim", "stages", "top_rejections", "packing", "decontamination", "warnings",
     }  # fmt: skip
     assert set(rep["stats"]["totals"]) == {"train", "val", "all"}
+    _, top2 = run_json(capsys, base, "--top", 2)
+    assert top2["stats"]["top_rejections"] == rep["stats"]["top_rejections"][:2]
     assert rep["stats"] == json.loads(json.dumps(compute_stats(base)))
 
 

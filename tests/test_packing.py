@@ -141,7 +141,7 @@ def test_atomic_only_stream_best_fit() -> None:
     check_windows(items, packer, windows)
     lower_bound = -(-packer.real_tokens // 4096)
     print(f"atomic only: {len(windows)} windows, bound {lower_bound}, efficiency {packer.efficiency:.4f}")
-    assert len(windows) <= 1.05 * lower_bound
+    assert len(windows) <= 1.015 * lower_bound  # worst-fit needs ~2.2% more here
 
 
 def test_efficiency_on_real_text() -> None:
@@ -163,6 +163,32 @@ def test_efficiency_on_real_text() -> None:
     check_windows(items, packer, windows)
     print(f"real text: {len(windows)} windows, efficiency {packer.efficiency:.4f}")
     assert packer.efficiency >= 0.99
+
+
+def test_hand_example_gaps_and_placements() -> None:
+    rng = np.random.default_rng(4)
+    a, b, doc = chat_item(rng, "a", 7), chat_item(rng, "b", 6), plain_item(rng, "doc", 15)
+    packer = Packer(10, PAD, buffer_windows=2, min_fill_chunk=3)
+    assert packer.add(a) == [] and packer.add(doc) == [] and packer.add(b) == []
+    windows = packer.flush()  # b opens a second window; the fullest (a) closes first and takes 3 doc tokens
+    assert [w.sample_ids for w in windows] == [["a", "doc"], ["b", "doc"], ["doc"]]
+    assert [w.doc_offsets for w in windows] == [[0, 7], [0, 6], [0]]
+    assert np.array_equal(
+        np.concatenate([windows[0].input_ids[7:], windows[1].input_ids[6:], windows[2].input_ids[:8]]), doc.ids
+    )
+    assert np.all(windows[2].input_ids[8:] == PAD) and packer.split_documents == 1
+    assert packer.placements == {"a": (0, 0), "doc": (0, 7), "b": (1, 0)}
+    # a gap smaller than min_fill_chunk is padded rather than filled with a sliver of a document
+    packer = Packer(10, PAD, buffer_windows=1, min_fill_chunk=4)
+    packer.add(a)
+    packer.add(doc)
+    windows = packer.flush()
+    assert [w.sample_ids for w in windows] == [["a"], ["doc"], ["doc"]] and packer.pad_tokens == 3 + 5
+    # repeated ids (mixture copies): placements keep the first occurrence
+    packer = Packer(10, PAD, buffer_windows=1)
+    windows = packer.add(a) + packer.add(a) + packer.flush()
+    assert [w.sample_ids for w in windows] == [["a"], ["a"]] and packer.placements == {"a": (0, 0)}
+    assert packer.take_placements() == {"a": (0, 0)} and packer.placements == {}
 
 
 def test_errors_and_config() -> None:

@@ -139,7 +139,9 @@ def test_assistant_without_reasoning_and_empty_texts(tpl: ChatTemplate) -> None:
     assert [s.kind for s in segs] == [SEG_TEMPLATE, SEG_PROMPT, SEG_TEMPLATE, SEG_ANSWER, SEG_TEMPLATE]
     assert all(s.think == -1 for s in segs)
     t = tpl.tokens
-    empty = tpl.encode({"kind": "chat", "turns": [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}]})
+    empty = tpl.encode(
+        {"kind": "chat", "turns": [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}]}
+    )
     assert segments_ids(empty).tolist() == [t.bos, t.user, t.end_turn, t.assistant, t.end_turn, t.eos]
     with pytest.raises(ValueError, match="role 'tool'"):
         tpl.encode({"kind": "chat", "turns": [{"role": "tool", "content": "x"}]})
@@ -213,7 +215,9 @@ def _prefixing_tokenizers() -> list[Tokenizer]:
     bl = Tokenizer(models.BPE())
     bl.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     bl.decoder = decoders.ByteLevel()
-    bl.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=600, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bl.train_from_iterator(
+        texts, trainers.BpeTrainer(vocab_size=600, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    )
     out.append(bl)
     ms = Tokenizer(models.BPE())
     ms.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
@@ -226,7 +230,7 @@ def _prefixing_tokenizers() -> list[Tokenizer]:
 @pytest.mark.parametrize("which", [0, 1], ids=["bytelevel-prefix-space", "metaspace-always"])
 def test_loading_removes_start_prefixing(tmp_path: Path, which: int) -> None:
     raw = _prefixing_tokenizers()[which]
-    parts = ["The proof", " is by induction", " on n."]
+    parts = ["The proof", "s go by induction", " on n."]
     naive = sum((raw.encode(p, add_special_tokens=False).ids for p in parts), [])
     assert raw.decode(naive) != "".join(parts)  # the problem being fixed
     tok = load_tokenizer(save_tokenizer(raw, tmp_path / "tokenizer.json"))

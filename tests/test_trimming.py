@@ -2,6 +2,7 @@
 
 import gzip
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from trimming.core import (
 BOS, EOS, USER, ASSISTANT, END_TURN, THINK, UNTHINK, NEWLINE, MARK = 1, 2, 3, 4, 5, 6, 7, 10, 11
 WORDS = (20, 5000)  # ordinary tokens; NEWLINE is sprinkled in
 
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "reasoning"
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -246,6 +248,51 @@ def test_multi_turn_removes_earlier_thinks() -> None:
     segs = chat(rng, [(10, 300, 20), (10, None, 20)])
     out, rec = trim(segs, len(flat(segs)) - 50)
     assert rec.status == "trimmed" and rec.reasoning_kept == 250 and rec.dropped_thinks == 0
+
+
+def test_reasoning_in_several_segments_is_cut_as_one() -> None:
+    r1, r2 = np.arange(100, 106, dtype=np.uint32), np.arange(200, 206, dtype=np.uint32)
+    segs = [
+        Segment(SEG_PROMPT, u32(50)),
+        Segment(SEG_TEMPLATE, u32(THINK), 0),
+        Segment(SEG_REASONING, r1, 0),
+        Segment(SEG_REASONING, r2, 0),
+        Segment(SEG_TEMPLATE, u32(UNTHINK), 0),
+        Segment(SEG_ANSWER, u32(60)),
+    ]
+    out, rec = trim(segs, 12)  # 4 fixed tokens: keep 8 of 12 reasoning tokens, across the segment boundary
+    assert flat(out).tolist() == [50, THINK, *range(100, 106), 200, 201, UNTHINK, 60]
+    assert rec.reasoning_kept == 8 and [s.kind for s in out].count(SEG_REASONING) == 1
+
+
+def test_real_r1_traces_byte_tokens() -> None:
+    """DeepSeek-R1 style traces, UTF-8 bytes as tokens (+16, clear of the specials): the answer survives intact,
+    the kept reasoning is a prefix of the trace that ends on a line break, the marker sits at the cut."""
+    files = sorted(REAL.glob("r1_samples_*.jsonl"))
+    if not files:
+        pytest.skip("shared real data not available")
+    enc = lambda t: np.frombuffer(t.encode(), dtype=np.uint8).astype(np.uint32) + 16  # noqa: E731
+    dec = lambda ids: (np.asarray(ids) - 16).astype(np.uint8).tobytes().decode(errors="replace")  # noqa: E731
+    marker, newline = enc(" [...]\n"), enc("\n")
+    rows = [json.loads(line) for f in files for line in f.open()]
+    for row in rows:
+        segs = [
+            Segment(SEG_TEMPLATE, u32(BOS, USER)),
+            Segment(SEG_PROMPT, enc(row["problem"])),
+            Segment(SEG_TEMPLATE, u32(END_TURN, ASSISTANT)),
+            Segment(SEG_TEMPLATE, u32(THINK), 0),
+            Segment(SEG_REASONING, enc(row["message_thinking"]), 0),
+            Segment(SEG_TEMPLATE, u32(UNTHINK), 0),
+            Segment(SEG_ANSWER, enc(row["message_content"])),
+            Segment(SEG_TEMPLATE, u32(END_TURN, EOS)),
+        ]
+        budget = len(outside_thinks(segs)) + 2 + len(segs[4].ids) // 3
+        out, rec = trim(segs, budget, marker=marker, snap=400, newline_ids=newline)
+        assert rec.status == "trimmed" and len(flat(out)) <= budget
+        assert dec(flat([s for s in out if s.kind == SEG_ANSWER])) == row["message_content"]
+        kept = dec(think_of(out, 0))
+        assert row["message_thinking"].startswith(kept) and kept.endswith("\n")
+        assert dec(think_of(out, 0, SEG_TEMPLATE)[1:-1]) == " [...]\n"
 
 
 def test_no_reasoning_too_long_is_dropped() -> None:

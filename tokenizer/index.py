@@ -114,8 +114,9 @@ def finalize_output(
     """Assemble OUTPUT from the PackWriter folder; returns the index written to `output_dir/index.json`.
 
     `extra` supplies what the packer does not know: name, stages, decontamination, manifest, manifest_sha256,
-    mixture {"by", "target"}, trim {"context", "policy"}. `template` is the tokenizer's template map (for the
-    special ids). `dropped_folder` is the APTrim exclusion folder: its samples enter samples/ as "dropped".
+    mixture {"by", "target"}, trim {"context", "policy"}; other keys are copied into the index as they are.
+    `template` is the tokenizer's template map (for the special ids).
+    `dropped_folder` is the APTrim exclusion folder: its samples enter samples/ as "dropped".
     """
     pack, out = Path(pack_folder), Path(output_dir)
     stats_files = sorted((pack / "stats").glob("*.json"))
@@ -200,6 +201,7 @@ def finalize_output(
         "manifest": extra.get("manifest", {}),
         "manifest_sha256": extra.get("manifest_sha256"),
     }
+    index.update({k: v for k, v in extra.items() if k not in index and k not in ("trim", "mixture")})
     write_json_atomic(out / "index.json", index)
     return index
 

@@ -98,8 +98,9 @@ class _Open:
 class Packer:
     """Streaming best-fit-decreasing packer; see the module doc. Not thread-safe.
 
-    `placements` maps each sample id to (window ordinal, offset) of its first token (first occurrence of an id wins);
-    the counters `windows`, `real_tokens`, `pad_tokens`, `split_documents` feed the index's packing summary.
+    `placements` maps each sample id to (window ordinal, offset) of its first token (first occurrence of an id wins;
+    it grows with the stream: drain it with `take_placements()` after each `add`/`flush` on large corpora); the
+    counters `windows`, `real_tokens`, `pad_tokens`, `split_documents` feed the index's packing summary.
     """
 
     def __init__(self, seq_len: int, pad_id: int, buffer_windows: int = 64, min_fill_chunk: int = 1) -> None:
@@ -125,6 +126,11 @@ class Packer:
         """Real tokens / all tokens of the windows emitted so far (1.0 before any window)."""
         total = self.windows * self.seq_len
         return self.real_tokens / total if total else 1.0
+
+    def take_placements(self) -> dict[str, tuple[int, int]]:
+        """Return the placements recorded so far and forget them (keeps memory bounded on long streams)."""
+        out, self.placements = self.placements, {}
+        return out
 
     def add(self, item: PackItem) -> list[Window]:
         """Queue one sample; returns the windows completed by it (often none)."""

@@ -1,8 +1,8 @@
 """The canonical sample: accessors over a datatrove `Document`'s metadata.
 
 A plain document has only `text`. A conversational/reasoning sample (`metadata["kind"] == "chat"`) carries
-`metadata["turns"]`: a list of `{"role": "system"|"user"|"assistant", "content": str, "reasoning": str | None}` where an
-assistant's `content` is its answer without think tags and `reasoning` the trace without tags. `doc.text` of a chat
+`metadata["turns"]`: a list of `{"role": "system"|"user"|"assistant", "content": str, "reasoning": str | None}` where
+an assistant's `content` is its answer without think tags and `reasoning` the trace without tags. `doc.text` of a chat
 sample is `render_text(turns)`, the plain view that filters and dedup work on.
 """
 

@@ -12,6 +12,7 @@ that belong to the same think block are merged into one SEG_TEMPLATE segment; em
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -98,8 +99,12 @@ class ChatTemplate:
         """Encode texts independently (batched, no specials added) to read-only uint32 arrays."""
         if not texts:
             return []
-        encs = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
-        return [_ids(e.ids) for e in encs]
+        ids = [e.ids for e in self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+        # one array for the whole batch, then read-only views: far cheaper than an array per text
+        flat = np.fromiter(chain.from_iterable(ids), dtype=np.uint32, count=sum(map(len, ids)))
+        flat.flags.writeable = False
+        ends = np.cumsum([len(x) for x in ids]).tolist()
+        return [flat[a:b] for a, b in zip([0, *ends[:-1]], ends)]
 
     def encode(self, sample: Any) -> list[Segment]:
         return self.encode_many([sample])[0]

@@ -97,7 +97,8 @@ class ZayaLM(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        # as the reference: the pad row gets no gradient through the lookup (it still does through the tied head)
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
         self.input_hidden_states_scale = nn.Parameter(torch.ones(cfg.hidden_size))
         self.input_hidden_states_bias = nn.Parameter(torch.zeros(cfg.hidden_size))
         self.layers = nn.ModuleList([Block(cfg, i) for i in range(cfg.num_layers)])
@@ -109,6 +110,7 @@ class ZayaLM(nn.Module):
     def _init_weights(self) -> None:
         std = self.cfg.initializer_range
         nn.init.normal_(self.embed_tokens.weight, std=std)
+        self.embed_tokens.weight[self.cfg.pad_token_id].zero_()
         if self.lm_head is not None:
             nn.init.normal_(self.lm_head.weight, std=std)
         for router in self.routers():

@@ -1,0 +1,189 @@
+"""Forward + backward time per training step: our ZayaLM vs transformers' ZayaForCausalLM, same config, weights, batch.
+
+    .venv/bin/python bench/model_step.py                                  # CPU, small shape, < 1 min
+    .venv/bin/python bench/model_step.py --device cuda --preset small     # GPU: adds tokens/s, MFU, peak memory
+    .venv/bin/python bench/model_step.py --device cuda --preset zaya1-8b --layers 4 --batch 2 --seq 4096 --compile
+
+One step = loss on a [batch, seq] batch of random ids + backward (grads zeroed between steps); we report the median of
+`--steps` timed steps after `--warmup`. Ours runs its training path (labels -> chunked linear + cross-entropy,
+fp32 master weights; on GPU under bf16 autocast). The reference runs with attn_implementation="sdpa" and each
+experts implementation of transformers' `ExpertsInterface` ("eager": a Python loop over the experts hit,
+"batched_mm", "grouped_mm": torch._grouped_mm; grouped_mm is its fastest on GPU); on GPU the reference holds bf16
+weights (its native fast path). Both models carry the same weights, so routing (and expert load) is identical.
+
+MFU = flops_per_token * tokens_per_s / peak, with (per token, forward + backward = 3 x forward)
+    flops_per_token = 6 * N_mm + 6 * L * n_q * head_dim * S
+    N_mm = matmul weights one token touches: fused q/k/v projection, grouped conv taps, o_proj, router down/fc1/fc2/out,
+           ONE expert (top-1: fc1 + fc2), LM head (V * d). Norms, scales, depthwise conv and biases are not counted.
+    attention: QK^T and AV are 2 * 2 * n_q * head_dim * S FLOPs per token per layer forward; causal halves that.
+peak: dense bf16 of the detected GPU (H100/H200 989, A100 312, MI300X 1307 TFLOP/s) or --peak-tflops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from trainer.balancing import balance_metrics
+from trainer.config import ModelConfig, preset
+from trainer.hf_interop import to_hf_state_dict
+from trainer.model import ZayaLM
+
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "MI300X": 1307.0, "MI300": 1307.0}
+
+
+def cpu_config() -> ModelConfig:
+    return preset("tiny", vocab_size=8192, hidden_size=256, num_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=64, num_experts=8, moe_intermediate_size=256,
+                  router_hidden_size=64, ce_chunk_tokens=1024)  # fmt: skip
+
+
+def matmul_params_per_token(cfg: ModelConfig) -> int:
+    d, r, hd = cfg.hidden_size, cfg.router_hidden_size, cfg.head_dim
+    q, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
+    attn = (q + 2 * kv) * d + (q + kv) * hd * cfg.cca_time1 + q * d
+    router = d * r + 2 * r * r + r * cfg.num_router_classes
+    expert = 3 * cfg.moe_intermediate_size * d
+    return cfg.num_layers * (attn + router + expert) + cfg.vocab_size * d
+
+
+def flops_per_token(cfg: ModelConfig, seq: int) -> float:
+    return 6.0 * matmul_params_per_token(cfg) + 6.0 * cfg.num_layers * cfg.num_attention_heads * cfg.head_dim * seq
+
+
+def peak_flops(device: torch.device, override: float | None) -> float | None:
+    if override:
+        return override * 1e12
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, tf in PEAK_TFLOPS.items():
+        if key in name:
+            return tf * 1e12
+    return None
+
+
+def time_steps(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> float:
+    """Median seconds per step."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--preset", default=None, help="tiny | small | zaya1-8b (default: a small CPU shape)")
+    ap.add_argument("--layers", type=int, default=None, help="override num_layers (e.g. ZAYA1 width, fewer blocks)")
+    ap.add_argument("--vocab", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--seq", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--compile", action="store_true", help="torch.compile each of our blocks")
+    ap.add_argument("--ckpt", action="store_true", help="activation checkpointing in ours")
+    ap.add_argument("--bf16-head", action="store_true", help="LM head + CE under autocast instead of fp32")
+    ap.add_argument("--hf-experts", default=None, help="comma list of reference experts implementations")
+    ap.add_argument("--peak-tflops", type=float, default=None)
+    args = ap.parse_args(argv)
+
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    cfg = preset(args.preset) if args.preset else cpu_config()
+    over = {"num_layers": args.layers, "vocab_size": args.vocab}
+    cfg = cfg.replace(**{k: v for k, v in over.items() if v is not None}, key_temp_init=1.0,
+                      activation_checkpointing=args.ckpt, fp32_head=not args.bf16_head)  # fmt: skip
+    batch = args.batch or (8 if gpu else 4)
+    seq = args.seq or (2048 if gpu else 256)
+    steps = args.steps or (10 if gpu else 3)
+    impls = (args.hf_experts or ("eager,grouped_mm" if gpu else "eager,batched_mm,grouped_mm")).split(",")
+
+    torch.manual_seed(0)
+    ours = ZayaLM(cfg).to(device).train()
+    if args.compile:
+        for blk in ours.layers:
+            blk.compile()
+    ids = torch.randint(0, cfg.vocab_size, (batch, seq), device=device)
+    labels = torch.full_like(ids, -100)
+    labels[:, :-1] = ids[:, 1:]
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=gpu)
+
+    def our_step() -> None:
+        with amp:
+            out = ours(ids, labels=labels)
+        out.loss.backward()
+        ours.zero_grad(set_to_none=True)
+
+    results: list[tuple[str, float]] = []
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()
+    results.append(("ours (ZayaLM" + (", compiled" if args.compile else "") + ")", time_steps(our_step, device,
+                                                                                             args.warmup, steps)))  # fmt: skip
+    mem = {results[-1][0]: torch.cuda.max_memory_allocated() / 2**30} if gpu else {}
+    with torch.no_grad(), amp:
+        counts = ours(ids[:, :256]).expert_counts
+    balance = balance_metrics(counts)
+    hf_state = to_hf_state_dict(ours)
+    del ours
+
+    try:
+        from transformers import ZayaConfig, ZayaForCausalLM
+    except ImportError:  # transformers without models.zaya
+        ZayaForCausalLM = None  # noqa: N806
+    for impl in impls if ZayaForCausalLM is not None else []:
+        ref = ZayaForCausalLM._from_config(ZayaConfig(**cfg.to_hf_dict()), attn_implementation="sdpa",
+                                           experts_implementation=impl,
+                                           dtype=torch.bfloat16 if gpu else torch.float32)  # fmt: skip
+        ref.load_state_dict(hf_state, strict=False)
+        ref.to(device).train()
+
+        def ref_step(ref: torch.nn.Module = ref) -> None:
+            ref(ids, labels=ids).loss.backward()
+            ref.zero_grad(set_to_none=True)
+
+        name = f"transformers sdpa + experts={impl}" + (" (bf16 weights)" if gpu else "")
+        if gpu:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            results.append((name, time_steps(ref_step, device, args.warmup, steps)))
+            if gpu:
+                mem[name] = torch.cuda.max_memory_allocated() / 2**30
+        except torch.OutOfMemoryError:
+            results.append((name + " OOM", float("nan")))
+        del ref
+
+    tokens = batch * seq
+    fpt = flops_per_token(cfg, seq)
+    peak = peak_flops(device, args.peak_tflops)
+    ours_s = results[0][1]
+    print(f"device: {torch.cuda.get_device_name(device) if gpu else 'cpu'} | torch {torch.__version__} | "
+          f"layers {cfg.num_layers}, d {cfg.hidden_size}, experts {cfg.num_experts}, vocab {cfg.vocab_size} | "
+          f"batch {batch} x seq {seq} = {tokens} tokens | {fpt / 1e9:.2f} GFLOP/token | "
+          f"router max-violation {balance['max_violation']:.2f}\n")  # fmt: skip
+    head = "| implementation | ms / step | tokens / s | ref time / ours |" + (" MFU | peak GiB |" if gpu else "")
+    print(head)
+    print("|" + "---|" * head.count(" |"))
+    for name, s in results:
+        row = f"| {name} | {s * 1e3:.1f} | {tokens / s:,.0f} | {s / ours_s:.2f}x |"
+        if gpu:
+            mfu = f"{fpt * tokens / s / peak * 100:.1f}%" if peak else "n/a"
+            row += f" {mfu} | {mem.get(name, float('nan')):.1f} |"
+        print(row)
+
+
+if __name__ == "__main__":
+    main()

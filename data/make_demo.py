@@ -1,0 +1,1962 @@
+"""Generate the bundled demo corpus in data/demo/ (deterministic: same seed, same bytes).
+
+    python data/make_demo.py                 # writes data/demo/
+    python data/make_demo.py --huge          # also writes bad/text/huge_50mb.jsonl (~50 MB, never committed)
+
+Everything is synthetic: math word problems and algebra with correct worked steps (long traces > 20,000 characters
+of reasoning included), LaTeX math prose, code in six languages, web-like prose, planted exact/near/problem-level
+duplicates, benchmark items leaked with light perturbations, and malformed records. Public datasets are imitated in
+schema only. The generator functions are importable (tests/corpus.py builds the small CI corpus from them); the
+record writers keep every file byte-identical across runs (gzip mtime 0, fixed fingerprints, sorted keys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import io
+import json
+import math
+import random
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# ---------------------------------------------------------------------------------------------------------- word banks
+NAMES = [
+    "Ava", "Ben", "Carla", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Imani", "Jonas", "Keiko", "Liam", "Maya",
+    "Nikhil", "Olga", "Pedro", "Quinn", "Rosa", "Samir", "Tara", "Umar", "Vera", "Wes", "Ximena", "Yusuf", "Zoe",
+]  # fmt: skip
+GOODS = [
+    "notebooks", "pencils", "apples", "oranges", "muffins", "stickers", "markers", "candles", "mugs", "socks",
+    "postcards", "batteries", "light bulbs", "flower pots", "tennis balls", "paintbrushes", "jars of honey",
+]  # fmt: skip
+PRODUCTS = [
+    "hammers", "screwdrivers", "tape measures", "paint rollers", "wrenches", "drill bits", "extension cords",
+    "garden hoses", "work gloves", "ladders", "padlocks", "wood screws", "saw blades", "sandpaper packs", "levels",
+    "utility knives", "clamps", "flashlights", "caulk tubes", "pliers", "door hinges", "toolboxes", "zip ties",
+    "dust masks", "paint trays", "chisels", "rakes", "shovels", "wheelbarrows", "hose nozzles", "mallets",
+    "spirit levels", "staple guns", "pruning shears", "paint brushes", "step stools", "bolt cutters", "hacksaws",
+    "wire strippers", "smoke detectors",
+]  # fmt: skip
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+def fmt(n: int) -> str:
+    """An integer as it appears inside an arithmetic expression (negatives in parentheses)."""
+    return str(n) if n >= 0 else f"({n})"
+
+
+def cap(s: str) -> str:
+    return s[:1].upper() + s[1:]
+
+
+# ------------------------------------------------------------------------------------------ short problem families
+@dataclass
+class Step:
+    desc: str  # what is computed, e.g. "the cost of the pencils"
+    expr: str  # python arithmetic with ' * ', ' / ', ' + ', ' - '
+    value: int
+
+
+@dataclass
+class Problem:
+    family: str
+    question: str
+    steps: list[Step]
+    answer: int
+    unit: str = ""  # "$" for money, else a noun used in the final sentence
+    params: dict = field(default_factory=dict)
+
+
+def _check_steps(p: Problem) -> Problem:
+    for s in p.steps:
+        assert eval(s.expr) == s.value, (p.family, s)  # noqa: S307 - our own arithmetic strings
+    assert p.steps[-1].value == p.answer, p.family
+    return p
+
+
+def fam_shopping(rng: random.Random) -> Problem:
+    n = rng.choice(NAMES)
+    g1, g2 = rng.sample(GOODS, 2)
+    a, p, b, q = rng.randint(2, 9), rng.randint(2, 15), rng.randint(2, 9), rng.randint(3, 20)
+    total = a * p + b * q
+    bill = next(x for x in (20, 50, 100, 200, 500) if x > total)
+    question = rng.choice(
+        [
+            f"{n} buys {a} {g1} at ${p} each and {b} {g2} at ${q} each. {n} pays with a ${bill} bill. "
+            f"How much change does {n} get?",
+            f"At the market, {g1} cost ${p} apiece and {g2} cost ${q} apiece. {n} picks up {a} {g1} and {b} {g2} "
+            f"and hands the cashier ${bill}. How much change should {n} receive?",
+            f"{n} needs {a} {g1} (${p} each) and {b} {g2} (${q} each) for a school project. If {n} pays with "
+            f"${bill}, how many dollars come back as change?",
+        ]
+    )
+    steps = [
+        Step(f"the cost of the {g1}", f"{a} * {p}", a * p),
+        Step(f"the cost of the {g2}", f"{b} * {q}", b * q),
+        Step("the total cost", f"{a * p} + {b * q}", total),
+        Step("the change", f"{bill} - {total}", bill - total),
+    ]
+    return _check_steps(Problem("shopping", question, steps, bill - total, "$", dict(n=n, a=a, p=p, b=b, q=q)))
+
+
+def fam_wages(rng: random.Random) -> Problem:
+    n = rng.choice(NAMES)
+    h, r, d, k = rng.randint(3, 9), rng.randint(8, 30), rng.randint(3, 6), rng.choice([2, 4, 5])
+    while (h * r * d) % k:
+        r += 1
+    week = h * r * d
+    job = rng.choice(["tutoring", "at a bakery", "walking dogs", "at the library", "delivering groceries"])
+    frac = {2: "half", 4: "a quarter", 5: "one fifth"}[k]
+    question = rng.choice(
+        [
+            f"{n} works {h} hours a day {job} and earns ${r} per hour. {n} works {d} days this week and spends "
+            f"{frac} of the week's pay on rent. How much money does {n} keep?",
+            f"Working {job}, {n} makes ${r} an hour. This week {n} put in {h} hours on each of {d} days. If "
+            f"{frac} of the earnings goes to savings, how much is left to spend?",
+        ]
+    )
+    steps = [
+        Step("the pay for one day", f"{h} * {r}", h * r),
+        Step("the pay for the week", f"{h * r} * {d}", week),
+        Step(f"{frac} of that", f"{week} / {k}", week // k),
+        Step("what remains", f"{week} - {week // k}", week - week // k),
+    ]
+    return _check_steps(Problem("wages", question, steps, week - week // k, "$", dict(n=n, h=h, r=r, d=d, k=k)))
+
+
+def fam_fractions(rng: random.Random) -> Problem:
+    n, a, b = rng.sample(NAMES, 3)
+    total = 12 * rng.randint(3, 25)
+    thing = rng.choice(["marbles", "stickers", "trading cards", "seashells", "stamps", "beads"])
+    question = rng.choice(
+        [
+            f"{n} has {total} {thing}. {n} gives a quarter of them to {a} and then a third of the rest to {b}. "
+            f"How many {thing} does {n} have left?",
+            f"A jar holds {total} {thing}. {a} takes 1/4 of them, and afterwards {b} takes 1/3 of what remains. "
+            f"How many {thing} are still in the jar?",
+        ]
+    )
+    q1 = total // 4
+    rest = total - q1
+    q2 = rest // 3
+    steps = [
+        Step(f"the {thing} that go to {a}", f"{total} / 4", q1),
+        Step("the number remaining after that", f"{total} - {q1}", rest),
+        Step(f"the {thing} that go to {b}", f"{rest} / 3", q2),
+        Step("the number left", f"{rest} - {q2}", rest - q2),
+    ]
+    return _check_steps(Problem("fractions", question, steps, rest - q2, thing, dict(total=total)))
+
+
+def fam_ages(rng: random.Random) -> Problem:
+    x, y = rng.sample(NAMES, 2)
+    ya, k, n = rng.randint(4, 20), rng.randint(2, 15), rng.randint(2, 12)
+    question = rng.choice(
+        [
+            f"{y} is {ya} years old. {x} is {k} years older than {y}. What will the sum of their ages be in "
+            f"{n} years?",
+            f"{x} is {k} years older than {y}, who is {ya} now. In {n} years, what will their ages add up to?",
+        ]
+    )
+    steps = [
+        Step(f"{x}'s age now", f"{ya} + {k}", ya + k),
+        Step(f"{y}'s age in {n} years", f"{ya} + {n}", ya + n),
+        Step(f"{x}'s age in {n} years", f"{ya + k} + {n}", ya + k + n),
+        Step("the sum of the ages", f"{ya + n} + {ya + k + n}", 2 * ya + k + 2 * n),
+    ]
+    return _check_steps(Problem("ages", question, steps, 2 * ya + k + 2 * n, "years", dict(ya=ya, k=k, n=n)))
+
+
+def fam_distance(rng: random.Random) -> Problem:
+    n = rng.choice(NAMES)
+    s1, t1, s2, t2 = rng.randint(30, 80), rng.randint(2, 5), rng.randint(20, 70), rng.randint(1, 4)
+    veh = rng.choice(["drives", "rides a train", "cycles", "travels by bus"])
+    question = rng.choice(
+        [
+            f"{n} {veh} at {s1} km per hour for {t1} hours, then at {s2} km per hour for {t2} hours. "
+            f"How many kilometers does {n} cover in total?",
+            f"On a trip, {n} {veh} for {t1} hours at an average of {s1} km/h and then {t2} more hours at {s2} km/h. "
+            f"What is the total distance?",
+        ]
+    )
+    steps = [
+        Step("the first leg", f"{s1} * {t1}", s1 * t1),
+        Step("the second leg", f"{s2} * {t2}", s2 * t2),
+        Step("the total distance", f"{s1 * t1} + {s2 * t2}", s1 * t1 + s2 * t2),
+    ]
+    return _check_steps(Problem("distance", question, steps, s1 * t1 + s2 * t2, "kilometers", dict(s1=s1, t1=t1)))
+
+
+def fam_discount(rng: random.Random) -> Problem:
+    n = rng.choice(NAMES)
+    price, pct, k = 20 * rng.randint(2, 30), rng.choice([10, 20, 25, 50]), rng.randint(2, 6)
+    item = rng.choice(["jacket", "lamp", "backpack", "pair of boots", "chair", "board game", "printer"])
+    off = price * pct // 100
+    question = rng.choice(
+        [
+            f"A {item} normally costs ${price}. During a sale it is {pct}% off. {n} buys {k} of them. "
+            f"How much does {n} spend?",
+            f"The store marks down a ${price} {item} by {pct} percent. What do {k} of these cost at the sale price?",
+        ]
+    )
+    steps = [
+        Step("the discount", f"{price} * {pct} / 100", off),
+        Step("the sale price", f"{price} - {off}", price - off),
+        Step(f"the cost of {k}", f"{price - off} * {k}", (price - off) * k),
+    ]
+    return _check_steps(Problem("discount", question, steps, (price - off) * k, "$", dict(price=price, pct=pct)))
+
+
+def fam_linear(rng: random.Random) -> Problem:
+    a, x, b = rng.randint(2, 12), rng.randint(-9, 15), rng.randint(-20, 30)
+    c = a * x + b
+    sb = f"+ {b}" if b >= 0 else f"- {-b}"
+    question = rng.choice(
+        [f"Solve for $x$: ${a}x {sb} = {c}$.", f"Find the value of $x$ that satisfies ${a}x {sb} = {c}$."]
+    )
+    steps = [Step(f"the value of ${a}x$", f"{c} - {fmt(b)}", c - b), Step("$x$", f"{c - b} / {a}", x)]
+    return _check_steps(Problem("linear", question, steps, x, "", dict(a=a, b=b, c=c)))
+
+
+def fam_rectangle(rng: random.Random) -> Problem:
+    n = rng.choice(NAMES)
+    w, extra, cost = rng.randint(3, 20), rng.randint(2, 15), rng.randint(2, 12)
+    length = w + extra
+    thing = rng.choice(["garden", "patio", "playground", "vegetable bed", "parking lot"])
+    question = rng.choice(
+        [
+            f"{n}'s rectangular {thing} is {w} m wide and {extra} m longer than it is wide. Fencing costs ${cost} "
+            f"per meter. How much does it cost to fence the whole {thing}?",
+            f"A rectangular {thing} has width {w} meters and length {length} meters. At ${cost} per meter of fence, "
+            f"what does fencing the perimeter cost?",
+        ]
+    )
+    steps = [
+        Step("the length", f"{w} + {extra}", length),
+        Step("the length plus the width", f"{length} + {w}", length + w),
+        Step("the perimeter", f"2 * {length + w}", 2 * (length + w)),
+        Step("the cost of the fence", f"{2 * (length + w)} * {cost}", 2 * (length + w) * cost),
+    ]
+    return _check_steps(Problem("rectangle", question, steps, 2 * (length + w) * cost, "$", dict(w=w)))
+
+
+def fam_series(rng: random.Random) -> Problem:
+    a, d, n = rng.randint(1, 20), rng.randint(2, 9), rng.randint(8, 40)
+    last = a + (n - 1) * d
+    question = rng.choice(
+        [
+            f"What is the sum of the first {n} terms of the arithmetic sequence $a, a+d, a+2d, \\dots$ with "
+            f"$a = {a}$ and $d = {d}$?",
+            f"An arithmetic progression starts at {a} and each term is {d} more than the one before. Find the sum "
+            f"of its first {n} terms.",
+        ]
+    )
+    steps = [
+        Step("the number of steps after the first term", f"{n} - 1", n - 1),
+        Step("the total increase", f"{n - 1} * {d}", (n - 1) * d),
+        Step("the last term", f"{a} + {(n - 1) * d}", last),
+        Step("the first plus the last term", f"{a} + {last}", a + last),
+        Step("the sum", f"{n} * {a + last} / 2", n * (a + last) // 2),
+    ]
+    return _check_steps(Problem("series", question, steps, n * (a + last) // 2, "", dict(a=a, d=d, n=n)))
+
+
+def fam_average(rng: random.Random) -> Problem:
+    n = rng.choice(NAMES)
+    k = rng.randint(3, 5)
+    while True:
+        scores = [rng.randint(60, 98) for _ in range(k)]
+        target = rng.randint(75, 92)
+        need = target * (k + 1) - sum(scores)
+        if 50 <= need <= 100:
+            break
+    listed = ", ".join(map(str, scores[:-1])) + f" and {scores[-1]}"
+    question = rng.choice(
+        [
+            f"{n} scored {listed} on the first {k} tests. What score does {n} need on the next test to average "
+            f"exactly {target}?",
+            f"After {k} quizzes with scores {listed}, {n} wants a mean of {target} over {k + 1} quizzes. "
+            f"What must the next score be?",
+        ]
+    )
+    steps = [
+        Step("the points needed in total", f"{target} * {k + 1}", target * (k + 1)),
+        Step("the points so far", " + ".join(map(str, scores)), sum(scores)),
+        Step("the score needed", f"{target * (k + 1)} - {sum(scores)}", need),
+    ]
+    return _check_steps(Problem("average", question, steps, need, "points", dict(scores=scores)))
+
+
+def fam_gcd(rng: random.Random) -> Problem:
+    g = rng.randint(2, 24)
+    m, n = rng.sample(range(3, 40), 2)
+    while math.gcd(m, n) != 1:
+        n += 1
+    a, b = max(m, n) * g, min(m, n) * g
+    question = rng.choice(
+        [
+            f"Use the Euclidean algorithm to find $\\gcd({a}, {b})$.",
+            f"What is the greatest common divisor of {a} and {b}?",
+        ]
+    )
+    steps = []
+    x, y = a, b
+    while y:
+        q, r = divmod(x, y)
+        steps.append(Step(f"the remainder of {x} divided by {y}", f"{x} - {q} * {y}", r))
+        x, y = y, r
+    steps.append(Step("the last nonzero remainder", f"{x}", x))
+    return _check_steps(Problem("gcd", question, steps, x, "", dict(a=a, b=b)))
+
+
+def fam_quadratic(rng: random.Random) -> Problem:
+    r1, r2 = rng.sample([v for v in range(-9, 13) if v], 2)
+    s, p = r1 + r2, r1 * r2
+    bx = f"- {s}x" if s > 0 else (f"+ {-s}x" if s < 0 else "")
+    cx = f"+ {p}" if p >= 0 else f"- {-p}"
+    question = rng.choice(
+        [
+            f"Find the larger root of $x^2 {bx} {cx} = 0$.".replace("  ", " "),
+            f"The equation $x^2 {bx} {cx} = 0$ has two integer solutions. What is the larger one?".replace("  ", " "),
+        ]
+    )
+    hi, lo = max(r1, r2), min(r1, r2)
+    steps = [
+        Step("the sum of the roots", f"{fmt(hi)} + {fmt(lo)}", s),
+        Step("the product of the roots", f"{fmt(hi)} * {fmt(lo)}", p),
+        Step("the larger root", f"{fmt(hi)}", hi),
+    ]
+    return _check_steps(Problem("quadratic", question, steps, hi, "", dict(r1=r1, r2=r2)))
+
+
+FAMILIES: list[Callable[[random.Random], Problem]] = [
+    fam_shopping, fam_wages, fam_fractions, fam_ages, fam_distance, fam_discount, fam_linear, fam_rectangle,
+    fam_series, fam_average, fam_gcd, fam_quadratic,
+]  # fmt: skip
+
+
+def make_problem(rng: random.Random) -> Problem:
+    return rng.choice(FAMILIES)(rng)
+
+
+# ------------------------------------------------------------------------------------------------- renderers
+def _plain(expr: str, times: str = "×") -> str:
+    return expr.replace(" * ", f" {times} ")
+
+
+def _latex(expr: str) -> str:
+    m = re.fullmatch(r"(\S+) / (\S+)", expr)
+    if m:
+        return f"\\frac{{{m[1]}}}{{{m[2]}}}"
+    return expr.replace(" * ", " \\times ").replace(" / ", " \\div ")
+
+
+def _answer_str(p: Problem) -> str:
+    return f"${p.answer}" if p.unit == "$" and p.answer >= 0 else str(p.answer)
+
+
+def render_gsm(p: Problem, rng: random.Random) -> str:
+    """GSM8K-style answer: one line per step with <<expr=value>> calculator notes, then '#### n'."""
+    times = rng.choice(["*", "x"])
+    forms = [
+        "{D} is {e} = <<{c}={v}>>{v}.",
+        "So {d} is {e} = <<{c}={v}>>{v}.",
+        "That makes {d} {e} = <<{c}={v}>>{v}.",
+        "{D}: {e} = <<{c}={v}>>{v}.",
+    ]
+    lines = []
+    for s in p.steps:
+        if " " not in s.expr:
+            continue
+        form = rng.choice(forms)
+        lines.append(
+            form.format(D=cap(s.desc), d=s.desc, e=_plain(s.expr, times), c=s.expr.replace(" ", ""), v=s.value)
+        )
+    return "\n".join(lines) + f"\n#### {p.answer}"
+
+
+def render_solution(p: Problem, rng: random.Random) -> str:
+    """MATH-style solution with LaTeX and a final \\boxed{} answer."""
+    first = rng.choice(["First,", "To begin,", "We start by noting that", "Observe first that"])
+    out = []
+    for s in p.steps:
+        if " " not in s.expr:
+            continue
+        lead = first if not out else rng.choice(["Then", "Next,", "Now", "It follows that", "So"])
+        out.append(f"{lead} {s.desc} is ${_latex(s.expr)} = {s.value}$.")
+    out.append(
+        rng.choice(["Therefore the answer is", "Hence the answer is", "So the final answer is"])
+        + f" $\\boxed{{{p.answer}}}$."
+    )
+    return " ".join(out)
+
+
+OPENERS = [
+    "Okay, let me work through this.", "Alright, so the question is asking for {goal}.",
+    "Let me start by figuring out what is being asked.",
+    "Hmm, this is a multi-step problem, so I'll go one piece at a time.",
+    "So I need to find {goal}.", "Let's see. The goal is {goal}.", "First, let me restate what we know.",
+]  # fmt: skip
+LINKS = ["First,", "Next,", "Then", "After that,", "Now", "Okay, and", "So", "Moving on,"]
+SAYS = [
+    "I need {d}. That's {e} = {v}.", "{d} comes to {e} = {v}.", "let me compute {d}: {e} = {v}.",
+    "{d} should be {e}, which is {v}.", "for {d} I get {e} = {v}.",
+]  # fmt: skip
+CLOSERS = [
+    "So the answer is {a}.", "That gives {a}.", "So the final answer should be {a}.",
+    "Everything checks out, so the answer is {a}.", "Therefore, the result is {a}.",
+]  # fmt: skip
+
+
+def split_product(rng: random.Random, a: int, b: int) -> str:
+    """An explained product a × b, chosen among a few decompositions; every chain is arithmetically exact."""
+    if b > a:
+        a, b = b, a
+    forms = ["direct"]
+    if b >= 10:
+        forms += ["tens", "tens"]
+    if b % 10 >= 6 and b >= 10:
+        forms.append("round")
+    if a >= 20:
+        forms.append("split_a")
+    form = rng.choice(forms)
+    if form == "tens":
+        t, o = b - b % 10, b % 10
+        if o == 0:
+            return f"{a} × {b} = {a * b}"
+        return f"{a} × {b} = {a} × {t} + {a} × {o} = {a * t} + {a * o} = {a * b}"
+    if form == "round":
+        up = b + (10 - b % 10)
+        return f"{a} × {b} = {a} × {up} - {a} × {up - b} = {a * up} - {a * (up - b)} = {a * b}"
+    if form == "split_a":
+        t, o = a - a % 10, a % 10
+        if o == 0:
+            return f"{a} × {b} = {a * b}"
+        return f"{a} × {b} = {t} × {b} + {o} × {b} = {t * b} + {o * b} = {a * b}"
+    return f"{a} × {b} = {a * b}"
+
+
+def render_think(p: Problem, rng: random.Random) -> str:
+    """An exploratory reasoning trace (no tags) for a short problem."""
+    goal = p.steps[-1].desc
+    parts = [rng.choice(OPENERS).format(goal=goal)]
+    if rng.random() < 0.5:
+        parts.append(rng.choice(["The problem says:", "Restating:", "Key facts:"]) + " " + p.question)
+    for i, s in enumerate(p.steps):
+        if " " not in s.expr:
+            parts.append(f"That means {s.desc} is {s.value}.")
+            continue
+        say = rng.choice(SAYS).format(d=s.desc, e=_plain(s.expr), v=s.value)
+        parts.append(f"{LINKS[i] if i < 2 else rng.choice(LINKS[2:])} {say}")
+        m = re.fullmatch(r"(\d+) \* (\d+)", s.expr)
+        if m and rng.random() < 0.5 and int(m[1]) >= 10 and int(m[2]) >= 10:
+            parts.append(
+                rng.choice(["Let me double-check that product:", "Quick check:", "Verifying:"])
+                + " "
+                + split_product(rng, int(m[1]), int(m[2]))
+                + ". Good."
+            )
+    if rng.random() < 0.3:
+        parts.append(
+            rng.choice(
+                [
+                    "Wait, did I use the right numbers?",
+                    "Hmm, let me re-read the question.",
+                    "Let me make sure I didn't skip a step.",
+                ]
+            )
+            + " "
+            + rng.choice(["Yes, that's consistent.", "Looks right.", "No, it all matches."])
+        )
+    parts.append(rng.choice(CLOSERS).format(a=_answer_str(p)))
+    sep = rng.choice([" ", "\n\n", "\n"])
+    return sep.join(parts)
+
+
+def render_answer(p: Problem, rng: random.Random) -> str:
+    """The visible answer of an assistant turn (after the reasoning)."""
+    steps = "; ".join(f"{s.desc} = {s.value}" for s in p.steps if " " in s.expr)
+    return rng.choice(
+        [
+            f"{cap(steps)}.\n\nThe answer is **{_answer_str(p)}**.",
+            f"Working it out step by step: {steps}.\n\n$\\boxed{{{p.answer}}}$",
+            f"**Answer: {_answer_str(p)}**",
+            f"{cap(p.steps[-1].desc)} is {_answer_str(p)}.\n\n#### {p.answer}",
+        ]
+    )
+
+
+def render_marco(p: Problem, rng: random.Random) -> str:
+    """Marco-o1-like response: lower-case exploratory <Thought> then a short <Output>."""
+    thought = render_think(p, rng)
+    thought = thought[:1].lower() + thought[1:]
+    out = f"{cap(p.steps[-1].desc)} is {_answer_str(p)}."
+    return f"<Thought>\n{thought}\n</Thought>\n<Output>\n{out}\n</Output>"
+
+
+# ------------------------------------------------------------------------------------------ long reasoning traces
+@dataclass
+class LongTrace:
+    family: str
+    question: str
+    reasoning: str
+    content: str  # the visible final answer
+    answer: int
+
+
+def _sum_chain(rng: random.Random, values: list[int], start: int = 0) -> tuple[list[str], int]:
+    """Running additions 'a + b = c' of values (starting from `start`), one clause per value."""
+    out, acc = [], start
+    for i, v in enumerate(values):
+        if i == 0 and start == 0:
+            acc = v
+            continue
+        out.append(f"{acc} + {fmt(v)} = {acc + v}")
+        acc += v
+    return out, acc
+
+
+def long_ledger(rng: random.Random, target: int) -> LongTrace:
+    """Weekend/week revenue of a store from a units table: product by product, then re-checked day by day."""
+    ndays0, weekend = rng.randint(3, 5), rng.random() < 0.5
+    store = rng.choice(["hardware store", "garden center", "home improvement shop", "builders' merchant"])
+    seed = rng.random()
+    for ndays, k in [(nd, k) for nd in range(ndays0, 8) for k in range(10, len(PRODUCTS) + 1, 2)]:
+        days = DAYS[7 - ndays :] if weekend else DAYS[:ndays]
+        r = random.Random(seed)
+        items = r.sample(PRODUCTS, k)
+        units = [[r.randint(3, 60) for _ in days] for _ in items]
+        prices = [r.randint(3, 95) for _ in items]
+        reasoning, total = _ledger_trace(r, items, days, units, prices)
+        if len(reasoning) >= target:
+            break
+    header = "| product | unit price | " + " | ".join(days) + " |\n|---|---|" + "---|" * len(days) + "\n"
+    rows = "".join(f"| {it} | ${pr} | " + " | ".join(map(str, u)) + " |\n" for it, pr, u in zip(items, prices, units))
+    question = (
+        rng.choice(
+            [
+                f"A {store} tracked how many units of {len(items)} products it sold on {', '.join(days[:-1])} and "
+                f"{days[-1]}. Using the table below, compute the total revenue for those days.",
+                f"Here are the sales figures of a {store} for {len(days)} days. What was the total revenue (units "
+                f"sold times unit price, summed over all products and days)?",
+            ]
+        )
+        + "\n\n"
+        + header
+        + rows
+    )
+    content = rng.choice(
+        [
+            f"Summing units per product, multiplying by the unit price and adding everything up (and cross-checking "
+            f"with day-by-day totals) gives a total revenue of **${total}**.\n\n$\\boxed{{{total}}}$",
+            f"The total revenue over the {len(days)} days is ${total}.\n\n#### {total}",
+        ]
+    )
+    return LongTrace("ledger", question, reasoning, content, total)
+
+
+def _ledger_trace(rng, items, days, units, prices) -> tuple[str, int]:
+    p = []
+    p.append(
+        rng.choice(
+            [
+                "Alright, I need the total revenue. The cleanest route is to add up the units for each product first, "
+                "multiply by the unit price, and then add the products together.",
+                "Okay, so this is a big table. Let me go product by product: total units across the days, times the "
+                "price, and keep a running total. Afterwards I can verify by computing each day's revenue separately.",
+                "Let me think about how to organize this. Revenue is units times price, so for each product I'll sum "
+                "its units over the days and multiply once, which saves a lot of multiplications.",
+            ]
+        )
+    )
+    running, revenues, unit_totals = 0, [], []
+    for i, (it, u, pr) in enumerate(zip(items, units, prices)):
+        adds, s = _sum_chain(rng, u)
+        intro = rng.choice(
+            [
+                f"Next up: {it}.",
+                f"Now the {it}.",
+                f"Product {i + 1} is {it}.",
+                f"Moving on to {it}.",
+                f"Then {it}.",
+                f"Okay, {it}.",
+            ]
+        )
+        unit_txt = rng.choice(
+            [
+                f"The units are {', '.join(map(str, u))}. Adding: {', then '.join(adds)}.",
+                f"Units sold: {', '.join(map(str, u))}. So {'; '.join(adds)}.",
+                f"Summing the units {' + '.join(map(str, u))}: {', '.join(adds)}.",
+            ]
+        )
+        mult = split_product(rng, s, pr)
+        rev = s * pr
+        mult_txt = rng.choice(
+            [
+                f"That's {s} units at ${pr}, so {mult}.",
+                f"{s} of them at ${pr} each: {mult}.",
+                f"Revenue for the {it} is {s} × {pr}. Breaking it down, {mult}.",
+                f"Now multiply by the price of ${pr}: {mult}.",
+            ]
+        )
+        if rng.random() < 0.25 and s >= 10:
+            mult_txt += (
+                " "
+                + rng.choice(["Hmm, let me double-check that one.", "Wait, let me verify.", "Let me make sure:"])
+                + " "
+                + split_product(rng, pr, s)
+                + ". Yes."
+            )
+        run_txt = ""
+        if running:
+            run_txt = rng.choice(
+                [
+                    f"Running total: {running} + {rev} = {running + rev}.",
+                    f"Adding to what I had: {running} + {rev} = {running + rev}.",
+                    f"So far that's {running} + {rev} = {running + rev}.",
+                ]
+            )
+        running += rev
+        revenues.append(rev)
+        unit_totals.append(s)
+        p.append(" ".join(x for x in (intro, unit_txt, mult_txt, run_txt) if x))
+    p.append(
+        rng.choice(
+            [
+                f"So the product-by-product total is {running}. That's a lot of arithmetic, so let me verify it a "
+                "different way: compute the revenue of each day and add those.",
+                f"That gives {running} in total. Hmm, I could have slipped somewhere. Let me redo it by day instead.",
+                f"Total so far: {running}. Before I commit to this, I'll cross-check with day-by-day revenue.",
+            ]
+        )
+    )
+    day_totals = []
+    for d, day in enumerate(days):
+        prods = [
+            split_product(rng, u[d], pr) if rng.random() < 0.6 else f"{u[d]} × {pr} = {u[d] * pr}"
+            for u, pr in zip(units, prices)
+        ]
+        adds, s = _sum_chain(rng, [u[d] * pr for u, pr in zip(units, prices)])
+        p.append(
+            rng.choice([f"{day}:", f"For {day}:", f"On {day} the products give"])
+            + " "
+            + "; ".join(prods)
+            + ". "
+            + rng.choice(["Adding these up: ", "Summing: ", "Now the sum: "])
+            + ", ".join(adds)
+            + f". So {day} brought in {s}."
+        )
+        day_totals.append(s)
+    adds, grand = _sum_chain(rng, day_totals)
+    verdict = "matches" if grand == running else "does not match"
+    p.append(f"Adding the days: {', '.join(adds)}. That {verdict} the product-by-product total of {running}.")
+    adds_u, tu = _sum_chain(rng, unit_totals)
+    p.append(
+        rng.choice(["One more sanity check on the unit counts.", "Let me also make sure I counted the units right."])
+        + f" Per product the totals are {', '.join(map(str, unit_totals))}, and {', '.join(adds_u)}. "
+        + rng.choice(["By day instead:", "Counting by day:"])
+        + " "
+        + "; ".join(
+            f"{day}: {' + '.join(str(u[d]) for u in units)} = {sum(u[d] for u in units)}" for d, day in enumerate(days)
+        )
+        + ". "
+        + " + ".join(str(sum(u[d] for u in units)) for d in range(len(days)))
+        + f" = {tu}. Good, the unit counts agree."
+    )
+    p.append(
+        rng.choice(
+            [
+                f"So the total revenue is ${running}.",
+                f"Therefore the answer is {running}.",
+                f"I'm confident now: the total revenue is {running} dollars.",
+            ]
+        )
+    )
+    return "\n\n".join(p), running
+
+
+def long_savings(rng: random.Random, target: int) -> LongTrace:
+    """Month-by-month simulation of an account with deposits, fees, quarterly bonuses and one-off expenses."""
+    n = rng.choice(NAMES)
+    seed = rng.random()
+    for months in range(12, 241, 6):
+        r = random.Random(seed)
+        start, dep, fee, bonus = r.randint(200, 3000), r.randint(80, 450), r.randint(4, 30), r.randint(25, 200)
+        events = {
+            m: (
+                r.choice(
+                    [
+                        "a car repair",
+                        "a new laptop",
+                        "a dentist bill",
+                        "a flight home",
+                        "a phone",
+                        "a wedding gift",
+                        "new tyres",
+                        "a vet visit",
+                    ]
+                ),
+                r.randint(60, 900),
+            )
+            for m in r.sample(range(2, months + 1), max(2, months // 8))
+        }
+        reasoning, final = _savings_trace(r, n, months, start, dep, fee, bonus, events)
+        if len(reasoning) >= target:
+            break
+    ev = "; ".join(f"in month {m} {n} pays for {what} (${cost})" for m, (what, cost) in sorted(events.items()))
+    question = rng.choice(
+        [
+            f"{n} opens a savings account with ${start}. At the start of every month {n} deposits ${dep}, and at the "
+            f"end of every month the bank charges a ${fee} fee. At the end of every third month the bank adds a "
+            f"${bonus} loyalty bonus. Additionally, {ev}. What is the balance after {months} months?",
+            f"A savings account begins at ${start}. Each month: deposit ${dep} first, then a ${fee} account fee is "
+            f"taken off; every 3rd month a ${bonus} bonus is credited after the fee. One-off withdrawals: {ev}. "
+            f"Find the balance at the end of month {months}.",
+        ]
+    )
+    content = rng.choice(
+        [
+            f"After {months} months the balance is **${final}**.\n\n$\\boxed{{{final}}}$",
+            f"Final balance: ${final}.\n\n#### {final}",
+        ]
+    )
+    return LongTrace("savings", question, reasoning, content, final)
+
+
+def _savings_trace(rng, n, months, start, dep, fee, bonus, events) -> tuple[str, int]:
+    p = [
+        rng.choice(
+            [
+                f"Okay, let me simulate the account month by month, starting from {start}. Each month: add {dep}, "
+                f"subtract {fee}, add {bonus} at quarter ends, and subtract any one-off expense.",
+                f"This is easiest done as a month-by-month table. Start: {start}. The order inside a month is "
+                "deposit, "
+                "fee, then bonus if it's a multiple of three, and the extra expenses.",
+            ]
+        )
+    ]
+    bal, checkpoints = start, {}
+    for m in range(1, months + 1):
+        s = []
+        b0 = bal
+        s.append(
+            rng.choice(
+                [
+                    f"Month {m}: {bal} + {dep} = {bal + dep}",
+                    f"Month {m} starts at {bal}; deposit gives {bal} + {dep} = {bal + dep}",
+                ]
+            )
+        )
+        bal += dep
+        s.append(
+            rng.choice(
+                [f"minus the fee, {bal} - {fee} = {bal - fee}", f"then {bal} - {fee} = {bal - fee} after the fee"]
+            )
+        )
+        bal -= fee
+        if m % 3 == 0:
+            s.append(
+                rng.choice(
+                    [
+                        f"quarter end, so the bonus: {bal} + {bonus} = {bal + bonus}",
+                        f"it's a multiple of 3, bonus time: {bal} + {bonus} = {bal + bonus}",
+                    ]
+                )
+            )
+            bal += bonus
+        if m in events:
+            what, cost = events[m]
+            s.append(
+                rng.choice(
+                    [
+                        f"and {what} costs {cost}: {bal} - {cost} = {bal - cost}",
+                        f"oh, and this is the month of {what}, so {bal} - {cost} = {bal - cost}",
+                    ]
+                )
+            )
+            bal -= cost
+        line = ", ".join(s) + "."
+        if rng.random() < 0.15:
+            line += " " + rng.choice(
+                [
+                    f"Net change this month: {bal} - {b0} = {bal - b0}.",
+                    f"So the month moved the balance from {b0} to {bal}.",
+                ]
+            )
+        p.append(line)
+        if m % 12 == 0:
+            checkpoints[m] = bal
+            p.append(
+                rng.choice([f"End of year {m // 12}: the balance is {bal}.", f"That closes year {m // 12} at {bal}."])
+            )
+    p.append(
+        rng.choice(
+            [
+                f"So the simulation ends at {bal}. Let me verify with totals instead of month by month.",
+                f"Final balance from the simulation: {bal}. That's a long chain, so let me check it with a formula.",
+            ]
+        )
+    )
+    q = months // 3
+    costs = [c for _, c in sorted(events.values(), key=lambda e: e[1])]
+    adds, ex = _sum_chain(rng, costs)
+    p.append(
+        f"Deposits: {months} × {dep} = {months * dep}. Fees: {months} × {fee} = {months * fee}. "
+        f"Bonuses: there are {q} quarter ends, so {q} × {bonus} = {q * bonus}. "
+        f"Expenses: {', '.join(adds) if adds else costs[0]}, total {ex}."
+    )
+    v1 = start + months * dep
+    v2 = v1 - months * fee
+    v3 = v2 + q * bonus
+    v4 = v3 - ex
+    p.append(
+        f"Then {start} + {months * dep} = {v1}, {v1} - {months * fee} = {v2}, {v2} + {q * bonus} = {v3}, and "
+        f"{v3} - {ex} = {v4}. " + ("That matches the simulation." if v4 == bal else "That does not match!")
+    )
+    for m, cb in checkpoints.items():
+        e_m = sum(c for mm, (_, c) in events.items() if mm <= m)
+        p.append(
+            rng.choice(["Checking a yearly checkpoint too:", "And the checkpoint at month " + str(m) + ":"])
+            + f" {start} + {m} × {dep} - {m} × {fee} + {m // 3} × {bonus} - {e_m} = {cb}."
+        )
+    p.append(rng.choice([f"So the final balance is {bal}.", f"Everything agrees: {bal} dollars."]))
+    return "\n\n".join(p), bal
+
+
+def _det3(m: list[list[int]]) -> int:
+    return (
+        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+    )
+
+
+def _det3_text(rng: random.Random, name: str, m: list[list[int]]) -> tuple[str, int]:
+    minors = []
+    txt = [f"For {name}, expanding along the first row."]
+    for j, (a, b, c, d) in enumerate(
+        [
+            (m[1][1], m[2][2], m[1][2], m[2][1]),
+            (m[1][0], m[2][2], m[1][2], m[2][0]),
+            (m[1][0], m[2][1], m[1][1], m[2][0]),
+        ]
+    ):
+        v = a * b - c * d
+        minors.append(v)
+        txt.append(f"Minor {j + 1}: {fmt(a)} × {fmt(b)} - {fmt(c)} × {fmt(d)} = {fmt(a * b)} - {fmt(c * d)} = {v}.")
+    det = m[0][0] * minors[0] - m[0][1] * minors[1] + m[0][2] * minors[2]
+    t = [m[0][0] * minors[0], m[0][1] * minors[1], m[0][2] * minors[2]]
+    txt.append(
+        f"So {name} = {fmt(m[0][0])} × {fmt(minors[0])} - {fmt(m[0][1])} × {fmt(minors[1])} + {fmt(m[0][2])} × "
+        f"{fmt(minors[2])} = {fmt(t[0])} - {fmt(t[1])} + {fmt(t[2])} = {det}."
+    )
+    assert det == _det3(m)
+    return " ".join(txt), det
+
+
+def _term(c: int, v: str, first: bool) -> str:
+    sign = "" if first and c >= 0 else ("-" if first else ("- " if c < 0 else "+ "))
+    mag = abs(c)
+    return f"{sign}{'' if mag == 1 else mag}{v}"
+
+
+def _lin(coeffs: list[int], names: str, rhs: int) -> str:
+    """A linear equation in LaTeX, e.g. $3x - y + 2z = 7$ (zero terms left out)."""
+    terms = [(c, v) for c, v in zip(coeffs, names) if c]
+    return "$" + " ".join(_term(c, v, i == 0) for i, (c, v) in enumerate(terms)) + f" = {rhs}$"
+
+
+def _eq_text(row: list[int], rhs: int) -> str:
+    return _lin(row, "xyz", rhs)
+
+
+def _system_trace(rng: random.Random, idx: int, A: list[list[int]], sol: list[int], b: list[int]) -> str:
+    p = [
+        rng.choice([f"System {idx}.", f"Now system {idx}.", f"On to system {idx}."])
+        + " The equations are "
+        + ", ".join(_eq_text(r, v) for r, v in zip(A, b))
+        + "."
+    ]
+    p.append(
+        rng.choice(
+            [
+                "I'll use elimination first, without fractions.",
+                "Let me eliminate $x$ from the second and third equations by cross-multiplying.",
+                "Elimination seems fine here; I'll keep everything as integers.",
+            ]
+        )
+    )
+    rows = [A[i] + [b[i]] for i in range(3)]
+    new = []
+    for i in (1, 2):
+        a, c = rows[0][0], rows[i][0]
+        coeffs = []
+        parts = []
+        for j in range(1, 4):
+            v = a * rows[i][j] - c * rows[0][j]
+            coeffs.append(v)
+            parts.append(f"{fmt(a)} × {fmt(rows[i][j])} - {fmt(c)} × {fmt(rows[0][j])} = {v}")
+        new.append(coeffs)
+        p.append(f"Equation {i + 1} times {fmt(a)} minus equation 1 times {fmt(c)}: " + "; ".join(parts) + ".")
+    (b1, c1, d1), (b2, c2, d2) = new
+    p.append(f"That leaves {_lin([b1, c1], 'yz', d1)} and {_lin([b2, c2], 'yz', d2)}.")
+    cz = b1 * c2 - b2 * c1
+    dz = b1 * d2 - b2 * d1
+    p.append(
+        f"Eliminate $y$: the $z$ coefficient is {fmt(b1)} × {fmt(c2)} - {fmt(b2)} × {fmt(c1)} = {cz} and the right "
+        f"side is {fmt(b1)} × {fmt(d2)} - {fmt(b2)} × {fmt(d1)} = {dz}."
+    )
+    z = sol[2]
+    if cz == 0 or b1 == 0:
+        p.append("Hmm, that degenerates, so I'll rely on Cramer's rule below.")
+    else:
+        p.append(f"So $z = {dz} / {fmt(cz)}$, and {fmt(dz)} / {fmt(cz)} = {z}. Check: {fmt(cz)} × {fmt(z)} = {dz}.")
+        rest = d1 - c1 * z
+        p.append(
+            f"Back into the first reduced equation: {fmt(d1)} - {fmt(c1)} × {fmt(z)} = {rest}, so the $y$ term "
+            f"equals {rest} and {fmt(rest)} / {fmt(b1)} = {sol[1]}."
+        )
+        r0 = rows[0]
+        rest_x = r0[3] - r0[1] * sol[1] - r0[2] * z
+        p.append(
+            f"Then for $x$: {fmt(r0[3])} - {fmt(r0[1])} × {fmt(sol[1])} - {fmt(r0[2])} × {fmt(z)} = {rest_x}, and "
+            f"{fmt(rest_x)} / {fmt(r0[0])} = {sol[0]}."
+        )
+    p.append(
+        rng.choice(
+            [
+                "Let me confirm with Cramer's rule, since sign errors are easy here.",
+                "To be safe I'll redo it with determinants.",
+                "Cross-check with Cramer's rule:",
+            ]
+        )
+    )
+    dtxt, D = _det3_text(rng, "$D$", A)
+    p.append(dtxt)
+    for k, name in enumerate(["$D_x$", "$D_y$", "$D_z$"]):
+        M = [[b[i] if j == k else A[i][j] for j in range(3)] for i in range(3)]
+        t, Dk = _det3_text(rng, name, M)
+        p.append(t + f" Then {fmt(Dk)} / {fmt(D)} = {sol[k]}.")
+    checks = []
+    for r, v in zip(A, b):
+        terms = [r[j] * sol[j] for j in range(3)]
+        checks.append(
+            f"{fmt(r[0])} × {fmt(sol[0])} + {fmt(r[1])} × {fmt(sol[1])} + {fmt(r[2])} × {fmt(sol[2])} = "
+            f"{fmt(terms[0])} + {fmt(terms[1])} + {fmt(terms[2])} = {v}"
+        )
+    p.append(
+        rng.choice(["Substituting back:", "Plugging in to be sure:", "Final check by substitution:"])
+        + " "
+        + "; ".join(checks)
+        + f". So $(x, y, z) = ({sol[0]}, {sol[1]}, {sol[2]})$."
+    )
+    return "\n\n".join(p)
+
+
+def long_systems(rng: random.Random, target: int) -> LongTrace:
+    """Several 3x3 linear systems, each solved by elimination and confirmed by Cramer's rule and substitution."""
+    systems, texts = [], []
+    total = 0
+    intro = rng.choice(
+        [
+            "Okay, several systems to solve. I'll do each one carefully and then add up all the unknowns.",
+            "Let me take these one at a time. For each system I'll eliminate, then confirm with determinants.",
+        ]
+    )
+    while len(intro) + sum(len(t) for t in texts) < target:
+        while True:
+            A = [[rng.choice([v for v in range(-6, 8) if v]) for _ in range(3)] for _ in range(3)]
+            if _det3(A) != 0:
+                break
+        sol = [rng.randint(-9, 9) for _ in range(3)]
+        b = [sum(A[i][j] * sol[j] for j in range(3)) for i in range(3)]
+        systems.append((A, b, sol))
+        texts.append(_system_trace(rng, len(systems), A, sol, b))
+        total += sum(sol)
+    sums = [sum(s) for _, _, s in systems]
+    adds, tot = _sum_chain(rng, sums)
+    assert tot == total
+    tail = (
+        "Now the requested total. The sums $x + y + z$ per system are "
+        + ", ".join(f"{fmt(s[0])} + {fmt(s[1])} + {fmt(s[2])} = {sum(s)}" for _, _, s in systems)
+        + ". Adding them: "
+        + (", ".join(adds) if adds else str(total))
+        + f". So the answer is {total}."
+    )
+    question = (
+        rng.choice(
+            [
+                "Solve each of the following systems of linear equations. Then give the sum of all the unknowns "
+                "(x + y + z, added over every system).",
+                "For every system below, find the unique solution $(x, y, z)$. What is the total of all solution "
+                "components across the systems?",
+            ]
+        )
+        + "\n\n"
+        + "\n\n".join(
+            f"System {i + 1}: " + ", ".join(_eq_text(r, v) for r, v in zip(A, bb))
+            for i, (A, bb, _) in enumerate(systems)
+        )
+    )
+    sol_list = "; ".join(f"system {i + 1}: $({s[0]}, {s[1]}, {s[2]})$" for i, (_, _, s) in enumerate(systems))
+    content = f"Solutions: {sol_list}. The sum of all unknowns is $\\boxed{{{total}}}$."
+    return LongTrace("systems", question, intro + "\n\n" + "\n\n".join(texts) + "\n\n" + tail, content, total)
+
+
+LONG_FAMILIES = [long_ledger, long_savings, long_systems]
+
+
+def make_long(rng: random.Random, target: int) -> LongTrace:
+    return rng.choice(LONG_FAMILIES)(rng, target)
+
+
+# Arithmetic checker: every chain "E = E = ..." of pure integer arithmetic in a text must hold.
+_NUM = r"(?:\(-?\d+\)|-?\d+)(?![\w.^(])"
+_OP = r"\s*(?:[-+×*/]|\\times|\\cdot|\\div)\s*"
+_EXPR = rf"{_NUM}(?:{_OP}{_NUM})*"
+_CHAIN = re.compile(rf"(?<![\w.^)$\\/]){_EXPR}(?:\s*=\s*{_EXPR})+")
+
+
+def check_arithmetic(text: str) -> tuple[int, list[str]]:
+    """(number of chains with an operator checked, chains that are false). Plain 'a = b' chains are skipped."""
+    checked, errors = 0, []
+    for m in _CHAIN.finditer(text):
+        parts = [s.strip() for s in m.group(0).split("=")]
+        if not any(re.search(r"[\d)]\s*(?:[-+×*/]|\\times|\\cdot|\\div)", s) for s in parts):
+            continue
+        py = [re.sub(r"×|\\times|\\cdot", "*", s).replace("\\div", "/") for s in parts]
+        vals = [eval(s) for s in py]  # noqa: S307 - digits, parentheses and operators only
+        checked += 1
+        if any(abs(v - vals[0]) > 1e-9 for v in vals):
+            errors.append(m.group(0))
+    return checked, errors
+
+
+# ------------------------------------------------------------------------------------------------- math prose
+def math_prose(rng: random.Random) -> str:
+    """A few LaTeX paragraphs: a definition/lemma/theorem with a proof and a worked example."""
+    return "\n\n".join(rng.choice(PROSE_TOPICS)(rng))
+
+
+def _env(rng: random.Random, kinds: list[str]) -> str:
+    return rng.choice(kinds)
+
+
+def _topic_sums(rng: random.Random) -> list[str]:
+    n = rng.randint(5, 30)
+    v = rng.choice("nmk")
+    env = _env(rng, ["lemma", "proposition", "theorem"])
+    s2 = n * (n + 1) * (2 * n + 1) // 6
+    return [
+        f"\\begin{{{env}}}\nFor every integer ${v} \\geq 1$ we have $\\sum_{{i=1}}^{{{v}}} i^2 = "
+        f"\\frac{{{v}({v}+1)(2{v}+1)}}{{6}}$.\n\\end{{{env}}}",
+        f"\\begin{{proof}}\nWe argue by induction on ${v}$. For ${v} = 1$ both sides equal $1$. Suppose the identity "
+        f"holds for ${v}$. Then $\\sum_{{i=1}}^{{{v}+1}} i^2 = \\frac{{{v}({v}+1)(2{v}+1)}}{{6}} + ({v}+1)^2 = "
+        f"\\frac{{({v}+1)({v}+2)(2{v}+3)}}{{6}}$, since $2{v}^2 + 7{v} + 6 = ({v}+2)(2{v}+3)$. This completes the "
+        f"induction.\n\\end{{proof}}",
+        rng.choice(["For instance,", "As an example,", "In particular,"])
+        + f" with ${v} = {n}$ the sum of the first {n} squares is "
+        f"$\\frac{{{n} \\cdot {n + 1} \\cdot {2 * n + 1}}}{{6}}"
+        f" = {s2}$.",
+    ]
+
+
+def _topic_gcd(rng: random.Random) -> list[str]:
+    a, b = rng.randint(30, 900), rng.randint(30, 900)
+    g = math.gcd(a, b)
+    return [
+        rng.choice(["\\begin{definition}", "\\begin{defn}"])
+        + "\nLet $a, b$ be integers, not both zero. The \\emph{greatest common divisor} $\\gcd(a, b)$ is the largest "
+        "positive integer $d$ with $d \\mid a$ and $d \\mid b$.\n" + ("\\end{definition}" if True else ""),
+        "\\begin{lemma}\nIf $a = qb + r$ with $0 \\le r < |b|$, then $\\gcd(a, b) = \\gcd(b, r)$.\n\\end{lemma}",
+        "\\begin{proof}\nAny common divisor of $a$ and $b$ divides $r = a - qb$; conversely any common divisor of $b$ "
+        "and $r$ divides $a = qb + r$. The two pairs therefore have the same common divisors, hence the same greatest "
+        "one.\n\\end{proof}",
+        f"Iterating the lemma gives the Euclidean algorithm; for example $\\gcd({a}, {b}) = {g}$"
+        + (", so the two numbers are coprime." if g == 1 else f", and indeed ${a} = {a // g} \\cdot {g}$."),
+    ]
+
+
+def _topic_groups(rng: random.Random) -> list[str]:
+    G, H = rng.choice([("G", "H"), ("\\Gamma", "\\Delta"), ("G", "K")])
+    f = rng.choice(["\\varphi", "f", "\\psi"])
+    n = rng.randint(4, 30)
+    divs = [d for d in range(1, n + 1) if n % d == 0]
+    return [
+        f"\\begin{{definition}}\nLet ${G}$ and ${H}$ be groups. A map ${f}\\colon {G} \\to {H}$ is a "
+        f"\\emph{{homomorphism}} if ${f}(xy) = {f}(x){f}(y)$ for all $x, y \\in {G}$. Its kernel is "
+        f"$\\ker {f} = \\{{x \\in {G} : {f}(x) = e\\}}$.\n\\end{{definition}}",
+        f"\\begin{{{_env(rng, ['lemma', 'proposition'])}}}\nThe kernel of a homomorphism ${f}\\colon {G} \\to {H}$ is "
+        f"a normal subgroup of ${G}$.\n\\end{{{_env(rng, ['lemma', 'proposition'])}}}".replace(
+            "\\end{proposition}", "\\end{lemma}"
+        ).replace("\\begin{proposition}", "\\begin{lemma}"),
+        f"\\begin{{proof}}\nIf $x, y \\in \\ker {f}$ then ${f}(xy^{{-1}}) = {f}(x){f}(y)^{{-1}} = e$, so the kernel "
+        f"is a subgroup. For $g \\in {G}$ and $x \\in \\ker {f}$ we get ${f}(gxg^{{-1}}) = {f}(g)\\,e\\,"
+        f"{f}(g)^{{-1}} = e$, hence $g (\\ker {f}) g^{{-1}} \\subseteq \\ker {f}$.\n\\end{{proof}}",
+        f"By Lagrange's theorem the order of any subgroup of a group of order ${n}$ divides ${n}$; the possible orders"
+        f" are ${', '.join(map(str, divs))}$.",
+    ]
+
+
+def _topic_metric(rng: random.Random) -> list[str]:
+    X = rng.choice(["X", "M", "Y"])
+    eps = rng.choice(["\\varepsilon", "r"])
+    return [
+        f"\\begin{{definition}}\nA \\emph{{metric space}} is a set ${X}$ with a function $d\\colon {X} \\times {X} "
+        f"\\to [0, \\infty)$ such that $d(x, y) = 0$ iff $x = y$, $d(x, y) = d(y, x)$, and $d(x, z) \\le d(x, y) + "
+        f"d(y, z)$ for all $x, y, z \\in {X}$. The open ball is $B(x, {eps}) = \\{{y : d(x, y) < {eps}\\}}$.\n"
+        "\\end{definition}",
+        f"\\begin{{lemma}}\nEvery open ball $B(x, {eps})$ in a metric space is an open set.\n\\end{{lemma}}",
+        f"\\begin{{proof}}\nLet $y \\in B(x, {eps})$ and put $\\delta = {eps} - d(x, y) > 0$. If $d(y, z) < \\delta$"
+        f" then $d(x, z) \\le d(x, y) + d(y, z) < d(x, y) + \\delta = {eps}$, so $B(y, \\delta) \\subseteq "
+        f"B(x, {eps})$.\n\\end{{proof}}",
+    ]
+
+
+def _topic_binomial(rng: random.Random) -> list[str]:
+    n = rng.randint(3, 8)
+    coeffs = [math.comb(n, k) for k in range(n + 1)]
+    terms = " + ".join(
+        (f"{c}" if c > 1 else "")
+        + (f"x^{{{n - k}}}" if n - k > 1 else ("x" if n - k == 1 else ""))
+        + (f"y^{{{k}}}" if k > 1 else ("y" if k == 1 else ""))
+        for k, c in enumerate(coeffs)
+    )
+    return [
+        "\\begin{theorem}[Binomial theorem]\nFor every $n \\in \\mathbb{N}$, $(x + y)^n = \\sum_{k=0}^{n} "
+        "\\binom{n}{k} x^{n-k} y^k$.\n\\end{theorem}",
+        "\\begin{proof}\nExpanding the product of $n$ factors $(x + y)$, each term picks $y$ from exactly $k$ factors "
+        "and $x$ from the rest; there are $\\binom{n}{k}$ ways to choose those factors.\n\\end{proof}",
+        rng.choice(["For example,", "Thus,", "Concretely,"]) + f" $(x + y)^{n} = {terms}$, and setting $x = y = 1$ "
+        f"gives $\\sum_k \\binom{{{n}}}{{k}} = 2^{n} = {2**n}$.",
+    ]
+
+
+def _topic_geometric(rng: random.Random) -> list[str]:
+    r, n = rng.randint(2, 5), rng.randint(4, 10)
+    s = (r**n - 1) // (r - 1)
+    return [
+        "\\begin{proposition}\nFor $r \\neq 1$ and $n \\ge 1$, $\\sum_{k=0}^{n-1} r^k = \\frac{r^n - 1}{r - 1}$.\n"
+        "\\end{proposition}",
+        "\\begin{proof}\nLet $S = 1 + r + \\dots + r^{n-1}$. Then $rS - S = r^n - 1$, since all intermediate powers "
+        "cancel; dividing by $r - 1 \\ne 0$ gives the claim.\n\\end{proof}",
+        f"With $r = {r}$ and $n = {n}$ this gives $\\frac{{{r}^{{{n}}} - 1}}{{{r - 1}}} = {s}$.",
+    ]
+
+
+def _topic_continuity(rng: random.Random) -> list[str]:
+    a, b = rng.choice([v for v in range(-9, 10) if v]), rng.randint(-9, 9)
+    return [
+        "\\begin{definition}\nA function $f\\colon \\mathbb{R} \\to \\mathbb{R}$ is \\emph{continuous at} $x_0$ if "
+        "for every $\\varepsilon > 0$ there is $\\delta > 0$ with $|f(x) - f(x_0)| < \\varepsilon$ whenever "
+        "$|x - x_0| < \\delta$.\n\\end{definition}",
+        f"\\begin{{claim}}\nThe function $f(x) = {a}x {'+' if b >= 0 else '-'} {abs(b)}$ is continuous at every "
+        "point.\n\\end{claim}",
+        f"\\begin{{proof}}\nGiven $\\varepsilon > 0$ take $\\delta = \\varepsilon / {abs(a)}$. Then $|f(x) - f(x_0)|"
+        f" = {abs(a)}|x - x_0| < {abs(a)}\\delta = \\varepsilon$.\n\\end{{proof}}",
+    ]
+
+
+def _topic_graphs(rng: random.Random) -> list[str]:
+    degs = [rng.randint(1, 6) for _ in range(rng.randint(5, 9))]
+    if sum(degs) % 2:
+        degs[0] += 1
+    return [
+        "\\begin{lemma}[Handshake lemma]\nIn every finite graph $G = (V, E)$, $\\sum_{v \\in V} \\deg(v) = 2|E|$.\n"
+        "\\end{lemma}",
+        "\\begin{proof}\nEach edge $\\{u, w\\}$ contributes exactly one to $\\deg(u)$ and one to $\\deg(w)$, so it is "
+        "counted twice in the sum.\n\\end{proof}",
+        f"\\begin{{corollary}}\nThe number of vertices of odd degree is even.\n\\end{{corollary}}\nFor a graph with "
+        f"degree sequence $({', '.join(map(str, degs))})$ the degree sum is ${sum(degs)}$, so it has "
+        f"${sum(degs) // 2}$ edges.",
+    ]
+
+
+def _topic_fermat(rng: random.Random) -> list[str]:
+    p = rng.choice([5, 7, 11, 13, 17, 19, 23])
+    a = rng.randint(2, p - 1)
+    e = rng.randint(p + 1, 5 * p)
+    return [
+        "\\begin{theorem}[Fermat]\nIf $p$ is prime and $p \\nmid a$, then $a^{p-1} \\equiv 1 \\pmod{p}$.\n"
+        "\\end{theorem}",
+        "\\begin{proof}\nThe map $x \\mapsto ax$ permutes the nonzero residues modulo $p$. Multiplying all of them "
+        "gives $a^{p-1}(p-1)! \\equiv (p-1)! \\pmod p$, and $(p-1)!$ is invertible modulo $p$.\n\\end{proof}",
+        f"\\begin{{example}}\nTake $p = {p}$ and $a = {a}$. Since ${e} = {e // (p - 1)} \\cdot {p - 1} + "
+        f"{e % (p - 1)}$ we get ${a}^{{{e}}} \\equiv {a}^{{{e % (p - 1)}}} \\equiv {pow(a, e, p)} \\pmod{{{p}}}$.\n"
+        "\\end{example}",
+    ]
+
+
+def _topic_rank(rng: random.Random) -> list[str]:
+    m, n = rng.randint(2, 7), rng.randint(3, 9)
+    r = rng.randint(1, min(m, n))
+    return [
+        "\\begin{theorem}[Rank--nullity]\nLet $T\\colon V \\to W$ be a linear map with $V$ finite-dimensional. Then "
+        "$\\dim V = \\operatorname{rank} T + \\dim \\ker T$.\n\\end{theorem}",
+        "\\begin{proof}\nChoose a basis $u_1, \\dots, u_k$ of $\\ker T$ and extend it to a basis $u_1, \\dots, u_n$ "
+        "of $V$. The vectors $T u_{k+1}, \\dots, T u_n$ span the image, and they are independent because a relation "
+        "among them yields a vector of $\\ker T$ in the span of $u_{k+1}, \\dots, u_n$, which must be zero.\n"
+        "\\end{proof}",
+        f"So a ${m} \\times {n}$ matrix of rank ${r}$ has a null space of dimension ${n} - {r} = {n - r}$.",
+    ]
+
+
+PROSE_TOPICS = [
+    _topic_sums,
+    _topic_gcd,
+    _topic_groups,
+    _topic_metric,
+    _topic_binomial,
+    _topic_geometric,
+    _topic_continuity,
+    _topic_graphs,
+    _topic_fermat,
+    _topic_rank,
+]
+
+
+# --------------------------------------------------------------------------------------------------------- code
+PY_FUNCS = [
+    ('def {f}(values: list[float]) -> float:\n'
+     '    """Return the arithmetic mean of `values` (0.0 for an empty list)."""\n'
+     "    if not values:\n        return 0.0\n    return sum(values) / len(values)\n"),
+    ('def {f}(n: int) -> bool:\n    """Return True if `n` is a prime number."""\n    if n < 2:\n        return False\n'
+     "    {i} = 2\n    while {i} * {i} <= n:\n        if n % {i} == 0:\n            return False\n        {i} += 1\n"
+     "    return True\n"),
+    ('def {f}(text: str) -> dict[str, int]:\n'
+     '    """Count how often each word occurs in `text` (case-insensitive)."""\n'
+     "    counts: dict[str, int] = {{}}\n    for word in text.lower().split():\n"
+     "        counts[word] = counts.get(word, 0) + 1\n    return counts\n"),
+    ('def {f}(a: int, b: int) -> int:\n    """Greatest common divisor of `a` and `b` by the Euclidean algorithm."""\n'
+     "    while b:\n        a, b = b, a % b\n    return abs(a)\n"),
+    ('def {f}(items: list, size: int) -> list[list]:\n'
+     '    """Split `items` into consecutive chunks of length `size`."""\n'
+     "    if size <= 0:\n        raise ValueError(\"size must be positive\")\n"
+     "    return [items[{i}:{i} + size] for {i} in range(0, len(items), size)]\n"),
+    ('def {f}(n: int) -> list[int]:\n    """Return the first `n` Fibonacci numbers."""\n    out = []\n'
+     '    a, b = 0, 1\n'
+     "    for _ in range(n):\n        out.append(a)\n        a, b = b, a + b\n    return out\n"),
+    ('def {f}(s: str) -> bool:\n'
+     '    """True if `s` reads the same forwards and backwards, ignoring case and spaces."""\n'
+     "    cleaned = \"\".join(ch.lower() for ch in s if not ch.isspace())\n    return cleaned == cleaned[::-1]\n"),
+    ('def {f}(xs: list[int], target: int) -> int:\n    """Binary search: index of `target` in sorted `xs`, or -1."""\n'
+     "    lo, hi = 0, len(xs) - 1\n    while lo <= hi:\n        mid = (lo + hi) // 2\n"
+     "        if xs[mid] == target:\n            return mid\n        if xs[mid] < target:\n            lo = mid + 1\n"
+     "        else:\n            hi = mid - 1\n    return -1\n"),
+    ('def {f}(matrix: list[list[float]]) -> list[list[float]]:\n    """Transpose a rectangular matrix."""\n'
+     "    return [list(row) for row in zip(*matrix)]\n"),
+    ('def {f}(celsius: float) -> float:\n    """Convert a temperature from Celsius to Fahrenheit."""\n'
+     "    return celsius * 9 / 5 + 32\n"),
+    ('def {f}(path: str) -> int:\n    """Count the non-empty lines of a text file."""\n'
+     '    with open(path, encoding="utf-8") as fh:\n'
+     "        return sum(1 for line in fh if line.strip())\n"),
+    ('def {f}(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:\n'
+     '    """Merge overlapping closed intervals."""\n'
+     "    merged: list[tuple[int, int]] = []\n    for start, end in sorted(intervals):\n"
+     "        if merged and start <= merged[-1][1]:\n"
+     "            merged[-1] = (merged[-1][0], max(merged[-1][1], end))\n"
+     "        else:\n            merged.append((start, end))\n    return merged\n"),
+]  # fmt: skip
+PY_NAMES = ["compute", "get", "find", "calc", "make", "do", "check", "build"]
+PY_SUFFIX = [
+    "mean",
+    "prime",
+    "word_counts",
+    "gcd",
+    "chunks",
+    "fibonacci",
+    "palindrome",
+    "index",
+    "transpose",
+    "fahrenheit",
+    "line_count",
+    "merged",
+]
+
+JS_SNIPPETS = [
+    "function {f}(arr) {{\n  // Return the largest number in arr, or undefined for an empty array.\n  let best;\n"
+    "  for (const x of arr) {{\n    if (best === undefined || x > best) best = x;\n  }}\n  return best;\n}}\n",
+    "const {f} = (str) => str.split('').reverse().join('');\n\nconsole.log({f}('{w}'));\n",
+    "async function {f}(url) {{\n  const res = await fetch(url);\n"
+    "  if (!res.ok) throw new Error(`HTTP ${{res.status}}`);\n"
+    "  return res.json();\n}}\n",
+    "function {f}(fn, ms) {{\n  let timer = null;\n  return (...args) => {{\n    clearTimeout(timer);\n"
+    "    timer = setTimeout(() => fn(...args), ms);\n  }};\n}}\n",
+    "export function {f}(items, key) {{\n  return items.reduce((acc, item) => {{\n    const k = item[key];\n"
+    "    (acc[k] ||= []).push(item);\n    return acc;\n  }}, {{}});\n}}\n",
+]  # fmt: skip
+RUST_SNIPPETS = [
+    "/// Sum of the squares of a slice.\npub fn {f}(xs: &[i64]) -> i64 {{\n    xs.iter().map(|x| x * x).sum()\n}}\n",
+    "use std::collections::HashMap;\n\npub fn {f}(text: &str) -> HashMap<String, usize> {{\n"
+    "    let mut counts = HashMap::new();\n    for w in text.split_whitespace() {{\n"
+    "        *counts.entry(w.to_lowercase()).or_insert(0) += 1;\n    }}\n    counts\n}}\n",
+    "#[derive(Debug, Clone, PartialEq)]\npub struct {T} {{\n    pub x: f64,\n    pub y: f64,\n}}\n\nimpl {T} {{\n"
+    "    pub fn norm(&self) -> f64 {{\n        (self.x * self.x + self.y * self.y).sqrt()\n    }}\n}}\n",
+    "pub fn {f}(n: u64) -> u64 {{\n    match n {{\n        0 => 1,\n        _ => n * {f}(n - 1),\n    }}\n}}\n\n"
+    "#[cfg(test)]\nmod tests {{\n    #[test]\n    fn small() {{\n        assert_eq!(super::{f}(5), 120);\n    }}\n"
+    "}}\n",
+]  # fmt: skip
+C_SNIPPETS = [
+    "#include <stdio.h>\n\nint {f}(const int *a, int n) {{\n    int s = 0;\n    for (int i = 0; i < n; i++)\n"
+    "        s += a[i];\n    return s;\n}}\n\nint main(void) {{\n    int v[] = {{{nums}}};\n"
+    "    printf(\"%d\\n\", {f}(v, {n}));\n    return 0;\n}}\n",
+    "#include <string.h>\n\n/* Reverse a string in place. */\nvoid {f}(char *s) {{\n    size_t n = strlen(s);\n"
+    "    for (size_t i = 0; i < n / 2; i++) {{\n        char t = s[i];\n        s[i] = s[n - 1 - i];\n"
+    "        s[n - 1 - i] = t;\n    }}\n}}\n",
+    "#include <stdlib.h>\n\ntypedef struct node {{\n    int value;\n    struct node *next;\n}} node;\n\n"
+    "node *{f}(node *head, int value) {{\n    node *n = malloc(sizeof *n);\n    if (!n) return head;\n"
+    "    n->value = value;\n    n->next = head;\n    return n;\n}}\n",
+]  # fmt: skip
+SQL_SNIPPETS = [
+    "SELECT customer_id, COUNT(*) AS orders, SUM(total) AS revenue\nFROM {t}\nWHERE created_at >= '2024-0{m}-01'\n"
+    "GROUP BY customer_id\nHAVING COUNT(*) > {n}\nORDER BY revenue DESC;\n",
+    "CREATE TABLE {t} (\n    id INTEGER PRIMARY KEY,\n    name TEXT NOT NULL,\n    email TEXT UNIQUE,\n"
+    "    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP\n);\n",
+    "WITH ranked AS (\n    SELECT *, ROW_NUMBER() OVER (PARTITION BY dept ORDER BY salary DESC) AS rn\n    FROM {t}\n"
+    ")\n"
+    "SELECT dept, name, salary FROM ranked WHERE rn <= {n};\n",
+    "UPDATE {t}\nSET status = 'archived'\nWHERE last_login < DATE '2023-0{m}-01' AND status = 'active';\n",
+]  # fmt: skip
+BASH_SNIPPETS = [
+    "#!/usr/bin/env bash\nset -euo pipefail\n\n# Compress every log older than {n} days.\n"
+    "find /var/log/{t} -name '*.log' -mtime +{n} -exec gzip {{}} \\;\n",
+    "#!/bin/bash\nfor f in *.{ext}; do\n  echo \"processing $f\"\n  wc -l \"$f\"\ndone\n",
+    "#!/usr/bin/env bash\n# Back up a directory with a timestamp.\nsrc=\"${{1:-$HOME/{t}}}\"\n"
+    "dest=\"/backup/$(basename \"$src\")-$(date +%Y%m%d).tar.gz\"\n"
+    "tar -czf \"$dest\" \"$src\" && echo \"saved $dest\"\n",
+    "#!/bin/sh\nif [ \"$#\" -ne 1 ]; then\n  echo \"usage: $0 FILE\" >&2\n  exit 1\nfi\n"
+    "grep -c '{w}' \"$1\"\n",
+]  # fmt: skip
+TABLES = ["orders", "users", "employees", "invoices", "sessions", "payments", "accounts"]
+WORDS = ["hello", "error", "warning", "reasonpipe", "pipeline", "kayak", "level"]
+
+
+def code_doc(rng: random.Random, language: str) -> str:
+    """One code document in `language` (python, javascript, rust, c, sql, bash)."""
+    f = rng.choice(PY_NAMES) + "_" + rng.choice(PY_SUFFIX)
+    if language == "python":
+        picks = rng.sample(PY_FUNCS, rng.randint(1, 3))
+        funcs = []
+        for j, t in enumerate(picks):
+            fname = f"{rng.choice(PY_NAMES)}_{rng.choice(PY_SUFFIX)}_{j}" if j else f
+            funcs.append(t.format(f=fname, i=rng.choice(["i", "k", "d", "p"])))
+        head = rng.choice(['"""Small utility helpers."""\n\n', "", "from __future__ import annotations\n\n"])
+        return head + "\n\n".join(funcs)
+    camel = re.sub(r"_(\w)", lambda m: m[1].upper(), f)
+    fill = dict(
+        f=camel if language == "javascript" else f,
+        w=rng.choice(WORDS),
+        t=rng.choice(TABLES),
+        m=rng.randint(1, 9),
+        n=rng.randint(1, 12),
+        ext=rng.choice(["csv", "txt", "log"]),
+        T=rng.choice(["Point", "Vec2", "Coord"]),
+        nums=", ".join(str(rng.randint(0, 99)) for _ in range(5)),
+    )
+    if language == "c":
+        fill["n"] = 5
+    bank = {
+        "javascript": JS_SNIPPETS,
+        "rust": RUST_SNIPPETS,
+        "c": C_SNIPPETS,
+        "sql": SQL_SNIPPETS,
+        "bash": BASH_SNIPPETS,
+    }[language]
+    return rng.choice(bank).format(**fill)
+
+
+# ----------------------------------------------------------------------------------------------------- web prose
+WEB_TOPICS = {
+    "cooking": [
+        "Preheat the oven to {n}0 degrees before you start on the dough.",
+        "A pinch of salt brings out the sweetness of the {food}.",
+        "Let the {food} rest for {n} minutes so the flavours settle.",
+        "Our family has made this {food} every winter for as long as I can remember.",
+        "If you cannot find fresh herbs, dried ones work, but use about a third as much.",
+        "The secret, according to my grandmother, is patience and a heavy pan.",
+    ],
+    "travel": [
+        "We arrived in {place} just as the market stalls were opening.",
+        "The train from the airport takes about {n}0 minutes and runs every quarter hour.",
+        "Book the ferry a few days ahead in summer.",
+        "The old town of {place} is best explored on foot, early in the morning.",
+        "Locals recommended a small cafe near the harbour, and they were right.",
+        "Bring a light jacket: evenings near the coast can be surprisingly cool.",
+    ],
+    "gardening": [
+        "Tomatoes need at least six hours of direct sun a day.",
+        "Water deeply but less often so the roots grow down.",
+        "Mulch keeps the soil moist and the weeds down.",
+        "I planted {n} rows of beans along the fence this spring.",
+        "Compost is the cheapest way to improve heavy clay soil.",
+        "Aphids can be rinsed off with a strong jet of water.",
+    ],
+    "reviews": [
+        "The battery easily lasts a full day of normal use.",
+        "Setup took about {n} minutes, mostly waiting for updates.",
+        "The build quality feels solid for the price.",
+        "Customer support answered my email within a day.",
+        "My only complaint is that the cable is rather short.",
+        "Overall I would buy it again, especially on sale.",
+    ],
+    "local news": [
+        "The city council approved the new bike lanes on Tuesday evening.",
+        "Construction on the library extension is expected to take {n} months.",
+        "Residents of {place} gathered for the annual street fair.",
+        "The bakery on Main Street celebrates its {n}0th anniversary this year.",
+        "Volunteers collected more than a ton of litter along the river.",
+        "The school board will discuss the budget at next week's meeting.",
+    ],
+}
+PLACES = ["Lisbon", "Porto", "Kyoto", "Oaxaca", "Tromso", "Ghent", "Valparaiso", "Hobart", "Split", "Tbilisi"]
+FOODS = ["apple pie", "lentil soup", "focaccia", "banana bread", "curry", "risotto", "dumplings", "chili"]
+
+
+def web_doc(rng: random.Random) -> tuple[str, str]:
+    """(title, text): a few paragraphs of everyday web prose (no math)."""
+    topic = rng.choice(sorted(WEB_TOPICS))
+    bank = WEB_TOPICS[topic]
+    fill = dict(n=rng.randint(2, 9), place=rng.choice(PLACES), food=rng.choice(FOODS))
+    paras = []
+    for _ in range(rng.randint(3, 6)):
+        sents = rng.sample(bank, rng.randint(3, len(bank)))
+        paras.append(" ".join(s.format(**fill) for s in sents))
+    title = rng.choice(["Notes on", "A few thoughts about", "Our week:", "Tips:", "Update on"]) + " " + topic
+    return title, "\n\n".join(paras)
+
+
+# ------------------------------------------------------------------------------------------------- perturbations
+SYNONYMS = {
+    "buys": "purchases",
+    "How many": "What number of",
+    "total": "overall",
+    "each": "apiece",
+    "then": "afterwards",
+    "What": "Which",
+    "find": "determine",
+    "Find": "Determine",
+    "has": "owns",
+    "gives": "hands",
+    "needs": "requires",
+    "spends": "uses",
+    "earns": "makes",
+    "the": "this",
+    "is": "is exactly",
+}
+
+
+def near_duplicate(rng: random.Random, text: str, rate: float = 0.05) -> str:
+    """Change ~`rate` of the words (replace by a filler word) and jitter whitespace/case a little."""
+    words = text.split(" ")
+    n = max(1, round(len(words) * rate))
+    fillers = ["really", "quite", "also", "indeed", "just", "still", "very", "simply"]
+    for i in rng.sample(range(len(words)), min(n, len(words))):
+        if "\n" not in words[i] and "$" not in words[i]:
+            words[i] = rng.choice(fillers)
+    out = " ".join(words)
+    if rng.random() < 0.5:
+        out = out.replace(". ", ".  ", 3)
+    if rng.random() < 0.5:
+        out = out[:1].lower() + out[1:]
+    return out
+
+
+def near_duplicate_code(rng: random.Random, code: str, rate: float = 0.05) -> str:
+    """Code near duplicate that stays valid: change docstring/comment words, add a comment and blank lines."""
+    lines = code.split("\n")
+    n = max(1, round(len(code.split()) * rate))
+    slots = [
+        (i, j)
+        for i, ln in enumerate(lines)
+        if '"""' in ln or ln.lstrip().startswith("#")
+        for j, w in enumerate(ln.split(" "))
+        if w.isalpha() and w.islower()
+    ]
+    for i, j in sorted(rng.sample(slots, min(n, len(slots)))):
+        words = lines[i].split(" ")
+        words[j] = rng.choice(["simply", "also", "then", "first", "quickly"])
+        lines[i] = " ".join(words)
+    return "\n".join(lines).rstrip("\n") + "\n\n\n# " + rng.choice(["end of module", "helpers", "utils"]) + "\n"
+
+
+def perturb_light(rng: random.Random, text: str, kind: str) -> str:
+    """Light perturbation of a benchmark question: case, whitespace, punctuation or one changed word."""
+    if kind == "case":
+        return text.lower()
+    if kind == "whitespace":
+        return "  " + text.replace(" ", "  ", 4).replace(". ", ".\n", 1) + " \n"
+    if kind == "punctuation":
+        return text.replace(",", "").replace("?", " ?").replace("$", "")
+    for a, b in SYNONYMS.items():  # "word": one changed word
+        if f" {a} " in text:
+            return text.replace(f" {a} ", f" {b} ", 1)
+    return text + " Explain."
+
+
+def reword(rng: random.Random, text: str) -> str:
+    """A slight rewording (two synonym swaps) used for problem-level duplicates."""
+    keys = [k for k in SYNONYMS if f" {k} " in f" {text} "]
+    for k in rng.sample(keys, min(2, len(keys))):
+        text = (" " + text + " ").replace(f" {k} ", f" {SYNONYMS[k]} ", 1).strip()
+    return text
+
+
+# ------------------------------------------------------------------------------------------------------ writers
+def dumps(rec: object) -> str:
+    return json.dumps(rec, ensure_ascii=False, sort_keys=True)
+
+
+def write_jsonl(path: Path, records: list[object]) -> None:
+    """jsonl, .jsonl.gz (mtime 0: reproducible bytes) or .jsonl.zst, by suffix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(dumps(r) + "\n" for r in records).encode("utf-8")
+    if path.name.endswith(".gz"):
+        buf = io.BytesIO()
+        with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=9) as gz:
+            gz.write(data)
+        data = buf.getvalue()
+    elif path.name.endswith(".zst"):
+        import zstandard
+
+        data = zstandard.ZstdCompressor(level=10).compress(data)
+    path.write_bytes(data)
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def write_parquet(path: Path, rows: list[dict]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path, compression="zstd")
+
+
+def write_arrow_stream(path: Path, rows: list[dict]) -> None:
+    import pyarrow as pa
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist(rows)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+
+
+def write_hf(path: Path, rows: list[dict]) -> None:
+    """A `datasets` save_to_disk folder with a fixed fingerprint (so its files are reproducible)."""
+    import pyarrow as pa
+    from datasets import Dataset
+
+    if path.exists():
+        shutil.rmtree(path)
+    Dataset(pa.Table.from_pylist(rows), fingerprint="reasonpipe-demo").save_to_disk(str(path))
+
+
+# ------------------------------------------------------------------------------------------------ corpus builder
+@dataclass
+class Plan:
+    """Counts of a corpus build (the demo and the CI corpus differ only in these)."""
+
+    chat: int = 160
+    chat_long: int = 40
+    gsm: int = 120
+    solutions: int = 80
+    solutions_long: int = 6
+    prompt_completion: int = 60
+    pc_long: int = 8
+    marco: int = 50
+    marco_long: int = 8
+    hf: int = 40
+    arrow: int = 30
+    math_prose: int = 120
+    code: dict = field(default_factory=lambda: dict(python=60, javascript=20, rust=15, c=15, sql=15, bash=15))
+    web: int = 100
+    benchmark: int = 50
+    leaked: int = 10
+    exact_dups: int = 12
+    near_dups: int = 12
+    problem_dups: int = 10
+    long_target: tuple[int, int] = (21000, 30000)  # characters of reasoning of a long trace
+    overlong_prompt_chars: int = 24000  # a prompt+answer that alone exceeds a 4096-token context
+    huge_bytes: int = 2 * 1024 * 1024
+    formats: tuple[str, ...] = ("gz", "zst", "parquet", "csv", "arrow", "hf")  # optional containers exercised
+
+
+def _messages(rng: random.Random, p_or_long, system: bool) -> list[dict]:
+    """Chat messages with <think> in the assistant content; `p_or_long` is a Problem or a LongTrace."""
+    msgs = []
+    if system:
+        msgs.append({"role": "system", "content": rng.choice(SYSTEM_PROMPTS)})
+    if isinstance(p_or_long, LongTrace):
+        msgs.append({"role": "user", "content": p_or_long.question})
+        msgs.append(
+            {"role": "assistant", "content": f"<think>\n{p_or_long.reasoning}\n</think>\n\n{p_or_long.content}"}
+        )
+    else:
+        msgs.append({"role": "user", "content": p_or_long.question})
+        msgs.append(
+            {
+                "role": "assistant",
+                "content": f"<think>\n{render_think(p_or_long, rng)}\n</think>\n\n{render_answer(p_or_long, rng)}",
+            }
+        )
+    return msgs
+
+
+SYSTEM_PROMPTS = [
+    "You are a helpful assistant. Think step by step before answering.",
+    "You are a careful math tutor. Reason privately, then give a concise final answer.",
+    "Answer the user's question. Put your reasoning inside <think> tags and the final answer after them.",
+]
+
+
+def build(out: Path, plan: Plan, seed: int = 0) -> dict:
+    """Write a corpus under `out` following `plan`; return the planted-items description (also PLANTED.json)."""
+    rng = random.Random(seed)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    planted: dict = {
+        "seed": seed,
+        "files": {},
+        "long_traces": [],
+        "exact_duplicates": [],
+        "near_duplicates": [],
+        "problem_duplicates": [],
+        "leaked": [],
+        "malformed": [],
+        "overlong_prompt": [],
+    }
+    files: dict[str, list] = {}
+
+    def add(file: str, rec: dict) -> dict:
+        files.setdefault(file, []).append(rec)
+        return rec
+
+    # --- benchmark (generated from its own stream so corpus changes never alter it)
+    brng = random.Random(seed + 1000)
+    bench = []
+    for _ in range(plan.benchmark):
+        p = make_problem(brng)
+        bench.append({"question": p.question, "answer": render_gsm(p, brng), "_p": p})
+
+    # --- short problems in four schemas
+    def new_id(prefix: str) -> str:
+        return f"{prefix}-{len(files.get(prefix_file[prefix], []))}"
+
+    prefix_file = {
+        "chat": "reasoning/chat.jsonl.gz" if "gz" in plan.formats else "reasoning/chat.jsonl",
+        "gsm": "reasoning/gsm.jsonl",
+        "sol": "reasoning/solutions.jsonl",
+        "pc": "reasoning/prompt_completion.jsonl.zst"
+        if "zst" in plan.formats
+        else "reasoning/prompt_completion.jsonl",
+        "marco": "reasoning/marco.jsonl",
+    }
+    long_lo, long_hi = plan.long_target
+
+    def long_trace() -> LongTrace:
+        return make_long(rng, rng.randint(long_lo, long_hi))
+
+    def record_long(file: str, rid: str, lt: LongTrace) -> None:
+        checked, errors = check_arithmetic(lt.reasoning)  # self-check: every written computation holds
+        assert not errors and checked >= 20, (lt.family, checked, errors[:3])
+        assert len(lt.reasoning) >= long_lo, (lt.family, len(lt.reasoning))
+        planted["long_traces"].append(
+            {"file": file, "id": rid, "family": lt.family, "answer": lt.answer, "reasoning_chars": len(lt.reasoning)}
+        )
+
+    # chat: long ones (some multi-turn with a short reasoning turn first), short ones (some multi-turn / system)
+    for i in range(plan.chat):
+        rid = new_id("chat")
+        system = rng.random() < 0.25
+        if i < plan.chat_long:
+            lt = long_trace()
+            msgs = _messages(rng, lt, system)
+            if i % 4 == 1:  # multi-turn: an earlier short exchange with its own reasoning
+                first = _messages(rng, make_problem(rng), False)
+                msgs = msgs[:1] + first + msgs[-2:] if system else first + msgs
+            record_long(prefix_file["chat"], rid, lt)
+        else:
+            p = make_problem(rng)
+            msgs = _messages(rng, p, system)
+            if rng.random() < 0.2:
+                q = make_problem(rng)
+                msgs += [
+                    {"role": "user", "content": rng.choice(["Thanks! Another one: ", "Next: ", ""]) + q.question},
+                    {
+                        "role": "assistant",
+                        "content": f"<think>\n{render_think(q, rng)}\n</think>\n\n{render_answer(q, rng)}",
+                    },
+                ]
+            elif rng.random() < 0.1:  # an assistant turn without reasoning
+                msgs[-1]["content"] = render_answer(p, rng)
+        add(prefix_file["chat"], {"id": rid, "messages": msgs})
+    # prompt + answer alone longer than the context: a huge data table in the prompt, short reasoning
+    nums = [rng.randint(100, 9999) for _ in range(plan.overlong_prompt_chars // 5)]
+    prompt = "Add up all of the following numbers and report the total.\n\n" + " ".join(map(str, nums))
+    rid = new_id("chat")
+    add(
+        prefix_file["chat"],
+        {
+            "id": rid,
+            "messages": [
+                {"role": "user", "content": prompt},
+                {
+                    "role": "assistant",
+                    "content": "<think>\nI will add them in blocks of ten and keep a running total.\n</think>"
+                    f"\n\nThe numbers are: {' + '.join(map(str, nums))} = {sum(nums)}.\n\n$\\boxed{{{sum(nums)}}}$",
+                },
+            ],
+        },
+    )
+    planted["overlong_prompt"].append({"file": prefix_file["chat"], "id": rid, "prompt_chars": len(prompt)})
+
+    gsm_problems: list[Problem] = []
+    for _ in range(plan.gsm):
+        p = make_problem(rng)
+        gsm_problems.append(p)
+        add(prefix_file["gsm"], {"id": new_id("gsm"), "question": p.question, "answer": render_gsm(p, rng)})
+    for i in range(plan.solutions):
+        rid = new_id("sol")
+        if i < plan.solutions_long:
+            lt = long_trace()
+            add(
+                prefix_file["sol"], {"id": rid, "problem": lt.question, "solution": lt.reasoning + "\n\n" + lt.content}
+            )
+            record_long(prefix_file["sol"], rid, lt)
+        else:
+            p = make_problem(rng)
+            add(prefix_file["sol"], {"id": rid, "problem": p.question, "solution": render_solution(p, rng)})
+    for i in range(plan.prompt_completion):
+        rid = new_id("pc")
+        if i < plan.pc_long:
+            lt = long_trace()
+            comp = f"<think>\n{lt.reasoning}\n</think>\n\n{lt.content}"
+            add(prefix_file["pc"], {"id": rid, "prompt": lt.question, "completion": comp})
+            record_long(prefix_file["pc"], rid, lt)
+        else:
+            p = make_problem(rng)
+            comp = (f"<think>\n{render_think(p, rng)}\n</think>\n\n" if rng.random() < 0.7 else "") + render_answer(
+                p, rng
+            )
+            add(prefix_file["pc"], {"id": rid, "prompt": p.question, "completion": comp})
+    for i in range(plan.marco):
+        rid = new_id("marco")
+        if i < plan.marco_long:
+            lt = long_trace()
+            th = lt.reasoning[:1].lower() + lt.reasoning[1:]
+            resp = f"<Thought>\n{th}\n</Thought>\n<Output>\n{lt.content}\n</Output>"
+            add(prefix_file["marco"], {"id": rid, "instruction": lt.question, "response": resp})
+            record_long(prefix_file["marco"], rid, lt)
+        else:
+            p = make_problem(rng)
+            add(prefix_file["marco"], {"id": rid, "instruction": p.question, "response": render_marco(p, rng)})
+
+    # --- problem-level duplicates: same problem slightly reworded, a different trace
+    for i in range(plan.problem_dups):
+        j = i * len(gsm_problems) // plan.problem_dups
+        src, p = files[prefix_file["gsm"]][j], gsm_problems[j]
+        rid = new_id("chat")
+        msgs = _messages(rng, p, rng.random() < 0.3)
+        msgs[-2]["content"] = reword(rng, src["question"])
+        add(prefix_file["chat"], {"id": rid, "messages": msgs})
+        planted["problem_duplicates"].append(
+            {"of": [prefix_file["gsm"], src["id"]], "dup": [prefix_file["chat"], rid]}
+        )
+
+    # --- benchmark leaks: perturbed benchmark questions inside the corpus
+    kinds = ["case", "whitespace", "punctuation", "word"]
+    for i in range(plan.leaked):
+        b = bench[i * max(1, plan.benchmark // max(1, plan.leaked)) % plan.benchmark]
+        kind = kinds[i % len(kinds)]
+        q = perturb_light(rng, b["question"], kind)
+        target = [prefix_file["gsm"], prefix_file["chat"], prefix_file["pc"]][i % 3]
+        rid = new_id({v: k for k, v in prefix_file.items()}[target])
+        if target == prefix_file["gsm"]:
+            add(target, {"id": rid, "question": q, "answer": b["answer"]})
+        elif target == prefix_file["chat"]:
+            add(target, {"id": rid, "messages": _messages(rng, b["_p"], False)})
+            files[target][-1]["messages"][0]["content"] = q
+        else:
+            add(target, {"id": rid, "prompt": q, "completion": render_answer(b["_p"], rng)})
+        planted["leaked"].append({"benchmark_index": bench.index(b), "file": target, "id": rid, "perturbation": kind})
+
+    # --- math prose (parquet), code (jsonl per language), web (csv)
+    math_file = "math/prose.parquet" if "parquet" in plan.formats else "math/prose.jsonl"
+    for i in range(plan.math_prose):
+        add(math_file, {"id": f"math-{i}", "text": math_prose(rng), "source": "generated"})
+    for lang, n in plan.code.items():
+        for i in range(n):
+            add(
+                f"code/{lang}.jsonl",
+                {"id": f"{lang}-{i}", "language": lang, "content": code_doc(rng, lang), "path": f"src/{lang}/{i}"},
+            )
+    web_file = "prose/web.csv" if "csv" in plan.formats else "prose/web.jsonl"
+    for i in range(plan.web):
+        title, text = web_doc(rng)
+        add(
+            web_file,
+            {
+                "id": f"web-{i}",
+                "title": title,
+                "text": text,
+                "url": f"https://example.org/{title.lower().replace(' ', '-').replace(':', '')}/{i}",
+            },
+        )
+
+    # --- exact and near duplicates planted across files (same schema, different file or position)
+    dup_sources = [
+        (web_file, "text"),
+        (math_file, "text"),
+        ("code/python.jsonl", "content"),
+        (prefix_file["gsm"], None),
+    ]
+    for i in range(plan.exact_dups):
+        file, _ = dup_sources[i % len(dup_sources)]
+        src = files[file][rng.randrange(len(files[file]))]
+        copy = dict(src, id=f"{src['id']}-exactdup{i}")
+        dest = file
+        if file == prefix_file["gsm"] and "hf" in plan.formats:
+            dest = "hf/gsm_extra"
+        elif file == "code/python.jsonl":
+            dest = "code/python_more.jsonl"
+        add(dest, copy)
+        planted["exact_duplicates"].append({"of": [file, src["id"]], "dup": [dest, copy["id"]]})
+    for i in range(plan.near_dups):
+        file, key = dup_sources[i % 3]
+        src = files[file][rng.randrange(len(files[file]))]
+        copy = dict(src, id=f"{src['id']}-neardup{i}")
+        copy[key] = (near_duplicate_code if key == "content" else near_duplicate)(rng, src[key])
+        add(file, copy)
+        planted["near_duplicates"].append({"of": [file, src["id"]], "dup": [file, copy["id"]]})
+    if plan.near_dups:  # a near duplicate of a long reasoning trace as well
+        lt0 = planted["long_traces"][0]
+        src = next(r for r in files[lt0["file"]] if r["id"] == lt0["id"])
+        copy = json.loads(json.dumps(src))
+        copy["id"] = src["id"] + "-neardup"
+        copy["messages"][-1]["content"] = near_duplicate(rng, src["messages"][-1]["content"], 0.03)
+        add(lt0["file"], copy)
+        planted["near_duplicates"].append({"of": [lt0["file"], src["id"]], "dup": [lt0["file"], copy["id"]]})
+
+    # --- extra readers: a datasets save_to_disk folder and an Arrow IPC stream file
+    if "hf" in plan.formats:
+        for i in range(plan.hf):
+            p = make_problem(rng)
+            files.setdefault("hf/gsm_extra", []).insert(
+                i, {"id": f"hf-{i}", "question": p.question, "answer": render_gsm(p, rng)}
+            )
+    if "arrow" in plan.formats:
+        for i in range(plan.arrow):
+            p = make_problem(rng)
+            add(
+                "math/exercises.arrow",
+                {"id": f"arrow-{i}", "problem": p.question, "solution": render_solution(p, rng)},
+            )
+
+    # --- malformed records (line numbers are 0-based)
+    bad: list[tuple[bytes, str]] = [
+        (dumps({"id": "bad-ok-0", "text": "A perfectly fine record before the broken ones."}).encode(), "ok"),
+        (b'{"id": "bad-1", "text": "unterminated string}', "invalid_json"),
+        (b'["a", "list", "not", "an", "object"]', "not_an_object"),
+        (b"42", "not_an_object"),
+        (b'{"id": "bad-4", "text": "caf\xe9 au lait \xff\xfe broken bytes"}', "invalid_utf8"),
+        (dumps({"id": "bad-5", "text": ""}).encode(), "empty_text"),
+        (dumps({"id": "bad-6", "body": "the text field is missing"}).encode(), "missing_field"),
+        (dumps({"id": "bad-7", "text": None}).encode(), "wrong_field_type"),
+        (dumps({"id": "bad-ok-8", "text": "Another fine record after the broken ones."}).encode(), "ok"),
+    ]
+    (out / "bad/text").mkdir(parents=True, exist_ok=True)
+    (out / "bad/text/malformed.jsonl").write_bytes(b"".join(line + b"\n" for line, _ in bad))
+    for ln, (_, reason) in enumerate(bad):
+        if reason != "ok":
+            planted["malformed"].append({"file": "bad/text/malformed.jsonl", "line": ln, "reason": reason})
+    huge_rec = {"id": "bad-huge", "text": _huge_text(rng, plan.huge_bytes)}
+    write_jsonl(
+        out / "bad/text/huge.jsonl", [{"id": "bad-huge-ok", "text": "A normal record next to a huge one."}, huge_rec]
+    )
+    planted["malformed"].append(
+        {"file": "bad/text/huge.jsonl", "line": 1, "reason": "huge", "bytes": len(dumps(huge_rec).encode())}
+    )
+    chat_bad = [
+        ({"id": "cbad-0", "messages": "hello"}, "messages_not_a_list"),
+        ({"id": "cbad-1", "messages": []}, "no_turns"),
+        (
+            {
+                "id": "cbad-2",
+                "messages": [
+                    {"role": "user", "content": "What is 2 + 2?"},
+                    {"role": "assistant", "content": "<think>\n2 + 2 = 4, unclosed"},
+                ],
+            },
+            "unclosed_think",
+        ),
+        ({"id": "cbad-3", "messages": [{"role": "robot", "content": "beep"}]}, "unknown_role"),
+        ({"id": "cbad-4", "messages": [{"role": "user"}]}, "turn_missing_content"),
+    ]
+    write_jsonl(out / "bad/chat/malformed.jsonl", [r for r, _ in chat_bad])
+    for ln, (_, reason) in enumerate(chat_bad):
+        planted["malformed"].append({"file": "bad/chat/malformed.jsonl", "line": ln, "reason": reason})
+
+    # --- write everything
+    for file, recs in files.items():
+        path = out / file
+        if file.endswith(".parquet"):
+            write_parquet(path, recs)
+        elif file.endswith(".csv"):
+            write_csv(path, recs, ["id", "title", "url", "text"])
+        elif file.endswith(".arrow"):
+            write_arrow_stream(path, recs)
+        elif file.startswith("hf/"):
+            write_hf(path, recs)
+        else:
+            write_jsonl(path, recs)
+        planted["files"][file] = len(recs)
+    write_jsonl(out / "benchmarks/mini_gsm.jsonl", [{"question": b["question"], "answer": b["answer"]} for b in bench])
+    planted["files"]["benchmarks/mini_gsm.jsonl"] = len(bench)
+    planted["counts"] = {k: len(v) for k, v in planted.items() if isinstance(v, list)}
+    planted["counts"]["samples"] = sum(n for f, n in planted["files"].items() if not f.startswith("benchmarks/"))
+    (out / "PLANTED.json").write_text(json.dumps(planted, indent=1, sort_keys=True) + "\n")
+    return planted
+
+
+def _huge_text(rng: random.Random, nbytes: int) -> str:
+    """About `nbytes` of plain prose (a runaway scraped page)."""
+    para = " ".join(web_doc(rng)[1] for _ in range(5))
+    reps = nbytes // len(para.encode()) + 1
+    return ((para + "\n\n") * reps)[:nbytes]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=HERE / "demo")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--huge", action="store_true", help="also write bad/text/huge_50mb.jsonl (~50 MB record)")
+    args = ap.parse_args()
+    readme = args.out / "README.md"
+    keep = readme.read_text() if readme.exists() else None
+    planted = build(args.out, Plan(), args.seed)
+    if keep is not None:
+        readme.write_text(keep)
+    if args.huge:
+        rng = random.Random(args.seed + 50)
+        write_jsonl(
+            args.out / "bad/text/huge_50mb.jsonl", [{"id": "bad-huge-50mb", "text": _huge_text(rng, 50 * 2**20)}]
+        )
+    print(json.dumps(planted["counts"], sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

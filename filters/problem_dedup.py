@@ -1,0 +1,117 @@
+"""`problem_dedup`: keep at most K reasoning traces per problem (kind == "chat" samples only).
+
+Two samples answer the same problem when their normalised problems (first user turn: NFKC, lowercase, prose
+punctuation and all whitespace removed) have character n-gram sets with Jaccard similarity >= `jaccard_threshold`
+(MinHash LSH candidates, then verified exactly) and, with `same_numbers`, the same sequence of numbers, so GSM8K-style
+variants that differ only in their numbers stay distinct. Samples are grouped transitively; each group keeps its best
+`k` samples by this rule:
+  1. it has a final answer (`metadata["answer"]` or a non-empty last assistant turn);
+  2. its reasoning fits `max_reasoning_chars` (when set);
+  3. the longest reasoning (`prefer: shortest` flips it);
+  4. the smallest id (deterministic tie-break).
+The others are dropped with reason `duplicate_problem` and `duplicate_of` = the group's best sample.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import numpy as np
+from datatrove.data import Document
+from pydantic import Field
+
+from filters.minhash_core import char_ngram_hashes, lsh_threshold
+from filters.minhash_steps import GramSignatureWriter, LshBuckets, RemovalFilter, VerifyCluster
+from filters.normalize import Normalization, normalize
+from filters.stage import BuildContext, Chain, Stage, StageOptions, register
+from tokenizer.sample import final_answer_text, is_chat, problem_text, reasoning_text
+
+_NUMBER = re.compile(r"\d+")
+
+
+class ProblemDedupOptions(StageOptions):
+    """Options of the `problem_dedup` stage (see the module docstring for the keep rule).
+
+    Attributes:
+        k: traces kept per problem.
+        char_ngram: characters (UTF-8 bytes) per shingle of the normalised problem.
+        buckets, hashes_per_bucket: LSH bands and rows (defaults: threshold (1/16)^(1/4) = 0.5).
+        jaccard_threshold: minimum true Jaccard similarity of two problems' n-gram sets.
+        same_numbers: also require the same sequence of numbers (math-safe).
+        max_reasoning_chars: reasoning longer than this ranks below reasoning that fits (None: no limit).
+        prefer: "longest" or "shortest" reasoning among equals.
+        normalization: problem normalisation (digits and operators always kept).
+        seed: MinHash seed; None = the manifest's seed.
+    """
+
+    k: int = Field(4, ge=1)
+    char_ngram: int = Field(5, ge=1, le=64)
+    buckets: int = Field(16, ge=1, le=512)
+    hashes_per_bucket: int = Field(4, ge=1, le=64)
+    jaccard_threshold: float = Field(0.7, gt=0.0, le=1.0)
+    same_numbers: bool = True
+    max_reasoning_chars: int | None = Field(None, ge=0)
+    prefer: Literal["longest", "shortest"] = "longest"
+    normalization: Normalization = Field(default_factory=lambda: Normalization(strip_punctuation=True))
+    seed: int | None = None
+
+
+def problem_key(text: str, norm: Normalization) -> str:
+    """The normalised problem that is shingled: normalised, then every space removed."""
+    return normalize(text, norm).replace(" ", "")
+
+
+def rank_key(doc: Document, opts: ProblemDedupOptions) -> list:
+    """Sort key of a sample within its problem group (smaller = better); see the module docstring."""
+    reasoning = len(reasoning_text(doc))
+    has_answer = bool(doc.metadata.get("answer")) or bool(final_answer_text(doc).strip())
+    fits = opts.max_reasoning_chars is None or reasoning <= opts.max_reasoning_chars
+    return [not has_answer, not fits, -reasoning if opts.prefer == "longest" else reasoning, doc.id]
+
+
+class ProblemSigner(GramSignatureWriter):
+    """Signs chat samples of the selected domains by the character n-grams of their normalised problem."""
+
+    name = "🎯 problem signatures"
+
+    def __init__(self, sig_dir: str, opts: ProblemDedupOptions, seed: int, domains: tuple[str, ...] | None):
+        super().__init__(sig_dir, opts.buckets, opts.hashes_per_bucket, seed)
+        self.opts, self.domains = opts, domains
+
+    def selected(self, doc: Document) -> bool:
+        return is_chat(doc) and (self.domains is None or doc.metadata.get("domain") in self.domains)
+
+    def grams(self, docs: list[Document]) -> tuple[np.ndarray, np.ndarray]:
+        return char_ngram_hashes([problem_key(problem_text(d), self.opts.normalization) for d in docs], self.opts.char_ngram)
+
+    def meta(self, doc: Document) -> list:
+        numbers = None
+        if self.opts.same_numbers:
+            numbers = ",".join(_NUMBER.findall(normalize(problem_text(doc), self.opts.normalization)))
+        return [doc.id, rank_key(doc, self.opts), numbers]
+
+
+@register
+class ProblemDedupStage(Stage):
+    name = "problem_dedup"
+    Options = ProblemDedupOptions
+    extra_runs = 3  # buckets, verify+cluster, and the filtering streaming run
+
+    def build(self, opts: ProblemDedupOptions, ctx: BuildContext, chain: Chain) -> None:
+        sig_dir, pairs_dir, removals_dir = (f"{ctx.work_dir}/{d}" for d in ("signatures", "pairs", "removals"))
+        seed = ctx.seed if opts.seed is None else opts.seed
+        chain.add(ProblemSigner(sig_dir, opts, seed, ctx.domains))
+        folder = chain.materialize()
+        tasks = max(1, min(opts.buckets, ctx.tasks))
+        chain.add_run("problem-buckets", [LshBuckets(sig_dir, pairs_dir, opts.buckets)], tasks=tasks)
+        cluster = VerifyCluster(sig_dir, pairs_dir, removals_dir, opts.jaccard_threshold, keep=opts.k)
+        chain.add_run("problem-cluster", [cluster], tasks=1)
+        chain.continue_from(folder, RemovalFilter(removals_dir, "duplicate_problem", ctx.exclusion_writer()))
+
+    def describe(self, opts: ProblemDedupOptions) -> str:
+        t = lsh_threshold(opts.buckets, opts.hashes_per_bucket)
+        return (
+            f"<= {opts.k} traces per problem; char {opts.char_ngram}-grams, LSH threshold ~{t:.2f}, "
+            f"verified at Jaccard >= {opts.jaccard_threshold}{', same numbers' if opts.same_numbers else ''}"
+        )

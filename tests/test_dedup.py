@@ -1,0 +1,241 @@
+"""exact_dedup, minhash and problem_dedup: token rule, math-safe normalisation, recall/precision under the
+perturbation model, verification, accounting, domains, determinism (all through a real datatrove chain)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from datatrove.data import Document
+from dedupdata import REAL, generated_texts, perturb, planted_corpus, real_texts
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from stagekit import read_exclusions, run_stage
+
+from filters.minhash import MinhashOptions, MinhashStage
+from filters.minhash_core import MinHasher, jaccard, ngram_hashes, token_hashes
+from filters.normalize import Normalization, normalize, prepare, tokens
+from tokenizer.sample import render_text
+
+NORM = Normalization()
+
+
+def _removed(docs: list[Document], kept: list[Document]) -> set[str]:
+    return {d.id for d in docs} - {d.id for d in kept}
+
+
+def _accounting(stats: dict, n: int, reason: str) -> None:
+    assert stats["total"] == n
+    assert stats["total"] == stats["forwarded"] + stats.get("dropped", 0)
+    assert stats.get("dropped", 0) == stats.get(f"dropped_{reason}", 0)
+
+
+# --- token rule and normalisation ---
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(codec="utf-8"), max_size=40), min_size=1, max_size=5))
+def test_numpy_token_hashes_follow_the_reference_token_rule(texts: list[str]) -> None:
+    prepared = [prepare(t, NORM) for t in texts]
+    values, offsets = token_hashes(prepared)
+    for i, text in enumerate(texts):
+        expected = [token_hashes([tok])[0][0] for tok in tokens(text, NORM)]
+        assert values[offsets[i] : offsets[i + 1]].tolist() == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 50), min_size=0, max_size=30), st.integers(1, 6))
+def test_ngram_hashes_are_hashes_of_token_windows(words: list[int], n: int) -> None:
+    tok, off = token_hashes([" ".join(f"w{w}" for w in words)])
+    grams, goff = ngram_hashes(tok, off, n, whole_if_short=True)
+    expected = len(words) - n + 1 if len(words) >= n else min(len(words), 1)
+    assert goff[-1] == expected
+    for i in range(max(0, len(words) - n + 1)):  # a window hashes the same wherever it occurs
+        window = token_hashes([" ".join(f"w{w}" for w in words[i : i + n])])
+        assert ngram_hashes(*window, n, whole_if_short=True)[0][0] == grams[i]
+
+
+def test_normalisation_keeps_math_and_code_distinct() -> None:
+    assert normalize("3+4=7", NORM) != normalize("5*6=30", NORM)
+    assert tokens("3+4=7", NORM) == ["3", "+", "4", "=", "7"]
+    assert tokens("x = a - b", NORM) != tokens("x = a + b", NORM)
+    assert normalize("ＨＥＬＬＯ   World\t3+4", NORM) == normalize("hello world 3+4", NORM)
+
+
+def test_minhash_estimates_jaccard() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2**63, size=400, dtype=np.uint64)
+    other = np.concatenate([base[:300], rng.integers(0, 2**63, size=100, dtype=np.uint64)])
+    sig = MinHasher(64, 4, seed=1).signatures(np.concatenate([base, other]), np.array([0, 400, 800]))
+    true = jaccard(np.unique(base), np.unique(other))
+    assert abs(np.mean(sig[0] == sig[1]) - true) < 0.1
+
+
+# --- exact_dedup ---
+
+
+def test_exact_dedup_keeps_first_and_math_variants(tmp_path) -> None:
+    texts = ["Solve 3+4=7 now.", "solve  3+4=7 NOW.", "Solve 3-4=-1 now.", "Solve 3+4=7 now!", "x = a + b", "X = A + B"]
+    docs = [Document(text=t, id=f"d{i}", metadata={"domain": "math" if i < 4 else "code"}) for i, t in enumerate(texts)]
+    docs.append(Document(text="solve 3+4=7 now.", id="d6", metadata={"domain": "web"}))
+    kept, stats = run_stage("exact_dedup", {}, docs, tasks=3, tmp_path=tmp_path)
+    assert [d.id for d in kept] == ["d0", "d2", "d3", "d4"]
+    _accounting(stats, len(docs), "duplicate_exact")
+    excluded = {d.id: d.metadata for d in read_exclusions(tmp_path)}
+    assert {i: m["duplicate_of"] for i, m in excluded.items()} == {"d1": "d0", "d5": "d4", "d6": "d0"}
+    assert all(m["filter_reason"] == "duplicate_exact" for m in excluded.values())
+
+
+def test_exact_dedup_domains_and_punctuation_option(tmp_path) -> None:
+    docs = [Document(text=t, id=f"d{i}", metadata={"domain": d}) for i, (t, d) in enumerate(
+        [("A b, c.", "web"), ("a b c", "web"), ("a b c", "math"), ("a b c", "math")]
+    )]
+    kept, _ = run_stage(
+        "exact_dedup", {"normalization": {"strip_punctuation": True}}, docs, domains=["web"], tmp_path=tmp_path
+    )
+    assert [d.id for d in kept] == ["d0", "d2", "d3"]
+
+
+# --- minhash ---
+
+
+def _recall(docs, copies, kept) -> dict[float, float]:
+    removed = _removed(docs, kept)
+    out = {}
+    for fraction in sorted(set(copies.values())):
+        ids = [i for i, f in copies.items() if f == fraction]
+        out[fraction] = sum(i in removed for i in ids) / len(ids)
+    return out
+
+
+def test_minhash_recall_and_precision_on_generated_text(tmp_path) -> None:
+    texts = generated_texts(600, seed=3)
+    docs, copies = planted_corpus(texts, [0.05, 0.10], per_fraction=100, seed=3)
+    kept, stats = run_stage("minhash", {}, docs, tasks=2, tmp_path=tmp_path)
+    recall = _recall(docs, copies, kept)
+    assert recall[0.05] >= 0.95 and recall[0.10] >= 0.8, recall
+    false_removed = [i for i in _removed(docs, kept) if i.startswith("orig")]
+    assert len(false_removed) <= 0.01 * len(texts)
+    _accounting(stats, len(docs), "duplicate_near")
+    for doc in read_exclusions(tmp_path):  # each copy points at its own original
+        if doc.id.startswith("copy"):
+            assert doc.metadata["duplicate_of"] == f"orig-{doc.id[-5:]}"
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="real data not available")
+def test_minhash_recall_and_precision_on_real_text(tmp_path) -> None:
+    texts = random.Random(1).sample(real_texts(min_words=60), 1500)
+    docs, copies = planted_corpus(texts, [0.05, 0.10], per_fraction=150, seed=1)
+    kept, _ = run_stage("minhash", {}, docs, tasks=2, tmp_path=tmp_path)
+    recall = _recall(docs, copies, kept)
+    assert recall[0.05] >= 0.95 and recall[0.10] >= 0.8, recall
+    # real data has genuine near-duplicates (parallel lemmas, reworded PEP paragraphs): the bound still holds
+    assert sum(i.startswith("orig") for i in _removed(docs, kept)) <= 0.01 * len(texts)
+
+
+def test_minhash_verification_rejects_band_collisions(tmp_path) -> None:
+    """A very loose LSH (64 bands of 1 hash) makes many dissimilar candidates; verification removes none of them."""
+    texts = generated_texts(200, seed=5, words=(60, 80))
+    docs, copies = planted_corpus(texts, [0.05], per_fraction=20, seed=5)
+    opts = {"buckets": 64, "hashes_per_bucket": 1}
+    kept, stats = run_stage("minhash", opts, docs, tasks=2, tmp_path=tmp_path)
+    assert stats["rejected_pairs"] > 0
+    assert _removed(docs, kept) == set(copies)
+
+
+def test_minhash_is_deterministic_and_respects_domains(tmp_path) -> None:
+    texts = generated_texts(120, seed=7)
+    docs, copies = planted_corpus(texts, [0.05], per_fraction=30, seed=7)
+    for i, doc in enumerate(docs):
+        doc.metadata["domain"] = "code" if i % 2 else "web"
+    first, _ = run_stage("minhash", {}, docs, tasks=3, domains=["web"], tmp_path=tmp_path / "a")
+    again, _ = run_stage("minhash", {}, docs, tasks=3, domains=["web"], tmp_path=tmp_path / "b")
+    assert [d.id for d in first] == [d.id for d in again]
+    by_id = {d.id: d for d in docs}
+    removed = _removed(docs, first)
+    assert removed and all(by_id[i].metadata["domain"] == "web" for i in removed)
+    orig_domain = {c: by_id[f"orig-{c[-5:]}"].metadata["domain"] for c in copies}
+    assert removed == {c for c in copies if by_id[c].metadata["domain"] == "web" and orig_domain[c] == "web"}
+
+
+def test_minhash_same_numbers_keeps_templated_math_problems_distinct(tmp_path) -> None:
+    """Problems that differ only in their numbers share most shingles; `same_numbers` keeps them apart while
+    case/whitespace variants of each are still removed."""
+    template = "A farmer has {a} cows and buys {b} more. Each cow gives {c} litres of milk a day, so the total is {e}."
+    rng = random.Random(0)
+    texts = [template.format(a=rng.randint(2, 90), b=rng.randint(2, 90), c=rng.randint(2, 9), e=i) for i in range(30)]
+    docs = [Document(text=t, id=f"p{i:02d}", metadata={}) for i, t in enumerate(texts)]
+    docs += [Document(text=t.upper().replace(" ", "  "), id=f"v{i:02d}", metadata={}) for i, t in enumerate(texts)]
+    kept, _ = run_stage("minhash", {"same_numbers": True}, docs, tmp_path=tmp_path)
+    assert {d.id for d in kept} == {f"p{i:02d}" for i in range(30)}
+
+
+def test_minhash_describe_reports_lsh_threshold() -> None:
+    line = MinhashStage().describe(MinhashOptions(buckets=14, hashes_per_bucket=8))
+    assert f"~{(1 / 14) ** (1 / 8):.2f}" in line
+
+
+# --- problem_dedup ---
+
+
+def _chat(doc_id: str, problem: str, reasoning: str, answer: str) -> Document:
+    turns = [
+        {"role": "user", "content": problem, "reasoning": None},
+        {"role": "assistant", "content": answer, "reasoning": reasoning},
+    ]
+    return Document(
+        text=render_text(turns), id=doc_id, metadata={"kind": "chat", "domain": "reasoning", "turns": turns}
+    )
+
+
+def _variant(problem: str, rng: random.Random) -> str:
+    """Whitespace, punctuation, casing or a small edit."""
+    kind = rng.randrange(4)
+    if kind == 0:
+        return "  ".join(problem.split()) + "\n"
+    if kind == 1:
+        return problem.replace(",", "").replace("?", " ?")
+    if kind == 2:
+        return problem.upper()
+    words = problem.split()
+    words[rng.choice([i for i, w in enumerate(words) if not any(c.isdigit() for c in w)])] = "the"
+    return " ".join(words)
+
+
+def test_problem_dedup_keeps_k_best_traces_per_problem(tmp_path) -> None:
+    rng = random.Random(2)
+    problems = [
+        f"Sam has {a} apples, buys {b} more at the market, and gives {c} to a friend. How many apples does Sam have "
+        f"left at the end of the day?"
+        for a, b, c in [(5, 7, 3), (12, 4, 9), (5, 7, 4), (30, 2, 11)]  # (5,7,3) vs (5,7,4): distinct problems
+    ]
+    docs = []
+    for p, problem in enumerate(problems):
+        for t in range(7):
+            answer = "" if t == 6 else str(t)  # the longest trace has no final answer
+            docs.append(_chat(f"p{p}-t{t}", _variant(problem, rng), "step " * (10 + 10 * t), answer))
+    docs.append(Document(text=problems[0], id="plain", metadata={"domain": "reasoning"}))
+    rng.shuffle(docs)
+    kept, stats = run_stage("problem_dedup", {"k": 3}, docs, tasks=2, tmp_path=tmp_path)
+    kept_ids = {d.id for d in kept}
+    assert "plain" in kept_ids
+    for p in range(len(problems)):  # best = has an answer, then longest reasoning
+        assert {i for i in kept_ids if i.startswith(f"p{p}-")} == {f"p{p}-t5", f"p{p}-t4", f"p{p}-t3"}
+    _accounting(stats, len(docs), "duplicate_problem")
+    assert all(d.metadata["duplicate_of"] == d.id[:3] + "t5" for d in read_exclusions(tmp_path))
+
+
+def test_problem_dedup_fits_rule_and_shortest_preference(tmp_path) -> None:
+    problem = "Compute the sum of the first 10 odd numbers and explain each step of the computation."
+    docs = [_chat(f"t{t}", problem, "r" * (100 * (t + 1)), "100") for t in range(5)]
+    kept, _ = run_stage("problem_dedup", {"k": 1, "max_reasoning_chars": 350}, docs, tmp_path=tmp_path / "a")
+    assert [d.id for d in kept] == ["t2"]  # longest that fits
+    kept, _ = run_stage("problem_dedup", {"k": 2, "prefer": "shortest"}, docs, tmp_path=tmp_path / "b")
+    assert sorted(d.id for d in kept) == ["t0", "t1"]
+
+
+def test_perturb_replaces_the_requested_fraction() -> None:
+    text = " ".join(f"w{i}" for i in range(100))
+    changed = sum(a != b for a, b in zip(text.split(), perturb(text, 0.1, random.Random(0)).split()))
+    assert changed == 10

@@ -1,0 +1,293 @@
+"""Tokenizer datatrove steps end to end: TokenizeToCache -> CacheReader -> MixtureSample -> APTrim -> PackWriter ->
+finalize_output, on a small realistic corpus (GSM8K + PEP paragraphs when the real data is there, generated otherwise).
+Accounting (every sample in samples/ exactly once per copy), placement, determinism and idempotence."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from datatrove.data import Document
+from datatrove.pipeline.writers.jsonl import JsonlWriter
+
+from tokenizer.cache import read_cache
+from tokenizer.config import TrainConfig
+from tokenizer.index import finalize_output
+from tokenizer.mixture import copies
+from tokenizer.sample import render_text
+from tokenizer.shards import ShardSet, open_shard, sha256_file
+from tokenizer.steps import (
+    CacheReader,
+    MixtureSample,
+    PackWriter,
+    TokenizeToCache,
+    cache_token_stats,
+    train_from_documents,
+)
+from tokenizer.template import ChatTemplate
+from tokenizer.vocab import load_tokenizer, resolve_template, save_tokenizer
+from trimming.step import APTrim
+
+REAL = Path("/work/shared/data/real")
+SEQ, CONTEXT, RATES, SEED = 256, 256, {"math": 1.6, "web": 0.7}, 3
+
+
+def _real_records() -> tuple[list[tuple[str, str, str]], list[str]]:
+    gsm, peps = [], []
+    with open(REAL / "math/gsm8k_train.jsonl", encoding="utf-8") as f:
+        for _, line in zip(range(160), f):
+            r = json.loads(line)
+            solution, answer = r["answer"].split("####")
+            gsm.append((r["question"], solution.strip(), answer.strip()))
+    with open(REAL / "prose/python_peps_paragraphs_6k.jsonl", encoding="utf-8") as f:
+        peps = [json.loads(line)["text"] for _, line in zip(range(160), f)]
+    return gsm, peps
+
+
+def _generated_records() -> tuple[list[tuple[str, str, str]], list[str]]:
+    rng = random.Random(0)
+    words = "we add the numbers so each box has apples total is then left over and".split()
+    gsm = []
+    for i in range(160):
+        a, b = rng.randint(2, 99), rng.randint(2, 99)
+        steps = "\n".join(f"{' '.join(rng.choices(words, k=8))} {a}+{b}={a + b}" for _ in range(rng.randint(1, 5)))
+        gsm.append((f"Problem {i}: what is {a} plus {b}?", steps, str(a + b)))
+    peps = [" ".join(rng.choices(words + ["PEP", "Python", "."], k=rng.randint(10, 300))) for _ in range(160)]
+    return gsm, peps
+
+
+def make_docs() -> list[Document]:
+    """Chat samples with short to very long reasoning (some trimmed, a few dropped), multi-turn ones, plain text."""
+    gsm, peps = _real_records() if REAL.exists() else _generated_records()
+    rng = random.Random(1)
+    docs = []
+    for i, (question, solution, answer) in enumerate(gsm):
+        reasoning = "\n".join([solution] * rng.choice([1, 1, 2, 5, 12]))  # long traces must be generated
+        if i % 40 == 7:
+            question = " ".join([question] * 30)  # prompt alone exceeds the context: dropped
+        turns = [
+            {"role": "user", "content": question, "reasoning": None},
+            {"role": "assistant", "content": f"The answer is {answer}.", "reasoning": reasoning},
+        ]
+        if i % 5 == 0:  # a follow-up turn
+            turns += [
+                {"role": "user", "content": "Are you sure?", "reasoning": None},
+                {"role": "assistant", "content": f"Yes, {answer}.", "reasoning": solution},
+            ]
+        meta = {"source": "gsm8k", "domain": "math", "kind": "chat", "turns": turns}
+        docs.append(Document(text=render_text(turns), id=f"gsm8k/train.jsonl:{i}", metadata=meta))
+    for i, text in enumerate(peps):
+        meta = {"source": "peps", "domain": "web", "kind": "text"}
+        docs.append(Document(text=text, id=f"peps.jsonl:{i}", metadata=meta))
+    random.Random(2).shuffle(docs)
+    return docs
+
+
+@pytest.fixture(scope="module")
+def tokenizer_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tok = train_from_documents(make_docs(), TrainConfig(vocab_size=1024, sample_docs=250))
+    return save_tokenizer(tok, tmp_path_factory.mktemp("tok") / "tokenizer.json")
+
+
+def build(root: Path, tokenizer_path: Path, tasks: int = 2, **pack_options) -> dict:
+    """Both runs (tokenise on `tasks` tasks, then pack on `tasks` tasks) and finalize_output into root/out."""
+    docs = make_docs()
+    for rank in range(tasks):
+        step = TokenizeToCache(tokenizer_path, root / "cache", batch_size=64)
+        passed = list(step.run(iter(docs[rank::tasks]), rank, tasks))
+        assert [d.id for d in passed] == [d.id for d in docs[rank::tasks]]  # documents pass through
+    tok = load_tokenizer(tokenizer_path)
+    special = resolve_template(tok).as_dict()
+    options = {"validation_fraction": 0.15, "seed": SEED, "rows_per_shard": 40, **pack_options}
+    for rank in range(tasks):
+        pipeline = CacheReader(root / "cache").run(None, rank, tasks)
+        pipeline = MixtureSample(RATES, "domain", SEED).run(pipeline, rank, tasks)
+        excl = JsonlWriter(str(root / "excl"))
+        pipeline = APTrim(CONTEXT, exclusion_writer=excl).run(pipeline, rank, tasks)
+        assert list(PackWriter(root / "pack", SEQ, special, **options).run(pipeline, rank, tasks)) == []
+    extra = {"name": "t", "trim": {"context": CONTEXT, "policy": "tail"}, "mixture": {"by": "domain", "target": None}}
+    return finalize_output(root / "pack", root / "out", tokenizer_path, extra, dropped_folder=root / "excl")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, tokenizer_path: Path) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("build")
+    return root, build(root, tokenizer_path)
+
+
+def read_samples(out: Path) -> list[dict]:
+    return [r for p in sorted((out / "samples").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+
+
+def test_cache_round_trip_and_stats(built: tuple[Path, dict], tokenizer_path: Path) -> None:
+    root, _ = built
+    docs = make_docs()
+    tok = load_tokenizer(tokenizer_path)
+    template = ChatTemplate(tok, resolve_template(tok))
+    expected = {d.id: segs for d, segs in zip(docs, template.encode_many(docs))}
+    seen = 0
+    for path in sorted((root / "cache").glob("*.arrow")):
+        for sample in read_cache(path):
+            want = expected[sample.id]
+            assert [(s.kind, s.think, s.ids.tolist()) for s in sample.segments] == [
+                (s.kind, s.think, s.ids.tolist()) for s in want
+            ]
+            seen += 1
+    assert seen == len(docs)
+    stats = cache_token_stats(root / "cache")
+    total = sum(sum(len(s.ids) for s in segs) for segs in expected.values())
+    assert stats["docs"] == len(docs) and stats["tokens"] == total
+    assert sum(stats["by_domain"].values()) == total and set(stats["by_source"]) == {"gsm8k", "peps"}
+    assert stats["docs_by_domain"] == {"math": 160, "web": 160}
+
+
+def test_every_copy_in_samples_exactly_once(built: tuple[Path, dict]) -> None:
+    root, index = built
+    docs = make_docs()
+    want = []
+    for d in docs:
+        k = copies(d.id, RATES[d.metadata["domain"]], SEED)
+        want += [d.id if c == 0 else f"{d.id}#{c}" for c in range(k)]  # k == 0: sampled out
+    rows = read_samples(root / "out")
+    ids = [r["id"] for r in rows]
+    assert sorted(ids) == sorted(want) and len(set(ids)) == len(ids)
+    status = [r["status"] for r in rows]
+    assert status.count("dropped") > 0 and status.count("trimmed") > 0 and status.count("fit") > 0
+    assert {r["status"] for r in rows if r["domain"] == "web"} == {"plain"}
+    trim = index["trim"]
+    assert (
+        trim["samples"] == trim["fit"] + trim["trimmed"] + trim["dropped"] == sum(r["domain"] == "math" for r in rows)
+    )
+    assert trim["dropped"] == status.count("dropped")
+    for r in rows:
+        if r["status"] == "dropped":
+            assert (r["shard"], r["row"], r["tokens_after"]) == (-1, -1, 0) and r["tokens_before"] > CONTEXT
+        else:
+            assert r["tokens_after"] <= (CONTEXT if r["status"] != "plain" else r["tokens_before"])
+    # copies are routed with their original
+    split = {r["id"]: r["split"] for r in rows if r["status"] != "dropped"}
+    for sid, s in split.items():
+        if "#" in sid:
+            assert split.get(sid.split("#")[0], s) == s
+
+
+def test_samples_point_at_their_windows(built: tuple[Path, dict]) -> None:
+    root, index = built
+    out = root / "out"
+    sets = {"train": ShardSet(out, "train"), "val": ShardSet(out, "val")}
+    starts = {s: np.cumsum([0, *ss.shard_rows]).tolist() for s, ss in sets.items()}
+    windows_of: dict[str, list[tuple[str, int]]] = {}
+    for split, ss in sets.items():
+        for i in range(len(ss)):
+            for sid in ss[i].sample_ids:
+                windows_of.setdefault(sid, []).append((split, i))
+    for r in read_samples(out):
+        if r["status"] == "dropped":
+            assert r["id"] not in windows_of
+            continue
+        i = starts[r["split"]][r["shard"]] + r["row"]
+        rec = sets[r["split"]][i]
+        assert r["id"] in rec.sample_ids
+        if r["status"] != "plain":  # atomic: exactly one window, whole
+            assert windows_of[r["id"]] == [(r["split"], i)]
+            j = rec.sample_ids.index(r["id"])
+            end = rec.doc_offsets[j + 1] if j + 1 < len(rec.doc_offsets) else int(np.count_nonzero(rec.segment))
+            assert end - rec.doc_offsets[j] == r["tokens_after"]
+    assert index["totals"]["val"]["samples"] > 0 and index["totals"]["train"]["samples"] > 0
+
+
+def test_token_accounting_and_index(built: tuple[Path, dict], tokenizer_path: Path) -> None:
+    root, index = built
+    out = root / "out"
+    rows = read_samples(out)
+    packed = [r for r in rows if r["status"] != "dropped"]
+    for split in ("train", "val"):
+        t = index["totals"][split]
+        assert t["real_tokens"] == sum(r["tokens_after"] for r in packed if r["split"] == split)
+        assert t["tokens"] == t["windows"] * SEQ and t["samples"] == sum(r["split"] == split for r in packed)
+    assert index["packing"]["efficiency"] > 0.95  # a mixed corpus packs tightly
+    assert index["packing"]["pad_tokens"] == sum(
+        index["totals"][s]["tokens"] - index["totals"][s]["real_tokens"] for s in ("train", "val")
+    )
+    achieved = index["mixture"]["achieved"]
+    assert sum(g["tokens"] for g in achieved.values()) == sum(r["tokens_after"] for r in packed)
+    for entry in index["shards"]:
+        path = out / entry["path"]
+        assert sha256_file(path) == entry["sha256"] and path.stat().st_size == entry["bytes"]
+        table = open_shard(path)
+        assert table.num_rows == entry["rows"]
+        seg = table.column("segment").combine_chunks().flatten().to_numpy()
+        assert int(np.count_nonzero(seg)) == entry["real_tokens"]
+    assert (out / "tokenizer.json").read_bytes() == tokenizer_path.read_bytes()
+    assert index["tokenizer"]["special_ids"]["pad"] == load_tokenizer(tokenizer_path).token_to_id("<|pad|>")
+    assert json.loads((out / "index.json").read_text()) == index
+    assert index["trim"]["tokens_before"] - index["trim"]["tokens_after"] > 0
+
+
+def test_two_runs_byte_identical_and_finalize_idempotent(
+    built: tuple[Path, dict], tmp_path: Path, tokenizer_path: Path
+) -> None:
+    root, index = built
+    again = build(tmp_path, tokenizer_path)
+    assert again == index
+    names = sorted(p.relative_to(root / "out") for p in (root / "out").rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*") if p.is_file())
+    for name in names:
+        assert (root / "out" / name).read_bytes() == (tmp_path / "out" / name).read_bytes(), name
+    # re-finalizing the same pack folder gives the same files
+    extra = {"name": "t", "trim": {"context": CONTEXT, "policy": "tail"}, "mixture": {"by": "domain", "target": None}}
+    before = {n: sha256_file(tmp_path / "out" / n) for n in names}
+    assert (
+        finalize_output(tmp_path / "pack", tmp_path / "out", tokenizer_path, extra, dropped_folder=tmp_path / "excl")
+        == index
+    )
+    assert {n: sha256_file(tmp_path / "out" / n) for n in names} == before
+
+
+def test_finalize_removes_stale_files_of_a_larger_build(
+    built: tuple[Path, dict], tmp_path: Path, tokenizer_path: Path
+) -> None:
+    root, _ = built
+    out = tmp_path / "out"
+    (out / "shards").mkdir(parents=True)
+    (out / "shards" / "09999.arrow").write_bytes(b"stale")
+    (out / "samples").mkdir()
+    (out / "samples" / "00042.parquet").write_bytes(b"stale")
+    finalize_output(root / "pack", out, tokenizer_path, {}, dropped_folder=root / "excl")
+    assert not (out / "shards" / "09999.arrow").exists() and not (out / "samples" / "00042.parquet").exists()
+
+
+def test_assistant_loss_mask_policy(tmp_path: Path, tokenizer_path: Path) -> None:
+    index = build(tmp_path, tokenizer_path, tasks=1, loss_mask="assistant", validation_fraction=0.0)
+    ss = ShardSet(tmp_path / "out")
+    assert len(ss) == index["totals"]["train"]["windows"] and len(ShardSet(tmp_path / "out", "val")) == 0
+    for i in range(len(ss)):
+        w = ss[i]
+        assert not w.loss_mask[(w.segment == 1) | (w.segment == 2) | (w.segment == 0)].any()  # text, prompt, pad
+        assert w.loss_mask[(w.segment == 3) | (w.segment == 4)].all()  # reasoning and answers
+
+
+def test_mixture_sample_determinism_and_counts() -> None:
+    docs = make_docs()
+    step = MixtureSample(RATES, "domain", SEED)
+    out = [d.id for d in step.run(iter(docs))]
+    again = [d.id for d in MixtureSample(RATES, "domain", SEED).run(iter(docs))]
+    assert out == again
+    stats = step.stats
+    assert stats["read"].total == len(docs) and stats["copies"].total == len(out)
+    math_out = sum(1 for i in out if i.startswith("gsm8k"))
+    assert 1.3 * 160 < math_out < 1.9 * 160  # rate 1.6 in expectation
+    with pytest.raises(ValueError, match="rates must be >= 0"):
+        MixtureSample({"math": -1.0})
+
+
+def test_train_from_documents_ignores_input_order() -> None:
+    docs = make_docs()
+    cfg = TrainConfig(vocab_size=600, sample_docs=100)
+    a = train_from_documents(docs, cfg)
+    b = train_from_documents(list(reversed(docs)), cfg)
+    assert a.to_str() == b.to_str()
