@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from itertools import islice
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may be downloaded
@@ -144,27 +145,32 @@ def run_ours(template: ChatTemplate, docs: list[Document], seq_len: int, out: Pa
     packer = Packer(seq_len, tokens.pad, buffer_windows=64)
     writer = ShardWriter(out / "shards" / "00000-{k:05d}.arrow", seq_len, rows_per_shard=4096)
     counts: dict[str, int] = defaultdict(int)
-    t = clock()
-    for sample in read_cache(out / "cache" / "00000.arrow"):
+    samples = read_cache(out / "cache" / "00000.arrow")
+    while True:  # chunks of BATCH samples, so that the clocks stay out of the per-sample loop
+        t = clock()
+        chunk = list(islice(samples, BATCH))
         t1 = clock()
         stages["cache read"] += t1 - t
-        segs = sample.segments
-        if sample.kind == "chat":
-            segs, record = trim(segs, seq_len)
-            counts[record.status] += 1
+        if not chunk:
+            break
+        kept = []
+        for sample in chunk:
+            segs = sample.segments
+            if sample.kind == "chat":
+                segs, record = trim(segs, seq_len)
+                counts[record.status] += 1
+            if segs is not None:
+                kept.append((sample, segs))
         t2 = clock()
         stages["trim"] += t2 - t1
-        if segs is not None:
-            item = pack_item(sample.id, segs, sample.kind == "chat", "all", tokens)
-            windows = packer.add(item)
-            t3 = clock()
-            stages["pack"] += t3 - t2
-            for w in windows:
-                writer.write(w)
-            t = clock()
-            stages["shard write"] += t - t3
-        else:
-            t = clock()
+        windows = []
+        for sample, segs in kept:
+            windows += packer.add(pack_item(sample.id, segs, sample.kind == "chat", "all", tokens))
+        t3 = clock()
+        stages["pack"] += t3 - t2
+        for w in windows:
+            writer.write(w)
+        stages["shard write"] += clock() - t3
     t1 = clock()
     for w in packer.flush():
         writer.write(w)

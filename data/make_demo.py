@@ -1340,15 +1340,17 @@ WORDS = ["hello", "error", "warning", "reasonpipe", "pipeline", "kayak", "level"
 
 def code_doc(rng: random.Random, language: str) -> str:
     """One code document in `language` (python, javascript, rust, c, sql, bash)."""
-    f = rng.choice(PY_NAMES) + "_" + rng.choice(PY_SUFFIX)
     if language == "python":
-        picks = rng.sample(PY_FUNCS, rng.randint(1, 3))
         funcs = []
-        for j, t in enumerate(picks):
-            fname = f"{rng.choice(PY_NAMES)}_{rng.choice(PY_SUFFIX)}_{j}" if j else f
-            funcs.append(t.format(f=fname, i=rng.choice(["i", "k", "d", "p"])))
-        head = rng.choice(['"""Small utility helpers."""\n\n', "", "from __future__ import annotations\n\n"])
+        for j in rng.sample(range(len(PY_FUNCS)), rng.randint(1, 3)):  # each template has its own name suffix
+            fname = f"{rng.choice(PY_NAMES)}_{PY_SUFFIX[j]}"
+            funcs.append(PY_FUNCS[j].format(f=fname, i=rng.choice(["i", "k", "d", "p"])))
+        head = rng.choice(['"""Small utility helpers."""\n\n\n', "", "from __future__ import annotations\n\n\n"])
         return head + "\n\n".join(funcs)
+    bank = {"javascript": JS_SNIPPETS, "rust": RUST_SNIPPETS, "c": C_SNIPPETS, "sql": SQL_SNIPPETS}
+    bank = bank.get(language, BASH_SNIPPETS)
+    k = rng.randrange(len(bank))
+    f = rng.choice(CODE_NAMES.get(language, [["run"]] * len(bank))[k])
     camel = re.sub(r"_(\w)", lambda m: m[1].upper(), f)
     fill = dict(
         f=camel if language == "javascript" else f,
@@ -1362,20 +1364,27 @@ def code_doc(rng: random.Random, language: str) -> str:
     )
     if language == "c":
         fill["n"] = 5
-    bank = {
-        "javascript": JS_SNIPPETS,
-        "rust": RUST_SNIPPETS,
-        "c": C_SNIPPETS,
-        "sql": SQL_SNIPPETS,
-        "bash": BASH_SNIPPETS,
-    }[language]
-    return rng.choice(bank).format(**fill)
+    return bank[k].format(**fill)
+
+
+# function names per snippet of each bank (same order), so names match what the code does
+CODE_NAMES = {
+    "javascript": [
+        ["max_value", "find_max", "largest"],
+        ["reverse_string", "reversed"],
+        ["fetch_json", "load_json"],
+        ["debounce"],
+        ["group_by", "group_items"],
+    ],
+    "rust": [["sum_of_squares", "square_sum"], ["word_counts", "count_words"], ["unused"], ["factorial", "fact"]],
+    "c": [["sum_array", "array_sum", "total"], ["reverse_in_place", "str_reverse"], ["push_front", "list_prepend"]],
+}
 
 
 # ----------------------------------------------------------------------------------------------------- web prose
 WEB_TOPICS = {
     "cooking": [
-        "Preheat the oven to {n}0 degrees before you start on the dough.",
+        "Preheat the oven to {temp} degrees before you start on the dough.",
         "A pinch of salt brings out the sweetness of the {food}.",
         "Let the {food} rest for {n} minutes so the flavours settle.",
         "Our family has made this {food} every winter for as long as I can remember.",
@@ -1415,6 +1424,22 @@ WEB_TOPICS = {
         "The school board will discuss the budget at next week's meeting.",
     ],
 }
+WEB_GENERIC = [
+    "I have been meaning to write this post for a while.",
+    "Thanks to everyone who left a comment last time.",
+    "As always, your mileage may vary.",
+    "We learned this the hard way, of course.",
+    "A friend asked me about this over coffee last week.",
+    "It was raining most of the time, which did not help.",
+    "Prices have gone up a little since last year.",
+    "Let me know in the comments if you have tried something similar.",
+    "I will post an update once I know more.",
+    "The photos do not really do it justice.",
+    "Honestly, it was better than I expected.",
+    "The kids loved it, which is always a good sign.",
+    "Next time I would plan a bit more carefully.",
+    "This is not sponsored; I just like it.",
+]
 PLACES = ["Lisbon", "Porto", "Kyoto", "Oaxaca", "Tromso", "Ghent", "Valparaiso", "Hobart", "Split", "Tbilisi"]
 FOODS = ["apple pie", "lentil soup", "focaccia", "banana bread", "curry", "risotto", "dumplings", "chili"]
 
@@ -1423,33 +1448,24 @@ def web_doc(rng: random.Random) -> tuple[str, str]:
     """(title, text): a few paragraphs of everyday web prose (no math)."""
     topic = rng.choice(sorted(WEB_TOPICS))
     bank = WEB_TOPICS[topic]
-    fill = dict(n=rng.randint(2, 9), place=rng.choice(PLACES), food=rng.choice(FOODS))
-    paras = []
-    for _ in range(rng.randint(3, 6)):
-        sents = rng.sample(bank, rng.randint(3, len(bank)))
-        paras.append(" ".join(s.format(**fill) for s in sents))
+    fill = dict(
+        n=rng.randint(2, 9), place=rng.choice(PLACES), food=rng.choice(FOODS), temp=rng.choice([180, 200, 220])
+    )
+    sents = [s.format(**fill) for s in rng.sample(bank, len(bank)) + rng.sample(WEB_GENERIC, rng.randint(4, 9))]
+    rng.shuffle(sents)
+    cuts = sorted(rng.sample(range(1, len(sents)), rng.randint(2, 4)))
+    paras = [" ".join(sents[a:b]) for a, b in zip([0] + cuts, cuts + [len(sents)])]
     title = rng.choice(["Notes on", "A few thoughts about", "Our week:", "Tips:", "Update on"]) + " " + topic
     return title, "\n\n".join(paras)
 
 
 # ------------------------------------------------------------------------------------------------- perturbations
 SYNONYMS = {
-    "buys": "purchases",
-    "How many": "What number of",
-    "total": "overall",
-    "each": "apiece",
-    "then": "afterwards",
-    "What": "Which",
-    "find": "determine",
-    "Find": "Determine",
-    "has": "owns",
-    "gives": "hands",
-    "needs": "requires",
-    "spends": "uses",
-    "earns": "makes",
-    "the": "this",
-    "is": "is exactly",
-}
+    "buys": "purchases", "How many": "What number of", "total": "overall", "each": "apiece", "then": "afterwards",
+    "What": "Which", "find": "determine", "Find": "Determine", "has": "owns", "gives": "hands", "needs": "requires",
+    "spends": "uses", "earns": "makes", "pays": "hands over", "scored": "got", "travels": "goes", "keep": "retain",
+    "normally": "usually", "wants": "would like", "left": "remaining",
+}  # fmt: skip
 
 
 def near_duplicate(rng: random.Random, text: str, rate: float = 0.05) -> str:
@@ -1779,8 +1795,9 @@ def build(out: Path, plan: Plan, seed: int = 0) -> dict:
 
     # --- benchmark leaks: perturbed benchmark questions inside the corpus
     kinds = ["case", "whitespace", "punctuation", "word"]
+    wordy = [b for b in bench if len(b["question"].split()) >= 20]  # long enough for n-gram decontamination
     for i in range(plan.leaked):
-        b = bench[i * max(1, plan.benchmark // max(1, plan.leaked)) % plan.benchmark]
+        b = wordy[i * len(wordy) // plan.leaked]
         kind = kinds[i % len(kinds)]
         q = perturb_light(rng, b["question"], kind)
         target = [prefix_file["gsm"], prefix_file["chat"], prefix_file["pc"]][i % 3]
@@ -1926,6 +1943,10 @@ def build(out: Path, plan: Plan, seed: int = 0) -> dict:
         planted["files"][file] = len(recs)
     write_jsonl(out / "benchmarks/mini_gsm.jsonl", [{"question": b["question"], "answer": b["answer"]} for b in bench])
     planted["files"]["benchmarks/mini_gsm.jsonl"] = len(bench)
+    planted["bad_files"] = {
+        f: len((out / f).read_bytes().splitlines())
+        for f in ("bad/text/malformed.jsonl", "bad/text/huge.jsonl", "bad/chat/malformed.jsonl")
+    }
     planted["counts"] = {k: len(v) for k, v in planted.items() if isinstance(v, list)}
     planted["counts"]["samples"] = sum(n for f, n in planted["files"].items() if not f.startswith("benchmarks/"))
     (out / "PLANTED.json").write_text(json.dumps(planted, indent=1, sort_keys=True) + "\n")

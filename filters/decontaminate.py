@@ -53,6 +53,11 @@ class DecontaminateOptions(StageOptions):
         min_ngram: smallest n-gram size used for short fields.
         min_item_tokens: fields with fewer tokens are not indexed.
         min_matches: indexed grams a document must contain to be contaminated.
+        max_items_per_gram: grams found in more benchmark items than this are template phrases ("write a python
+            function to find the ...") and are not indexed (None: keep all).
+        operators: count operator characters as tokens. Off by default: operator-heavy text such as GSM8K
+            calculator annotations (`2*20=<<2*20=40>>40`) packs 13 tokens into a few characters, and such grams
+            match unrelated arithmetic.
         normalization: text normalisation before tokenising (digits and operators are always kept).
     """
 
@@ -61,6 +66,8 @@ class DecontaminateOptions(StageOptions):
     min_ngram: int = Field(8, ge=1, le=64)
     min_item_tokens: int = Field(4, ge=1)
     min_matches: int = Field(1, ge=1)
+    max_items_per_gram: int | None = Field(None, ge=1)
+    operators: bool = False
     normalization: Normalization = Field(default_factory=Normalization)
 
     @model_validator(mode="after")
@@ -99,6 +106,7 @@ class NgramIndex:
         self.items: list[list] = []  # per benchmark: item references
         self.sizes: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # size -> (sorted hashes, owners)
         self.skipped_fields = 0
+        self.pruned_grams = 0
 
     def add(self, name: str, records: list[dict], fields: list[str], id_field: str | None) -> None:
         for field in fields:
@@ -114,7 +122,9 @@ class NgramIndex:
                 if record.get(field) is not None:
                     texts.append(prepare(_as_text(record[field]), self.opts.normalization))
                     owners.append(bench << 32 | i)
-        tokens, offsets = token_hashes(texts)
+        if not texts:
+            return
+        tokens, offsets = token_hashes(texts, self.opts.operators)
         lens = np.diff(offsets)
         sizes = np.where(lens >= 2 * self.opts.ngram, self.opts.ngram, np.maximum(self.opts.min_ngram, lens // 2))
         sizes = np.where(lens < self.opts.min_ngram, lens, sizes)
@@ -131,9 +141,23 @@ class NgramIndex:
             order = np.lexsort((o, h))
             self.sizes[size] = (h[order], o[order])
 
+    def prune(self) -> None:
+        """Drop grams owned by more than `max_items_per_gram` items (call once, after every `add`)."""
+        limit = self.opts.max_items_per_gram
+        for size, (hashes, owners) in list(self.sizes.items()):
+            distinct = np.ones(len(hashes), dtype=bool)
+            distinct[1:] = (hashes[1:] != hashes[:-1]) | (owners[1:] != owners[:-1])
+            hashes, owners = hashes[distinct], owners[distinct]
+            if limit is not None:
+                values, first, counts = np.unique(hashes, return_index=True, return_counts=True)
+                keep = np.repeat(counts <= limit, counts)
+                self.pruned_grams += int(np.sum(counts > limit))
+                hashes, owners = hashes[keep], owners[keep]
+            self.sizes[size] = (hashes, owners)
+
     def match(self, texts: list[str]) -> list[tuple[int, int, int] | None]:
         """Per (prepared) text: (benchmark, item, matched grams) of the item with most matched grams, or None."""
-        tokens, offsets = token_hashes(texts)
+        tokens, offsets = token_hashes(texts, self.opts.operators)
         owner_lists: list[list[np.ndarray]] = [[] for _ in texts]
         for size, (hashes, owners) in self.sizes.items():
             grams, gram_offsets = ngram_hashes(tokens, offsets, size, whole_if_short=False)
@@ -176,7 +200,9 @@ class DecontaminationFilter(BaseFilter):
             self._index = NgramIndex(self.opts)
             for bench in self.opts.benchmarks:
                 self._index.add(bench.name, read_records(bench.path), bench.fields, bench.id_field)
+            self._index.prune()
             self.stat_update("skipped_fields", value=self._index.skipped_fields)
+            self.stat_update("pruned_grams", value=self._index.pruned_grams)
         return self._index
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:

@@ -121,4 +121,4 @@ class ExactDedupStage(Stage):
 
     def describe(self, opts: ExactDedupOptions) -> str:
         n = opts.normalization
-        return f"xxhash64 of text normalised ({n.unicode}, lowercase={n.lowercase}, punct stripped={n.strip_punctuation})"
+        return f"xxhash64 of normalised text ({n.unicode}, lowercase={n.lowercase}, no punct={n.strip_punctuation})"

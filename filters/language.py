@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from filters.base import DomainFilter
 from filters.stage import BuildContext, Chain, ExistingPath, Stage, StageOptions, register
@@ -37,6 +37,7 @@ _NON_PROSE = [
     re.compile(r"[^\w\s.,;:!?'\"’“”。，、？！]|[\d_]"),  # digits, operators, brackets, symbols
 ]
 _SPACES = re.compile(r"\s+")
+_LETTER = re.compile(r"[^\W\d_]")
 
 
 def prose(text: str) -> str:
@@ -47,7 +48,7 @@ def prose(text: str) -> str:
 
 
 def letter_count(text: str) -> int:
-    return sum(ch.isalpha() for ch in text)
+    return len(_LETTER.findall(text))
 
 
 class Detector(Protocol):
@@ -149,6 +150,11 @@ class LanguageOptions(StageOptions):
     model_path: ExistingPath | None = Field(None, description="fasttext: the local model file (required)")
     min_letters: int = Field(20, ge=0, description="documents with fewer prose letters pass, undetermined")
     max_chars: int = Field(2000, ge=100, description="characters of prose the detector reads")
+
+    @field_validator("languages", "detector_languages")
+    @classmethod
+    def _lowercase(cls, codes: list[str] | None) -> list[str] | None:
+        return None if codes is None else [code.lower() for code in codes]
 
     @model_validator(mode="after")
     def _check_backend(self) -> LanguageOptions:

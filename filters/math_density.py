@@ -3,8 +3,9 @@
 The score counts math signals per whitespace word: LaTeX commands (`\\frac`, `\\mathcal`), math spans (`$..$`,
 `$$..$$`, `\\(..\\)`, `\\[..\\]`), arithmetic between numbers (`48/2 = 24`, `3 + 4`) and Unicode math symbols
 (`≤ ∑ ∈`). URLs and code spans are removed first (their slashes and escapes are not math). LaTeX math prose scores
-~0.3 (median), English prose ~0; the default threshold is measured in tests/test_filters.py on real LaTeX paragraphs
-versus PEP paragraphs.
+~0.3 (median), English prose ~0. The default threshold 0.02 was chosen on real data (tests/test_filters.py): 7,324
+LaTeX paragraphs (HoTT book, Stacks project) vs 6,000 PEP paragraphs give precision 0.995, recall 0.990 (F1 is flat,
+0.990-0.994, between 0.01 and 0.03); GSM8K problems+solutions (plain-text arithmetic) are kept at 0.98.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ for _c in b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_":
 _CLASS[0x80:] = 1
 for _c in b"+-*/=<>^%&|~\\":
     _CLASS[_c] = 2
+_WORDS_ONLY = np.where(_CLASS == 2, 0, _CLASS).astype(np.uint8)  # operators as separators
 
 _powers: dict[str, np.ndarray] = {}
 
@@ -67,10 +68,13 @@ def _prefix_hash(data: np.ndarray) -> np.ndarray:
     return prefix
 
 
-def token_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """64-bit hashes of the tokens of each (already `prepare`d) text, by the token rule of filters/normalize.py."""
+def token_hashes(texts: list[str], operators: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of the tokens of each (already `prepare`d) text, by the token rule of filters/normalize.py.
+
+    `operators=False` treats operator characters as separators (words and numbers only).
+    """
     data, text_starts = _buffer(texts)
-    cls = _CLASS[data]
+    cls = (_CLASS if operators else _WORDS_ONLY)[data]
     word = cls == 1
     prev_word = np.concatenate(([False], word[:-1]))
     next_word = np.concatenate((word[1:], [False]))
@@ -98,7 +102,9 @@ def char_ngram_hashes(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]
     return values, offsets
 
 
-def ngram_hashes(tokens: np.ndarray, offsets: np.ndarray, n: int, whole_if_short: bool) -> tuple[np.ndarray, np.ndarray]:
+def ngram_hashes(
+    tokens: np.ndarray, offsets: np.ndarray, n: int, whole_if_short: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Hashes of the n-grams of consecutive token hashes within each text.
 
     A text with 0 < len < n tokens gives one gram of all its tokens when `whole_if_short` (its hash equals that of
@@ -125,7 +131,7 @@ def ngram_hashes(tokens: np.ndarray, offsets: np.ndarray, n: int, whole_if_short
 class MinHasher:
     """`bands` x `rows` MinHash functions h(x) = high 32 bits of (a x + b mod 2^64), a odd, from `seed`."""
 
-    def __init__(self, bands: int, rows: int, seed: int, chunk: int = 8192):
+    def __init__(self, bands: int, rows: int, seed: int, chunk: int = 16384):
         rng = np.random.default_rng(seed)
         self.bands, self.rows, self.chunk = bands, rows, chunk
         self.a = rng.integers(0, 2**63, size=bands * rows, dtype=np.uint64) * U64(2) + U64(1)
@@ -138,6 +144,8 @@ class MinHasher:
         sig = np.full((n_texts, len(self.a)), np.iinfo(np.uint64).max, dtype=np.uint64)
         nonempty = np.flatnonzero(np.diff(offsets) > 0)
         starts = offsets[:-1][nonempty]
+        buf = np.empty((len(self.a), self.chunk), dtype=np.uint64)  # hashes x grams: reductions run along rows
+        a, b = self.a[:, None], self.b[:, None]
         for lo in range(0, len(grams), self.chunk):
             hi = min(lo + self.chunk, len(grams))
             # texts overlapping [lo, hi): their local starts, clipped to the chunk
@@ -145,9 +153,10 @@ class MinHasher:
             last = np.searchsorted(starts, hi, side="left")
             docs = nonempty[max(first, 0) : last]
             local = np.maximum(offsets[:-1][docs], lo) - lo
-            phv = grams[lo:hi, None] * self.a + self.b
-            mins = np.minimum.reduceat(phv, local, axis=0)
-            sig[docs] = np.minimum(sig[docs], mins)
+            phv = buf[:, : hi - lo]
+            np.multiply(a, grams[None, lo:hi], out=phv)
+            phv += b
+            sig[docs] = np.minimum(sig[docs], np.minimum.reduceat(phv, local, axis=1).T)
         return (sig >> U64(32)).astype(np.uint32)
 
     def band_keys(self, sig: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""datatrove steps of the near-dedup stages (MinHash and problem-level dedup): sign -> bucket -> verify+cluster -> filter.
+"""datatrove steps of the near-dedup stages (MinHash, problem dedup): sign -> bucket -> verify+cluster -> filter.
 
 1. `GramSignatureWriter` (inline, passes every document on): for each selected document, its gram hashes and LSH band
    keys, written per rank to `sig_dir`: `{rank}.grams` (raw uint64 gram hashes, selected documents in order),

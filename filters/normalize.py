@@ -47,9 +47,7 @@ class Normalization(StageOptions):
 def _unicode_separators() -> dict[int, str]:
     """Non-ASCII punctuation and spaces (categories P* and Z*) of the common planes, mapped to a space."""
     ranges = [(0x80, 0x3100), (0xFE10, 0xFF70)]
-    return {
-        cp: " " for lo, hi in ranges for cp in range(lo, hi) if unicodedata.category(chr(cp))[0] in "PZ"
-    }
+    return {cp: " " for lo, hi in ranges for cp in range(lo, hi) if unicodedata.category(chr(cp))[0] in "PZ"}
 
 
 def normalize(text: str, norm: Normalization) -> str:

@@ -83,7 +83,9 @@ class ProblemSigner(GramSignatureWriter):
         return is_chat(doc) and (self.domains is None or doc.metadata.get("domain") in self.domains)
 
     def grams(self, docs: list[Document]) -> tuple[np.ndarray, np.ndarray]:
-        return char_ngram_hashes([problem_key(problem_text(d), self.opts.normalization) for d in docs], self.opts.char_ngram)
+        return char_ngram_hashes(
+            [problem_key(problem_text(d), self.opts.normalization) for d in docs], self.opts.char_ngram
+        )
 
     def meta(self, doc: Document) -> list:
         numbers = None

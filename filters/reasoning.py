@@ -1,11 +1,15 @@
 """The `reasoning_quality` stage: checks that a reasoning trace is complete, clean and worth training on.
 
 For chat samples (`metadata["kind"] == "chat"`); plain documents pass. Drop reasons, in the order checked:
-`no_answer` (empty final answer), `no_reasoning` / `trivial_reasoning` (missing or too few words), `unbalanced_think`
-(a `<think>`/`</think>` tag left inside content or reasoning: the adapter's split went wrong), `repetition_loop`
-(degenerate repetition: many repeated n-grams or very compressible), `truncated` (the answer stops mid-sentence),
-`language_mismatch` (problem and trace confidently in different languages), `unparseable_answer` (optional: the answer
-has no expression `math_verify.parse` can read).
+`unbalanced_think` (a `<think>`/`</think>` tag left inside a turn's content or reasoning: the adapter could not split
+the raw text), `no_answer` (empty final answer), `no_reasoning` / `trivial_reasoning` (missing / too few words),
+`repetition_loop` (degenerate repetition in trace or answer: many repeated n-grams, or very compressible),
+`truncated` (a long answer stops mid-sentence), `language_mismatch` (problem and trace confidently in different
+languages), `unparseable_answer` (optional: the final answer has no expression `math_verify.parse` can read).
+
+Defaults were checked on real traces (DeepSeek-R1 style samples, Marco-o1 CoT): their 10-gram duplicate fraction is
+at most 0.17 and their zlib ratio at least 0.25, against 0.35 and 0.1 here; short answers ("yes", "(D) 27 sec") need
+no terminal punctuation (`truncation_min_words`).
 """
 
 from __future__ import annotations
@@ -131,6 +135,8 @@ class ReasoningQualityFilter(DomainFilter):
         if not is_chat(doc):
             self.stat_update("not_chat")
             return True
+        if has_stray_think_tag(t.get(k) for t in turns(doc) for k in ("content", "reasoning")):
+            return False, "unbalanced_think"
         answer, reasoning = final_answer_text(doc).strip(), reasoning_text(doc).strip()
         if not answer:
             return False, "no_answer"
@@ -139,8 +145,6 @@ class ReasoningQualityFilter(DomainFilter):
                 return False, "no_reasoning"
         elif len(words(reasoning)) < self.min_reasoning_words:
             return False, "trivial_reasoning"
-        if has_stray_think_tag(t.get(k) for t in turns(doc) for k in ("content", "reasoning")):
-            return False, "unbalanced_think"
         for text in (reasoning, answer):
             if is_repetition_loop(
                 text, self.ngram, self.max_duplicate_fraction, self.min_compression_ratio, self.compression_min_chars
@@ -150,7 +154,7 @@ class ReasoningQualityFilter(DomainFilter):
             return False, "truncated"
         if self.detector is not None and reasoning and self.languages_differ(problem_text(doc), reasoning):
             return False, "language_mismatch"
-        if self.verify_math and not answer_parses(doc.metadata.get("answer") or answer):
+        if self.verify_math and not answer_parses(answer):
             return False, "unparseable_answer"
         return True
 
@@ -180,7 +184,7 @@ class ReasoningOptions(StageOptions):
     language_min_letters: int = Field(60, ge=1, description="both sides need this many prose letters to compare")
     language_min_confidence: float = Field(0.7, ge=0, le=1, description="both detections need this confidence")
     detector_languages: list[str] = Field(list(COMPACT_LANGUAGES), min_length=2, description="lingua languages")
-    verify_math: bool = Field(False, description="answer (or metadata answer) must parse with math-verify")
+    verify_math: bool = Field(False, description="the final answer must parse with math-verify")
 
     @field_validator("detector_languages")
     @classmethod
@@ -198,21 +202,11 @@ class ReasoningQualityStage(Stage):
     Options = ReasoningOptions
 
     def build(self, opts: ReasoningOptions, ctx: BuildContext, chain: Chain) -> None:
+        params = opts.model_dump(exclude={"check_language", "detector_languages"})  # the filter's own arguments
+        detector = LinguaDetector(opts.detector_languages) if opts.check_language else None
         chain.add(
             ReasoningQualityFilter(
-                min_reasoning_words=opts.min_reasoning_words,
-                require_reasoning=opts.require_reasoning,
-                ngram=opts.ngram,
-                max_duplicate_fraction=opts.max_duplicate_fraction,
-                min_compression_ratio=opts.min_compression_ratio,
-                compression_min_chars=opts.compression_min_chars,
-                truncation_min_words=opts.truncation_min_words,
-                detector=LinguaDetector(opts.detector_languages) if opts.check_language else None,
-                language_min_letters=opts.language_min_letters,
-                language_min_confidence=opts.language_min_confidence,
-                verify_math=opts.verify_math,
-                domains=ctx.domains,
-                exclusion_writer=ctx.exclusion_writer(),
+                **params, detector=detector, domains=ctx.domains, exclusion_writer=ctx.exclusion_writer()
             )
         )
 

@@ -64,6 +64,7 @@ def check_identity(table: list[dict]) -> list[str]:
     """Stages whose counts do not add up (read != kept + rejected + duplicates); empty when all is exact."""
     bad = []
     for row in table:
-        if row["read"] != row["kept"] + sum(row["rejected"].values()) + row["duplicates"]:
+        added = row["extra"].get("copies_added", 0)  # mixture upsampling adds copies
+        if row["read"] + added != row["kept"] + sum(row["rejected"].values()) + row["duplicates"]:
             bad.append(f"{row['label']}: read {row['read']} != kept {row['kept']} + rejected + duplicates")
     return bad

@@ -34,7 +34,7 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
     "answer": ("final_answer", "gtruth_answer", "answer"),
     "prompt": ("prompt", "input", "question"),
     "completion": ("completion", "output", "response"),
-    "text": ("text", "content", "body", "document"),
+    "text": ("text", "content"),
 }
 ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant"}
 ROLES |= {"model": "assistant", "bot": "assistant"}

@@ -60,7 +60,7 @@ def make_executor(steps: list, tasks: int, logging_dir: str, cfg: ExecutorConfig
     """A datatrove executor for one run; `kind` picks the engine."""
     if cfg.kind == "local":
         workers = local_workers(cfg, tasks)
-        return LocalExecutor(steps, tasks=tasks, workers=workers, logging_dir=logging_dir)
+        return LocalExecutor(steps, tasks=tasks, workers=workers, logging_dir=logging_dir, start_method="fork")
     from pipeline import distributed
 
     return distributed.make_executor(steps, tasks, logging_dir, cfg)

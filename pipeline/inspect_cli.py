@@ -23,8 +23,9 @@ stats               (always)
   totals            {train|val|all: {shards, windows, tokens, real_tokens, packing_efficiency, bytes}}  measured
   shards            [{path, split, rows, tokens, real_tokens, bytes, packing_efficiency}]               measured
   samples           {total, by_status: {fit|trimmed|dropped|plain: n}, by_split: {train|val: n placed}}
-  mixture           {by_domain|by_source: [{name, samples, tokens, share, target}]}  train split, tokens after
-                    trimming, share of train sample tokens, target from the manifest mixture (or null)
+  mixture           {by_domain|by_source: [{name, samples, tokens, share, target}]}  packed samples (train +
+                    val, as index.json's mixture.achieved), tokens after trimming; target from the manifest
+                    mixture (or null; a target that got no tokens is listed with tokens 0)
   trim              {context, policy, samples (chat), fit, trimmed, dropped, dropped_thinks, tokens_before,
                      tokens_after, reasoning_before, reasoning_kept, reasoning_kept_fraction,
                      reasoning_kept_dist, reasoning_kept_fraction_dist (trimmed samples),

@@ -57,7 +57,7 @@ def make_plots(out: str | Path, stats: dict[str, Any], plot_dir: str | Path) -> 
             ax.scatter(
                 [i for i, _ in targets], [t for _, t in targets], color="red", marker="_", s=400, label="target"
             )
-        ax.set(title=f"Mixture {view.replace('_', ' ')} (train tokens)", ylabel="share")
+        ax.set(title=f"Mixture {view.replace('_', ' ')} (packed tokens)", ylabel="share")
         ax.tick_params(axis="x", rotation=30)
         ax.legend()
     fig.tight_layout()

@@ -101,7 +101,7 @@ def stats_sections(st: dict[str, Any]) -> list[Section]:
         rows = [[m["name"], m["samples"], m["tokens"], pct(m["share"]), pct(m["target"])] for m in st["mixture"][view]]
         out.append(
             Section(
-                f"Mixture by {label} (train, tokens after trimming)",
+                f"Mixture by {label} (packed tokens, after trimming)",
                 [label, "samples", "tokens", "share", "target"],
                 rows,
             )
@@ -158,10 +158,20 @@ def stats_sections(st: dict[str, Any]) -> list[Section]:
 
 
 def compare_sections(cmp: dict[str, Any]) -> list[Section]:
-    def d(v: Any) -> str:
-        return "-" if v is None else (f"{v:+,}" if isinstance(v, int) else f"{v:+.4g}")
+    def ratio(metric: str) -> bool:
+        return metric.endswith(("share", "efficiency", "fraction"))
 
-    rows = [[r["metric"], r["a"], r["b"], d(r["delta"])] for r in cmp["rows"]]
+    def d(v: Any, metric: str) -> str:
+        if v is None:
+            return "-"
+        if ratio(metric):
+            return f"{100 * v:+.1f} pp"
+        return f"{v:+,}" if isinstance(v, int) else f"{v:+,.4g}"
+
+    rows = [
+        [r["metric"], *((pct(r[k]) if ratio(r["metric"]) else r[k]) for k in ("a", "b")), d(r["delta"], r["metric"])]
+        for r in cmp["rows"]
+    ]
     title = f"Compare  A={cmp['a']}  B={cmp['b']}" + ("" if cmp["same_tokenizer"] else "  (different tokenizers)")
     return [Section(title, ["metric", "A", "B", "B - A"], rows)]
 

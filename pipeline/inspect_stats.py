@@ -115,9 +115,9 @@ def _totals(shards: pl.DataFrame) -> dict[str, dict[str, Any]]:
 
 
 def _mixture(lf: pl.LazyFrame, by: str, target: dict[str, float] | None) -> list[dict[str, Any]]:
-    """Tokens (after trimming) and share per `by` value, train split, samples that reached the shards."""
+    """Tokens (after trimming) and share per `by` value over the packed samples (train + val, as index.json)."""
     df = (
-        lf.filter((pl.col("split") == "train") & (pl.col("status") != "dropped"))
+        lf.filter(pl.col("status") != "dropped")
         .group_by(by)
         .agg(pl.len().alias("samples"), pl.col("tokens_after").cast(pl.Int64).sum().alias("tokens"))
         .sort(["tokens", by], descending=[True, False])

@@ -76,6 +76,9 @@ class OutputConfig(Strict):
     rows_per_shard: int = Field(2048, gt=0)
     compression: Literal["lz4", "zstd"] | None = None  # None keeps shards zero-copy memory-mappable
     validation_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    # intermediate runs (tokenised corpus cache included); share one between manifests that differ only in
+    # trim/pack/mixture (e.g. the 4K/32K/131K phases) so each re-runs only trimming and packing
+    work_dir: str | None = None
 
 
 class SlurmConfig(Strict):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.table import Table
 
@@ -9,7 +11,7 @@ from pipeline.compile import compile_plan
 from pipeline.manifest import LoadedManifest
 from pipeline.registry import stage_class
 
-console = Console(highlight=False)
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def print_plan(loaded: LoadedManifest, limit: int | None = None) -> None:

@@ -16,7 +16,7 @@ from pipeline.executors import make_executor
 from pipeline.manifest import LoadedManifest
 from pipeline.progress import Watcher
 
-console = Console(highlight=False)
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def run_complete(run: RunSpec) -> bool:
@@ -24,16 +24,16 @@ def run_complete(run: RunSpec) -> bool:
     return os.path.isdir(folder) and len(os.listdir(folder)) >= run.tasks
 
 
-def _reset_output(output_dir: str, keep_work: bool) -> None:
-    """Remove a previous run's results (and its work folder unless `keep_work`)."""
+def _reset_output(plan: Plan) -> None:
+    """--force: remove the previous results and this manifest's intermediate runs."""
     for name in ("index.json", "tokenizer.json", "shards", "shards-val", "samples", "exclusions", ".work"):
-        path = os.path.join(output_dir, name)
-        if name == ".work" and keep_work:
-            continue
+        path = os.path.join(plan.output_dir, name)
         if os.path.isdir(path):
             shutil.rmtree(path)
         elif os.path.exists(path):
             os.remove(path)
+    for path in (plan.prep_dir, plan.pack_dir):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _already_done(plan: Plan) -> bool:
@@ -42,18 +42,6 @@ def _already_done(plan: Plan) -> bool:
         return False
     with open(index) as f:
         return json.load(f).get("run_fingerprint") == plan.pack_hash
-
-
-def _prepare_output(plan: Plan) -> None:
-    """A new prep fingerprint means new exclusions: clear the old ones (a resumed run keeps its own)."""
-    os.makedirs(plan.output_dir, exist_ok=True)
-    marker = os.path.join(plan.output_dir, ".work", "current-prep")
-    current = open(marker).read().strip() if os.path.exists(marker) else None
-    if current != plan.prep_hash:
-        shutil.rmtree(os.path.join(plan.output_dir, "exclusions"), ignore_errors=True)
-        os.makedirs(os.path.dirname(marker), exist_ok=True)
-        with open(marker, "w") as f:
-            f.write(plan.prep_hash)
 
 
 def quiet_driver_logs() -> None:
@@ -102,11 +90,11 @@ def print_accounting(table: list[dict]) -> None:
 def run_manifest(loaded: LoadedManifest, limit: int | None = None, force: bool = False) -> Plan:
     plan = compile_plan(loaded, limit)
     if force:
-        _reset_output(plan.output_dir, keep_work=False)
+        _reset_output(plan)
     elif _already_done(plan):
         console.print(f"nothing to do: {plan.output_dir} is complete for this manifest (use --force to redo)")
         return plan
-    _prepare_output(plan)
+    os.makedirs(plan.output_dir, exist_ok=True)
     console.print(f"reasonpipe run {loaded.manifest.name}: {len(plan.runs)} datatrove runs -> {plan.output_dir}")
     execute(plan)
     from pipeline import tail

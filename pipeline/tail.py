@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
@@ -64,40 +65,54 @@ def _tokenizer_path(plan: Plan) -> str:
     return os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
 
 
-def _rates(plan: Plan) -> dict[str, float]:
+def trimmed_tokens_by_group(plan: Plan, marker, newlines) -> dict[str, int]:
+    """Tokens per mixture group once trimmed at this manifest's budget (what the shards will hold), from the cache."""
+    import glob
+
+    from tokenizer.cache import read_cache
+    from trimming.core import trim
+
+    m = plan.loaded.manifest
+    totals: dict[str, int] = {}
+    for path in sorted(glob.glob(os.path.join(_tokens_dir(plan.prep_dir), "*.arrow"))):
+        for sample in read_cache(path):
+            n = sum(len(seg.ids) for seg in sample.segments)
+            if sample.kind == "chat" and n > m.context:
+                kept, record = trim(sample.segments, m.context, m.trim.policy, marker, m.trim.snap_newline, newlines)
+                n = record.tokens_after if kept is not None else 0
+            group = str(getattr(sample, m.mixture.by))
+            totals[group] = totals.get(group, 0) + n
+    return totals
+
+
+def _rates(plan: Plan, marker, newlines) -> dict[str, float]:
     from tokenizer.mixture import mixture_rates
-    from tokenizer.steps import cache_token_stats
 
     mix = plan.loaded.manifest.mixture
     if mix is None:
         return {}
-    stats = cache_token_stats(_tokens_dir(plan.prep_dir))
-    return mixture_rates(stats.get(f"by_{mix.by}", {}), mix.shares, mix.others)
+    return mixture_rates(trimmed_tokens_by_group(plan, marker, newlines), mix.shares, mix.others)
 
 
 def predicted_mixture(plan: Plan) -> dict[str, float]:
-    """Token shares the mixture will give: exact once the corpus is tokenised, else from input bytes."""
-    from tokenizer.mixture import predicted_shares
+    """Token shares the mixture will give: exact once the corpus is tokenised, else estimated from input bytes."""
+    from tokenizer.mixture import mixture_rates, predicted_shares
 
     mix = plan.loaded.manifest.mixture
-    if os.path.isdir(_tokens_dir(plan.prep_dir)) and all(os.path.exists(r.logging_dir) for r in plan.runs[:1]):
-        from tokenizer.steps import cache_token_stats
-
-        sizes = cache_token_stats(_tokens_dir(plan.prep_dir)).get(f"by_{mix.by}", {})
-    else:  # estimate: bytes per group stand in for tokens
-        sizes: dict[str, int] = {}
+    if any(r.name == "tokenize" and os.path.isdir(os.path.join(r.logging_dir, "completions")) for r in plan.runs):
+        sizes = trimmed_tokens_by_group(plan, None, None)
+    else:
+        sizes = {}
         for s in plan.sources:
             group = s.domain if mix.by == "domain" else s.name
             sizes[group] = sizes.get(group, 0) + sum(os.path.getsize(f) for f in s.files if os.path.isfile(f))
-    from tokenizer.mixture import mixture_rates
-
     return predicted_shares(sizes, mixture_rates(sizes, mix.shares, mix.others))
 
 
 def pack_runs(plan: Plan) -> list[RunSpec]:
     m = plan.loaded.manifest
     out = os.path.join(plan.pack_dir, "out")
-    trim_excl = os.path.join(plan.output_dir, "exclusions", "trim")
+    trim_excl = os.path.join(plan.pack_dir, "exclusions", "trim")
 
     def build() -> list:
         from pipeline.executors import exclusion_writer
@@ -109,11 +124,13 @@ def pack_runs(plan: Plan) -> list[RunSpec]:
         special = resolve_template(tok, m.tokenizer.template).as_dict()
         marker = tok.encode(m.trim.marker, add_special_tokens=False).ids if m.trim.marker else None
         newlines = newline_ids(tok) if m.trim.snap_newline else None
+        marker_arr = np.asarray(marker, dtype=np.uint32) if marker else None
+        newline_arr = np.asarray(newlines, dtype=np.uint32) if newlines else None
         mix = m.mixture
         return [
             CacheReader(_tokens_dir(plan.prep_dir)),
             Progress(os.path.join(run.logging_dir, "progress"), "pack"),
-            MixtureSample(_rates(plan), mix.by if mix else "domain", m.seed),
+            MixtureSample(_rates(plan, marker_arr, newline_arr), mix.by if mix else "domain", m.seed),
             APTrim(m.context, m.trim.policy, marker, m.trim.snap_newline, newlines, exclusion_writer(trim_excl)),
             PackWriter(
                 out,
@@ -170,6 +187,25 @@ def finalize(plan: Plan, table: list[dict]) -> dict:
         "mixture": {"by": m.mixture.by if m.mixture else "domain", "target": m.mixture.shares if m.mixture else None},
         "trim": {"context": m.context, "policy": m.trim.policy},
     }
+    place_exclusions(plan)
     out = os.path.join(plan.pack_dir, "out")
-    excl = os.path.join(plan.output_dir, "exclusions", "trim")
+    excl = os.path.join(plan.pack_dir, "exclusions", "trim")
     return finalize_output(out, plan.output_dir, _tokenizer_path(plan), extra, m.tokenizer.template, excl)
+
+
+def place_exclusions(plan: Plan) -> None:
+    """OUTPUT/exclusions/<label>/: hard links to the prep and pack runs' rejected records (copies across devices)."""
+    import shutil
+
+    target = os.path.join(plan.output_dir, "exclusions")
+    shutil.rmtree(target, ignore_errors=True)
+    for phase_dir in (plan.prep_dir, plan.pack_dir):
+        source = os.path.join(phase_dir, "exclusions")
+        for root, _, files in os.walk(source):
+            dest = os.path.join(target, os.path.relpath(root, source))
+            os.makedirs(dest, exist_ok=True)
+            for name in files:
+                try:
+                    os.link(os.path.join(root, name), os.path.join(dest, name))
+                except OSError:
+                    shutil.copy2(os.path.join(root, name), os.path.join(dest, name))

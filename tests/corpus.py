@@ -4,10 +4,12 @@
     manifest = write_manifest(tmp_path, corpus, trim={"context": 256}, pack={"seq_len": 256})
 
 The returned dict (also written as PLANTED.json) lets tests assert exact accounting:
-  root, files {relative path: records written (valid + malformed lines)}, inputs {input name: manifest entry},
+  root, files {relative path: records}, bad_files {relative path: lines, malformed ones included},
+  inputs {input name: manifest entry},
   long_traces / overlong_prompt / leaked / exact_duplicates / near_duplicates / problem_duplicates (lists with the
-  file and record `id` of each planted item), malformed (file, 0-based line, reason), counts (length of each list,
-  plus `samples`: all records outside benchmarks/, malformed lines included).
+  file and record `id` of each planted item), malformed_records (file, 0-based line, reason; the huge record has
+  `bytes`), malformed (their count: 13), counts (length of each list,
+  plus `samples`: records of `files` outside benchmarks/, bad/ excluded).
 Record ids are the `id` field of each record; malformed lines are identified by (file, line).
 """
 
@@ -53,20 +55,21 @@ def ci_plan(scale: float = 1.0):
     )  # fmt: skip
 
 
-# Manifest entries for every file of the CI corpus (schema names follow the lead's adapters).
+# Manifest entries for every file of the CI corpus (schema names of pipeline/manifest.py; "auto" for Marco-o1).
 INPUTS: dict[str, dict[str, Any]] = {
     "chat": {"path": "reasoning/chat.jsonl", "format": "jsonl", "schema": "messages", "domain": "reasoning"},
     "gsm": {"path": "reasoning/gsm.jsonl", "schema": "problem_solution", "domain": "math"},
     "solutions": {"path": "reasoning/solutions.jsonl", "schema": "problem_solution", "domain": "math"},
     "pc": {"path": "reasoning/prompt_completion.jsonl", "schema": "prompt_completion", "domain": "reasoning"},
-    "marco": {"path": "reasoning/marco.jsonl", "schema": "marco", "domain": "reasoning"},
+    "marco": {"path": "reasoning/marco.jsonl", "schema": "auto", "domain": "reasoning"},
     "code": {"path": "code/", "format": "jsonl", "schema": "text", "domain": "code", "fields": {"text": "content"}},
     "math": {"path": "math/prose.parquet", "format": "parquet", "schema": "text", "domain": "math"},
     "web": {"path": "prose/web.csv", "format": "csv", "schema": "text", "domain": "web"},
-    "bad": {"path": "bad/text/", "format": "jsonl", "schema": "text", "domain": "web"},
+    # the huge record of bad/text/huge.jsonl is 256 KiB: rejected as too large under this limit
+    "bad": {"path": "bad/text/", "format": "jsonl", "schema": "text", "domain": "web", "max_record_bytes": 131072},
     "bad_chat": {"path": "bad/chat/", "format": "jsonl", "schema": "messages", "domain": "reasoning"},
 }
-DEFAULT_INPUTS = ["chat", "gsm", "code"]
+DEFAULT_INPUTS = list(INPUTS)
 
 
 def make_corpus(dir: Path, scale: float = 1.0, seed: int = 0) -> dict:
@@ -74,6 +77,8 @@ def make_corpus(dir: Path, scale: float = 1.0, seed: int = 0) -> dict:
     gen = load_generator()
     dir = Path(dir)
     planted = gen.build(dir, ci_plan(scale), seed)
+    planted["malformed_records"] = planted["malformed"]
+    planted["malformed"] = len(planted["malformed_records"])  # a count, like the other `counts`
     planted["root"] = str(dir)
     planted["inputs"] = {name: dict(entry) for name, entry in INPUTS.items()}
     planted["benchmark"] = {"name": "mini_gsm", "path": "benchmarks/mini_gsm.jsonl", "fields": ["question", "answer"]}

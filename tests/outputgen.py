@@ -404,7 +404,7 @@ def finish_output(
     }
     by_domain: dict[str, int] = {}
     for s in samples:
-        if s["split"] == "train" and s["status"] != "dropped":
+        if s["status"] != "dropped":
             by_domain[s["domain"]] = by_domain.get(s["domain"], 0) + s["tokens_after"]
     total = sum(by_domain.values()) or 1
     manifest = {"name": name, "output": {"seq_len": seq_len, "compression": compression}, "trim": {"context": context}}

@@ -28,23 +28,31 @@ _FILE = "${rank}.jsonl.gz"
 
 
 class RankReader(JsonlReader):
-    """Reads exactly `{rank:05d}.jsonl.gz` of a folder (missing = no documents), after any upstream documents."""
+    """Reads exactly `{rank:05d}{suffix}` of a folder (missing = no documents), after any upstream documents."""
 
     name = "📖 rank reader"
+
+    def __init__(self, folder: str, suffix: str = ".jsonl.gz"):
+        super().__init__(folder)
+        self.suffix = suffix
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         if data:
             yield from data
-        path = f"{rank:05d}.jsonl.gz"
+        path = f"{rank:05d}{self.suffix}"
         if self.data_folder.exists(path):
             yield from self.read_files_shard([path])
 
 
 class LocalChain:
-    """The `Chain` protocol on LocalPipelineExecutor: runs are collected, then executed in order by `execute`."""
+    """The `Chain` protocol on LocalPipelineExecutor: runs are collected, then executed in order by `execute`.
 
-    def __init__(self, root: Path, tasks: int, input_folder: str):
+    Materialized folders hold `${rank}.jsonl.gz` (`compressed=False`: `${rank}.jsonl`, for benchmarks).
+    """
+
+    def __init__(self, root: Path, tasks: int, input_folder: str, compressed: bool = True):
         self.root, self.tasks = root, tasks
+        self.suffix = ".jsonl.gz" if compressed else ".jsonl"
         self.runs: list[tuple[str, list, int, set[int]]] = []  # name, steps, tasks, positions of stage steps
         self._current: list = [self.reader(input_folder)]
         self._stage_positions: set[int] = set()
@@ -56,11 +64,15 @@ class LocalChain:
             self._current.append(step)
 
     def reader(self, folder: str):
-        return RankReader(folder)
+        return RankReader(folder, self.suffix)
+
+    def writer(self, folder: str):
+        compression = "gzip" if self.suffix.endswith(".gz") else None
+        return JsonlWriter(folder, output_filename="${rank}" + self.suffix, compression=compression)
 
     def materialize(self) -> str:
         folder = str(self.root / f"materialized-{len(self.runs):02d}")
-        self._close(JsonlWriter(folder, output_filename=_FILE))
+        self._close(self.writer(folder))
         return folder
 
     def add_run(self, name: str, steps: list, tasks: int) -> None:
@@ -78,7 +90,7 @@ class LocalChain:
     def execute(self, output_folder: str) -> dict[str, float]:
         """Close the open streaming run with a writer to `output_folder`, run everything, return merged stage stats."""
         if self._current is not None:
-            self._close(JsonlWriter(output_folder, output_filename=_FILE))
+            self._close(self.writer(output_folder))
         stats: dict[str, float] = {}
         for name, steps, tasks, positions in self.runs:
             executor = LocalPipelineExecutor(steps, tasks=tasks, workers=1, logging_dir=str(self.root / "logs" / name))
@@ -98,11 +110,11 @@ def _load_stage_modules() -> None:
             pass
 
 
-def read_docs(folder: str | Path, tasks: int) -> list[Document]:
-    """Documents of `{rank}.jsonl.gz` files, rank by rank."""
+def read_docs(folder: str | Path, tasks: int, suffix: str = ".jsonl.gz") -> list[Document]:
+    """Documents of `{rank}{suffix}` files, rank by rank."""
     docs: list[Document] = []
     for rank in range(tasks):
-        docs.extend(RankReader(str(folder)).run(None, rank, tasks))
+        docs.extend(RankReader(str(folder), suffix).run(None, rank, tasks))
     return docs
 
 

@@ -86,7 +86,9 @@ def test_options_errors_name_the_problem(tmp_path) -> None:
         DecontaminateOptions.model_validate({"benchmarks": [{"name": "x", "path": "nope.jsonl", "fields": ["q"]}]})
     (tmp_path / "b.csv").write_text("q\n")
     with pytest.raises(ValidationError, match=r"must end with \.jsonl"):
-        DecontaminateOptions.model_validate({"benchmarks": [{"name": "x", "path": tmp_path / "b.csv", "fields": ["q"]}]})
+        DecontaminateOptions.model_validate(
+            {"benchmarks": [{"name": "x", "path": tmp_path / "b.csv", "fields": ["q"]}]}
+        )
     with pytest.raises(ValidationError, match="fields"):
         DecontaminateOptions.model_validate({"benchmarks": [{"name": "x", "path": good, "fields": []}]})
     with pytest.raises(ValidationError, match="unique"):
@@ -99,19 +101,21 @@ def test_options_errors_name_the_problem(tmp_path) -> None:
 
 @pytest.mark.skipif(not REAL.exists(), reason="real data not available")
 def test_real_benchmarks_planted_in_real_text(tmp_path) -> None:
+    """GSM8K questions, HumanEval prompts and MBPP problems+solutions, lightly perturbed, inside real paragraphs."""
     rng = random.Random(3)
-    sources = {
-        "gsm8k": (REAL / "math/gsm8k_train.jsonl", ["question", "answer"], None, "question"),
-        "humaneval": (REAL / "code/humaneval.jsonl", ["prompt", "canonical_solution"], "task_id", "prompt"),
-        "mbpp": (REAL / "code/mbpp.jsonl", ["text", "code"], "task_id", "text"),
+    sources = {  # name: file, indexed fields, id field, planted fields
+        "gsm8k": (REAL / "math/gsm8k_train.jsonl", ["question", "answer"], None, ["question"]),
+        "humaneval": (REAL / "code/humaneval.jsonl", ["prompt", "canonical_solution"], "task_id", ["prompt"]),
+        "mbpp": (REAL / "code/mbpp.jsonl", ["text", "code"], "task_id", ["text", "code"]),
     }
     benchmarks, items = [], []
-    for name, (path, fields, id_field, planted_field) in sources.items():
+    for name, (path, fields, id_field, planted_fields) in sources.items():
         records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()][:300]
         bench_path = _write_jsonl(tmp_path / f"{name}.jsonl", records)
         benchmarks.append({"name": name, "path": str(bench_path), "fields": fields, "id_field": id_field})
         for i in rng.sample(range(len(records)), 40):
-            items.append((name, records[i][id_field] if id_field else i, records[i][planted_field]))
+            text = "\n".join(records[i][f] for f in planted_fields)
+            items.append((name, records[i][id_field] if id_field else i, text))
     clean = rng.sample(real_texts(min_words=30, prose_only=True), 600)
     docs = _planted([text for _, _, text in items], clean, rng)
     kept, stats = run_stage("decontaminate", {"benchmarks": benchmarks}, docs, tasks=2, tmp_path=tmp_path)

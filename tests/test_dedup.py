@@ -76,8 +76,17 @@ def test_minhash_estimates_jaccard() -> None:
 
 
 def test_exact_dedup_keeps_first_and_math_variants(tmp_path) -> None:
-    texts = ["Solve 3+4=7 now.", "solve  3+4=7 NOW.", "Solve 3-4=-1 now.", "Solve 3+4=7 now!", "x = a + b", "X = A + B"]
-    docs = [Document(text=t, id=f"d{i}", metadata={"domain": "math" if i < 4 else "code"}) for i, t in enumerate(texts)]
+    texts = [
+        "Solve 3+4=7 now.",
+        "solve  3+4=7 NOW.",
+        "Solve 3-4=-1 now.",
+        "Solve 3+4=7 now!",
+        "x = a + b",
+        "X = A + B",
+    ]
+    docs = [
+        Document(text=t, id=f"d{i}", metadata={"domain": "math" if i < 4 else "code"}) for i, t in enumerate(texts)
+    ]
     docs.append(Document(text="solve 3+4=7 now.", id="d6", metadata={"domain": "web"}))
     kept, stats = run_stage("exact_dedup", {}, docs, tasks=3, tmp_path=tmp_path)
     assert [d.id for d in kept] == ["d0", "d2", "d3", "d4"]
@@ -88,9 +97,10 @@ def test_exact_dedup_keeps_first_and_math_variants(tmp_path) -> None:
 
 
 def test_exact_dedup_domains_and_punctuation_option(tmp_path) -> None:
-    docs = [Document(text=t, id=f"d{i}", metadata={"domain": d}) for i, (t, d) in enumerate(
-        [("A b, c.", "web"), ("a b c", "web"), ("a b c", "math"), ("a b c", "math")]
-    )]
+    docs = [
+        Document(text=t, id=f"d{i}", metadata={"domain": d})
+        for i, (t, d) in enumerate([("A b, c.", "web"), ("a b c", "web"), ("a b c", "math"), ("a b c", "math")])
+    ]
     kept, _ = run_stage(
         "exact_dedup", {"normalization": {"strip_punctuation": True}}, docs, domains=["web"], tmp_path=tmp_path
     )

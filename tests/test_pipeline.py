@@ -30,6 +30,12 @@ def reasonpipe(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
+def manifest_for(root: Path, info: dict, name: str, **overrides) -> Path:
+    """A manifest of the corpus under its own file name (write_manifest always writes manifest.yaml)."""
+    path = write_manifest(root, info, **overrides)
+    return path.rename(path.with_name(f"{name}.yaml"))
+
+
 def digests(out: Path) -> dict[str, str]:
     """sha256 of every shard and samples file of an output."""
     files = sorted(out.glob("shards*/*.arrow")) + sorted(out.glob("samples/*.parquet"))
@@ -45,7 +51,7 @@ def corpus(tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="module")
 def finished(corpus, tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
     root, info = corpus
-    manifest = write_manifest(root, info, output={"path": str(tmp_path_factory.mktemp("run") / "out")})
+    manifest = manifest_for(root, info, "finished", output={"path": str(tmp_path_factory.mktemp("run") / "out")})
     proc = reasonpipe("run", str(manifest))
     out = Path(yaml.safe_load(manifest.read_text())["output"]["path"])
     return manifest, out, proc
@@ -96,7 +102,7 @@ def test_rerun_is_a_noop(finished):
 def test_sigkill_and_resume_gives_byte_identical_shards(finished, corpus, tmp_path):
     _, reference, _ = finished
     root, info = corpus
-    manifest = write_manifest(root, info, output={"path": str(tmp_path / "out")}, name="killed")
+    manifest = manifest_for(root, info, "killed", output={"path": str(tmp_path / "out")})
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         CLI + ["run", str(manifest)],
@@ -120,7 +126,7 @@ def test_sigkill_and_resume_gives_byte_identical_shards(finished, corpus, tmp_pa
 
 def test_plan_lists_runs_without_running(corpus, tmp_path):
     root, info = corpus
-    manifest = write_manifest(root, info, output={"path": str(tmp_path / "planned")})
+    manifest = manifest_for(root, info, "planned", output={"path": str(tmp_path / "planned")})
     proc = reasonpipe("plan", str(manifest))
     assert "is valid" in proc.stdout and "tokenize" in proc.stdout and "pack" in proc.stdout
     assert "threshold" in proc.stdout  # MinHash's implied similarity threshold
@@ -129,7 +135,7 @@ def test_plan_lists_runs_without_running(corpus, tmp_path):
 
 def test_bad_manifest_exits_2_with_the_key(corpus, tmp_path):
     root, info = corpus
-    manifest = write_manifest(root, info, output={"path": str(tmp_path / "x")})
+    manifest = manifest_for(root, info, "bad", output={"path": str(tmp_path / "x")})
     manifest.write_text(manifest.read_text().replace("seq_len:", "seq_lenn:"))
     proc = reasonpipe("run", str(manifest), check=False)
     assert proc.returncode == 2 and "pack.seq_lenn: unknown key" in proc.stderr

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from tokenizer.config import TokenizerConfig
 from tokenizer.packing import Packer, PackItem
@@ -224,10 +224,15 @@ def _prefixing_tokenizers() -> list[Tokenizer]:
     ms.decoder = decoders.Metaspace(prepend_scheme="always")
     ms.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=600))
     out.append(ms)
+    sp = Tokenizer(models.BPE())  # sentencepiece (Llama 2) style: the normalizer prepends, the decoder strips
+    sp.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    sp.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    sp.train_from_iterator(texts + ["The proofs go by induction on n."], trainers.BpeTrainer(vocab_size=600))
+    out.append(sp)
     return out
 
 
-@pytest.mark.parametrize("which", [0, 1], ids=["bytelevel-prefix-space", "metaspace-always"])
+@pytest.mark.parametrize("which", [0, 1, 2], ids=["bytelevel-prefix-space", "metaspace-always", "prepend-normalizer"])
 def test_loading_removes_start_prefixing(tmp_path: Path, which: int) -> None:
     raw = _prefixing_tokenizers()[which]
     parts = ["The proof", "s go by induction", " on n."]

@@ -1,0 +1,98 @@
+"""Data-parallel training under torchrun on CPU (gloo): 2 ranks x B windows compute the same steps as 1 rank with
+2 x B accumulated (the loss normalisation, the gradient all-reduce and the expert-count all-reduce that drives the
+balancing biases), with DDP and with FSDP2; and a run resumes exactly with another number of ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from shardgen import make_shards
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("dist")
+    shards = make_shards(tmp / "out", seq_len=256, samples=400)
+    cfg = {
+        "model": {"preset": "tiny"},
+        "train": {
+            "steps": STEPS,
+            "global_batch_tokens": 8 * 256,  # 8 windows: 1 rank x 4 micro-batches of 2, or 2 ranks x 2
+            "micro_batch": 2,
+            "optimizer": {"lr": 3e-3},
+            "schedule": {"warmup_steps": 1, "total_steps": STEPS},
+            "balancing": {"mode": "pid", "lr": 1e-2},
+            "log_every": 1,
+            "eval_windows": 4,
+            "checkpoint_every": 2,
+        },
+    }
+    for parallel in ("ddp", "fsdp"):
+        cfg["train"]["parallel"] = parallel
+        (tmp / f"{parallel}.yaml").write_text(yaml.safe_dump(cfg))
+    ref = tmp / "ref"
+    assert launch(1, tmp, shards.root, ref, "ddp") == ""
+    return tmp, shards, ref
+
+
+def launch(nproc: int, tmp: Path, data: Path, out: Path, parallel: str, *extra: str) -> str:
+    """Run the trainer (torchrun when nproc > 1); returns stderr on failure, '' on success."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    args = ["--data", str(data), "--out", str(out), "--config", str(tmp / f"{parallel}.yaml"), *extra]
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "trainer.train", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "trainer.train", *args]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return "" if proc.returncode == 0 else proc.stderr[-3000:] + proc.stdout[-2000:]
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in recs if "loss" in r and "event" not in r}
+
+
+def model_at(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / f"checkpoints/step_{step:07d}/model.pt", weights_only=True)
+
+
+def assert_same_model(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), k
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_ranks_match_one_rank_with_accumulation(setup, parallel: str) -> None:
+    tmp, shards, ref = setup
+    out = tmp / f"two_{parallel}"
+    err = launch(2, tmp, shards.root, out, parallel, "--steps", "2")
+    assert err == "", err
+    want, got = losses(ref), losses(out)
+    assert list(got) == [1, 2]
+    for s in got:
+        assert got[s] == pytest.approx(want[s], rel=1e-5)
+    a, b = model_at(ref, 2), model_at(out, 2)
+    assert_same_model(a, b)
+    bias = [k for k in a if k.endswith("balancing_biases")]
+    assert len(bias) == 4 and all(a[k][:-1].abs().sum() > 0 for k in bias)  # the biases did move
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["world_size"] == 2
+
+    if parallel == "ddp":  # the 2-rank run resumes on 1 rank and continues the 1-rank run exactly
+        err = launch(1, tmp, shards.root, out, parallel, "--steps", str(STEPS), "--resume")
+        assert err == "", err
+        got = losses(out)
+        for s in range(1, STEPS + 1):
+            assert got[s] == pytest.approx(want[s], rel=1e-5)
+        assert_same_model(model_at(ref, STEPS), model_at(out, STEPS))
