@@ -37,8 +37,8 @@ PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "MI300X": 1307.0, "M
 
 
 def cpu_config() -> ModelConfig:
-    return preset("tiny", vocab_size=4096, hidden_size=256, num_layers=4, num_attention_heads=4,
-                  num_key_value_heads=2, head_dim=64, num_experts=8, moe_intermediate_size=256,
+    return preset("tiny", vocab_size=4096, hidden_size=128, num_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=32, num_experts=8, moe_intermediate_size=128,
                   router_hidden_size=64, ce_chunk_tokens=512)  # fmt: skip
 
 
@@ -67,20 +67,43 @@ def peak_flops(device: torch.device, override: float | None) -> float | None:
     return None
 
 
-def time_steps(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> float:
-    """Median seconds per step."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_interleaved(
+    steps_by_name: dict[str, Callable[[], None]], device: torch.device, warmup: int, steps: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds per step of each implementation, timed round-robin (one step of each per round) so that
+    load changes on a shared machine hit all of them alike; plus each one's peak extra GPU memory (GiB)."""
+    times: dict[str, list[float]] = {name: [] for name in steps_by_name}
+    mem: dict[str, float] = {}
+    for rnd in range(warmup + steps):
+        for name, step in steps_by_name.items():
+            if not times[name] and rnd > 0 and name not in mem:
+                continue  # failed (OOM) in an earlier round
+            sync(device)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+            t0 = time.perf_counter()
+            try:
+                step()
+                sync(device)
+            except torch.OutOfMemoryError:
+                times[name] = []
+                mem.pop(name, None)
+                torch.cuda.empty_cache()
+                continue
+            dt = time.perf_counter() - t0
+            if device.type == "cuda":
+                mem[name] = max(mem.get(name, 0.0), (torch.cuda.max_memory_allocated() - base) / 2**30)
+            else:
+                mem[name] = 0.0
+            if rnd >= warmup:
+                times[name].append(dt)
+    return {n: statistics.median(t) if t else float("nan") for n, t in times.items()}, mem
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -129,44 +152,30 @@ def main(argv: list[str] | None = None) -> None:
         out.loss.backward()
         ours.zero_grad(set_to_none=True)
 
-    results: list[tuple[str, float]] = []
-    if gpu:
-        torch.cuda.reset_peak_memory_stats()
-    results.append(("ours (ZayaLM" + (", compiled" if args.compile else "") + ")", time_steps(our_step, device,
-                                                                                             args.warmup, steps)))  # fmt: skip
-    mem = {results[-1][0]: torch.cuda.max_memory_allocated() / 2**30} if gpu else {}
     with torch.no_grad(), amp:
-        counts = ours(ids[:, :256]).expert_counts
-    balance = balance_metrics(counts)
-    hf_state = to_hf_state_dict(ours)
-    del ours
+        balance = balance_metrics(ours(ids[:, :256]).expert_counts)
+    steps_by_name = {"ours (ZayaLM" + (", compiled" if args.compile else "") + ")": our_step}
 
     try:
         from transformers import ZayaConfig, ZayaForCausalLM
     except ImportError:  # transformers without models.zaya
-        ZayaForCausalLM = None  # noqa: N806
-    for impl in impls if ZayaForCausalLM is not None else []:
+        impls = []
+    hf_state = to_hf_state_dict(ours)
+    for impl in impls:
         ref = ZayaForCausalLM._from_config(ZayaConfig(**cfg.to_hf_dict()), attn_implementation="sdpa",
                                            experts_implementation=impl,
                                            dtype=torch.bfloat16 if gpu else torch.float32)  # fmt: skip
-        ref.load_state_dict(hf_state, strict=False)
+        ref.load_state_dict(hf_state, strict=False)  # same weights -> same routing
         ref.to(device).train()
 
         def ref_step(ref: torch.nn.Module = ref) -> None:
             ref(ids, labels=ids).loss.backward()
             ref.zero_grad(set_to_none=True)
 
-        name = f"transformers sdpa + experts={impl}" + (" (bf16 weights)" if gpu else "")
-        if gpu:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        try:
-            results.append((name, time_steps(ref_step, device, args.warmup, steps)))
-            if gpu:
-                mem[name] = torch.cuda.max_memory_allocated() / 2**30
-        except torch.OutOfMemoryError:
-            results.append((name + " OOM", float("nan")))
-        del ref
+        steps_by_name[f"transformers sdpa + experts={impl}" + (" (bf16 weights)" if gpu else "")] = ref_step
+    del hf_state
+    secs, mem = time_interleaved(steps_by_name, device, args.warmup, steps)
+    results = list(secs.items())
 
     tokens = batch * seq
     fpt = flops_per_token(cfg, seq)
@@ -176,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
           f"layers {cfg.num_layers}, d {cfg.hidden_size}, experts {cfg.num_experts}, vocab {cfg.vocab_size} | "
           f"batch {batch} x seq {seq} = {tokens} tokens | {fpt / 1e9:.2f} GFLOP/token | "
           f"router max-violation {balance['max_violation']:.2f}\n")  # fmt: skip
-    head = "| implementation | ms / step | tokens / s | ref time / ours |" + (" MFU | peak GiB |" if gpu else "")
+    head = "| implementation | ms / step | tokens / s | ref time / ours |" + (" MFU | step peak GiB |" if gpu else "")
     print(head)
     print("|" + "---|" * head.count(" |"))
     for name, s in results:

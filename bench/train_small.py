@@ -116,8 +116,10 @@ def main(argv: list[str] | None = None) -> None:
           f"compile {args.compile}, backend {start['backend']}")  # fmt: skip
     print(f"tokens/s (median after {args.warmup} warmup steps): {tps:,.0f}  (per rank {tps / world:,.0f})")
     print(f"MFU: {statistics.median(mfu):.1%}" if mfu else "MFU: n/a (unknown peak FLOP/s for this device)")
-    print(f"flops/token: {start['flops_per_token'] / 1e9:.3f} GFLOP | memory: "
-          + ", ".join(f"{k} {v:.2f}" for k, v in mem.items()))
+    print(
+        f"flops/token: {start['flops_per_token'] / 1e9:.3f} GFLOP | memory: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in mem.items())
+    )
     print(f"loss: first {steps[0]['loss']:.4f} -> last {steps[-1]['loss']:.4f}")
     if args.out is None:
         shutil.rmtree(tmp, ignore_errors=True)

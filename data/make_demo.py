@@ -81,114 +81,157 @@ def _check_steps(p: Problem) -> Problem:
     return p
 
 
+def _ask(
+    rng: random.Random, facts: list[str], questions: list[str], lead: list[str] | None = None, swap: int = 0
+) -> str:
+    """A word problem from its facts and one of several questions; the first `swap` facts are independent and
+    appear in random order."""
+    if swap > 1 and rng.random() < 0.5:
+        facts = rng.sample(facts[:swap], swap) + facts[swap:]
+    text = " ".join(cap(f) for f in facts)
+    if lead and rng.random() < 0.5:
+        first = text.split(" ", 1)[0].split("'")[0]
+        text = rng.choice(lead) + " " + (text if first in NAMES else text[:1].lower() + text[1:])
+    return text + " " + rng.choice(questions)
+
+
 def fam_shopping(rng: random.Random) -> Problem:
     n = rng.choice(NAMES)
     g1, g2 = rng.sample(GOODS, 2)
-    a, p, b, q = rng.randint(2, 9), rng.randint(2, 15), rng.randint(2, 9), rng.randint(3, 20)
+    a, p, b, q = rng.randint(2, 12), rng.randint(2, 25), rng.randint(2, 12), rng.randint(3, 30)
     total = a * p + b * q
     bill = next(x for x in (20, 50, 100, 200, 500) if x > total)
-    question = rng.choice(
-        [
-            f"{n} buys {a} {g1} at ${p} each and {b} {g2} at ${q} each. {n} pays with a ${bill} bill. "
-            f"How much change does {n} get?",
-            f"At the market, {g1} cost ${p} apiece and {g2} cost ${q} apiece. {n} picks up {a} {g1} and {b} {g2} "
-            f"and hands the cashier ${bill}. How much change should {n} receive?",
-            f"{n} needs {a} {g1} (${p} each) and {b} {g2} (${q} each) for a school project. If {n} pays with "
-            f"${bill}, how many dollars come back as change?",
-        ]
-    )
+    item1 = rng.choice(
+        [f"{n} buys {a} {g1} at ${p} each.", f"{n} picks up {a} {g1}, which cost ${p} apiece.",
+         f"{a} {g1} priced at ${p} each go into {n}'s basket.", f"{n} orders {a} {g1} for ${p} a piece."]
+    )  # fmt: skip
+    item2 = rng.choice(
+        [f"{n} also takes {b} {g2} at ${q} each.", f"On top of that come {b} {g2} at ${q} per item.",
+         f"The {g2} are ${q} each, and {n} wants {b} of them.", f"{n} adds {b} {g2} that sell for ${q} each."]
+    )  # fmt: skip
+    pay = rng.choice(
+        [f"{n} pays with a ${bill} bill.", f"At the register {n} hands over ${bill}.",
+         f"The cashier receives ${bill} from {n}.", f"{n} has only a ${bill} note to pay with."]
+    )  # fmt: skip
+    question = _ask(
+        rng,
+        [item1, item2, pay],
+        [f"How much change does {n} get?", "How many dollars should come back as change?",
+         f"What change is {n} owed?", f"How much money does {n} receive back?"],
+        ["At the market,", "On Saturday morning,", "For a school project,", "Before the holidays,"],
+    )  # fmt: skip
     steps = [
-        Step(f"the cost of the {g1}", f"{a} * {p}", a * p),
-        Step(f"the cost of the {g2}", f"{b} * {q}", b * q),
-        Step("the total cost", f"{a * p} + {b * q}", total),
-        Step("the change", f"{bill} - {total}", bill - total),
-    ]
+        Step(rng.choice([f"the cost of the {g1}", f"what the {g1} cost", f"the price of {a} {g1}"]), f"{a} * {p}", a * p),
+        Step(rng.choice([f"the cost of the {g2}", f"what the {g2} cost", f"the price of {b} {g2}"]), f"{b} * {q}", b * q),
+        Step(rng.choice(["the total cost", "the whole bill", "the amount due"]), f"{a * p} + {b * q}", total),
+        Step(rng.choice(["the change", "the money returned", "what comes back"]), f"{bill} - {total}", bill - total),
+    ]  # fmt: skip
     return _check_steps(Problem("shopping", question, steps, bill - total, "$", dict(n=n, a=a, p=p, b=b, q=q)))
 
 
 def fam_wages(rng: random.Random) -> Problem:
     n = rng.choice(NAMES)
-    h, r, d, k = rng.randint(3, 9), rng.randint(8, 30), rng.randint(3, 6), rng.choice([2, 4, 5])
+    h, r, d, k = rng.randint(2, 10), rng.randint(8, 45), rng.randint(2, 7), rng.choice([2, 4, 5, 10])
     while (h * r * d) % k:
         r += 1
     week = h * r * d
-    job = rng.choice(["tutoring", "at a bakery", "walking dogs", "at the library", "delivering groceries"])
-    frac = {2: "half", 4: "a quarter", 5: "one fifth"}[k]
-    question = rng.choice(
-        [
-            f"{n} works {h} hours a day {job} and earns ${r} per hour. {n} works {d} days this week and spends "
-            f"{frac} of the week's pay on rent. How much money does {n} keep?",
-            f"Working {job}, {n} makes ${r} an hour. This week {n} put in {h} hours on each of {d} days. If "
-            f"{frac} of the earnings goes to savings, how much is left to spend?",
-        ]
-    )
+    job = rng.choice(
+        ["tutoring", "at a bakery", "walking dogs", "at the library", "delivering groceries", "at a bike shop",
+         "as a lifeguard", "at the farmers' market", "mowing lawns", "at a call center"]
+    )  # fmt: skip
+    frac = {2: "half", 4: "a quarter", 5: "one fifth", 10: "a tenth"}[k]
+    use = rng.choice(["rent", "savings", "a new phone", "bus fares", "groceries", "a music course"])
+    facts = [
+        rng.choice([f"{n} works {job} and earns ${r} per hour.", f"Working {job}, {n} makes ${r} an hour.",
+                    f"{n}'s job {job} pays ${r} for every hour."]),
+        rng.choice([f"This week {n} works {h} hours on each of {d} days.", f"{n} puts in {h} hours a day for {d} days.",
+                    f"The schedule has {n} working {d} days, {h} hours each day."]),
+        rng.choice([f"{cap(frac)} of the week's pay goes to {use}.", f"{n} sets aside {frac} of the earnings for {use}.",
+                    f"Of the money earned, {frac} is spent on {use}."]),
+    ]  # fmt: skip
+    question = _ask(
+        rng, facts, [f"How much money does {n} keep?", "How many dollars are left after that?",
+                     f"What amount remains for {n} to spend freely?", "How much is left over?"], swap=2
+    )  # fmt: skip
     steps = [
-        Step("the pay for one day", f"{h} * {r}", h * r),
-        Step("the pay for the week", f"{h * r} * {d}", week),
+        Step(rng.choice(["the pay for one day", "one day's earnings", "the daily pay"]), f"{h} * {r}", h * r),
+        Step(rng.choice(["the pay for the week", "the weekly earnings", "the week's total pay"]), f"{h * r} * {d}", week),
         Step(f"{frac} of that", f"{week} / {k}", week // k),
-        Step("what remains", f"{week} - {week // k}", week - week // k),
-    ]
+        Step(rng.choice(["what remains", "the amount kept", "what is left"]), f"{week} - {week // k}", week - week // k),
+    ]  # fmt: skip
     return _check_steps(Problem("wages", question, steps, week - week // k, "$", dict(n=n, h=h, r=r, d=d, k=k)))
 
 
 def fam_fractions(rng: random.Random) -> Problem:
     n, a, b = rng.sample(NAMES, 3)
-    total = 12 * rng.randint(3, 25)
-    thing = rng.choice(["marbles", "stickers", "trading cards", "seashells", "stamps", "beads"])
-    question = rng.choice(
-        [
-            f"{n} has {total} {thing}. {n} gives a quarter of them to {a} and then a third of the rest to {b}. "
-            f"How many {thing} does {n} have left?",
-            f"A jar holds {total} {thing}. {a} takes 1/4 of them, and afterwards {b} takes 1/3 of what remains. "
-            f"How many {thing} are still in the jar?",
-        ]
-    )
+    total = 12 * rng.randint(3, 60)
+    thing = rng.choice(
+        ["marbles", "stickers", "trading cards", "seashells", "stamps", "beads", "comic books", "guitar picks",
+         "postcards", "coins"]
+    )  # fmt: skip
+    facts = [
+        rng.choice([f"{n} has {total} {thing}.", f"{n}'s collection holds {total} {thing}.",
+                    f"A box on {n}'s shelf contains {total} {thing}."]),
+        rng.choice([f"{n} gives a quarter of them to {a}.", f"{a} receives one fourth of them as a gift.",
+                    f"First, 1/4 of the {thing} go to {a}."]),
+        rng.choice([f"Then a third of the rest goes to {b}.", f"After that {b} gets 1/3 of what is left.",
+                    f"{b} is then given one third of the remaining {thing}."]),
+    ]  # fmt: skip
+    question = _ask(
+        rng, facts, [f"How many {thing} does {n} have left?", f"How many {thing} remain?",
+                     f"What number of {thing} is still in the box?", f"How many {thing} does {n} keep?"]
+    )  # fmt: skip
     q1 = total // 4
     rest = total - q1
     q2 = rest // 3
     steps = [
         Step(f"the {thing} that go to {a}", f"{total} / 4", q1),
-        Step("the number remaining after that", f"{total} - {q1}", rest),
+        Step(rng.choice(["the number remaining after that", "what is left after the first gift"]), f"{total} - {q1}",
+             rest),
         Step(f"the {thing} that go to {b}", f"{rest} / 3", q2),
-        Step("the number left", f"{rest} - {q2}", rest - q2),
-    ]
+        Step(rng.choice(["the number left", "the final count"]), f"{rest} - {q2}", rest - q2),
+    ]  # fmt: skip
     return _check_steps(Problem("fractions", question, steps, rest - q2, thing, dict(total=total)))
 
 
 def fam_ages(rng: random.Random) -> Problem:
     x, y = rng.sample(NAMES, 2)
-    ya, k, n = rng.randint(4, 20), rng.randint(2, 15), rng.randint(2, 12)
-    question = rng.choice(
-        [
-            f"{y} is {ya} years old. {x} is {k} years older than {y}. What will the sum of their ages be in "
-            f"{n} years?",
-            f"{x} is {k} years older than {y}, who is {ya} now. In {n} years, what will their ages add up to?",
-        ]
-    )
+    ya, k, n = rng.randint(3, 40), rng.randint(2, 30), rng.randint(2, 25)
+    facts = [
+        rng.choice([f"{y} is {ya} years old.", f"{y} turned {ya} this year.", f"{y}'s age today is {ya}."]),
+        rng.choice([f"{x} is {k} years older than {y}.", f"{x} was born {k} years before {y}.",
+                    f"The age gap between {x} and the younger {y} is {k} years."]),
+    ]  # fmt: skip
+    question = _ask(
+        rng, facts, [f"What will the sum of their ages be in {n} years?", f"In {n} years, what will their ages add up to?",
+                     f"How old will the two be together {n} years from now?"], swap=2
+    )  # fmt: skip
     steps = [
         Step(f"{x}'s age now", f"{ya} + {k}", ya + k),
         Step(f"{y}'s age in {n} years", f"{ya} + {n}", ya + n),
         Step(f"{x}'s age in {n} years", f"{ya + k} + {n}", ya + k + n),
-        Step("the sum of the ages", f"{ya + n} + {ya + k + n}", 2 * ya + k + 2 * n),
-    ]
+        Step(rng.choice(["the sum of the ages", "their combined age"]), f"{ya + n} + {ya + k + n}", 2 * ya + k + 2 * n),
+    ]  # fmt: skip
     return _check_steps(Problem("ages", question, steps, 2 * ya + k + 2 * n, "years", dict(ya=ya, k=k, n=n)))
 
 
 def fam_distance(rng: random.Random) -> Problem:
     n = rng.choice(NAMES)
-    s1, t1, s2, t2 = rng.randint(30, 80), rng.randint(2, 5), rng.randint(20, 70), rng.randint(1, 4)
-    veh = rng.choice(["drives", "rides a train", "cycles", "travels by bus"])
-    question = rng.choice(
-        [
-            f"{n} {veh} at {s1} km per hour for {t1} hours, then at {s2} km per hour for {t2} hours. "
-            f"How many kilometers does {n} cover in total?",
-            f"On a trip, {n} {veh} for {t1} hours at an average of {s1} km/h and then {t2} more hours at {s2} km/h. "
-            f"What is the total distance?",
-        ]
-    )
+    s1, t1, s2, t2 = rng.randint(30, 110), rng.randint(2, 6), rng.randint(15, 90), rng.randint(1, 5)
+    veh = rng.choice(["drives", "rides a train", "cycles", "travels by bus", "rides a motorbike", "sails"])
+    facts = [
+        rng.choice([f"{n} {veh} at {s1} km per hour for {t1} hours.", f"For the first {t1} hours {n} {veh} at "
+                    f"{s1} km/h.", f"The first leg: {n} {veh} for {t1} hours at an average of {s1} km/h."]),
+        rng.choice([f"Then the speed drops to {s2} km per hour for {t2} more hours.", f"After a break, {n} "
+                    f"continues at {s2} km/h for {t2} hours.", f"The second leg lasts {t2} hours at {s2} km/h."]),
+    ]  # fmt: skip
+    question = _ask(
+        rng, facts, [f"How many kilometers does {n} cover in total?", "What is the total distance?",
+                     "How far is the whole trip in kilometers?"], ["On a trip,", "Last weekend,", "During the holiday,"]
+    )  # fmt: skip
     steps = [
-        Step("the first leg", f"{s1} * {t1}", s1 * t1),
-        Step("the second leg", f"{s2} * {t2}", s2 * t2),
+        Step(rng.choice(["the first leg", "the distance of the first part"]), f"{s1} * {t1}", s1 * t1),
+        Step(rng.choice(["the second leg", "the distance of the second part"]), f"{s2} * {t2}", s2 * t2),
         Step("the total distance", f"{s1 * t1} + {s2 * t2}", s1 * t1 + s2 * t2),
     ]
     return _check_steps(Problem("distance", question, steps, s1 * t1 + s2 * t2, "kilometers", dict(s1=s1, t1=t1)))
@@ -196,16 +239,20 @@ def fam_distance(rng: random.Random) -> Problem:
 
 def fam_discount(rng: random.Random) -> Problem:
     n = rng.choice(NAMES)
-    price, pct, k = 20 * rng.randint(2, 30), rng.choice([10, 20, 25, 50]), rng.randint(2, 6)
-    item = rng.choice(["jacket", "lamp", "backpack", "pair of boots", "chair", "board game", "printer"])
+    price, pct, k = 20 * rng.randint(2, 60), rng.choice([10, 15, 20, 25, 30, 40, 50]), rng.randint(2, 9)
+    item = rng.choice(
+        ["jacket", "lamp", "backpack", "pair of boots", "chair", "board game", "printer", "tent", "blender",
+         "desk", "camera bag", "rug"]
+    )  # fmt: skip
     off = price * pct // 100
-    question = rng.choice(
-        [
-            f"A {item} normally costs ${price}. During a sale it is {pct}% off. {n} buys {k} of them. "
-            f"How much does {n} spend?",
-            f"The store marks down a ${price} {item} by {pct} percent. What do {k} of these cost at the sale price?",
-        ]
-    )
+    facts = [
+        rng.choice([f"A {item} normally costs ${price}.", f"The regular price of a {item} is ${price}.",
+                    f"A shop sells a {item} for ${price}."]),
+        rng.choice([f"During a sale it is {pct}% off.", f"This week everything is marked down by {pct} percent.",
+                    f"A coupon takes {pct}% off the price."]),
+        rng.choice([f"{n} buys {k} of them.", f"{n} needs {k} for the office.", f"{n} orders {k} at the sale price."]),
+    ]  # fmt: skip
+    question = _ask(rng, facts, [f"How much does {n} spend?", "What is the total cost?", f"How much does {n} pay?"])
     steps = [
         Step("the discount", f"{price} * {pct} / 100", off),
         Step("the sale price", f"{price} - {off}", price - off),
@@ -215,29 +262,42 @@ def fam_discount(rng: random.Random) -> Problem:
 
 
 def fam_linear(rng: random.Random) -> Problem:
-    a, x, b = rng.randint(2, 12), rng.randint(-9, 15), rng.randint(-20, 30)
+    a, x, b = rng.randint(2, 19), rng.randint(-15, 25), rng.randint(-40, 60)
     c = a * x + b
     sb = f"+ {b}" if b >= 0 else f"- {-b}"
     question = rng.choice(
-        [f"Solve for $x$: ${a}x {sb} = {c}$.", f"Find the value of $x$ that satisfies ${a}x {sb} = {c}$."]
-    )
-    steps = [Step(f"the value of ${a}x$", f"{c} - {fmt(b)}", c - b), Step("$x$", f"{c - b} / {a}", x)]
+        [f"Solve for $x$: ${a}x {sb} = {c}$.", f"Find the value of $x$ that satisfies ${a}x {sb} = {c}$.",
+         f"What number $x$ makes the equation ${a}x {sb} = {c}$ true?",
+         f"If ${a}x {sb} = {c}$, what is $x$? Show your steps.",
+         f"Determine the solution of the linear equation ${a}x {sb} = {c}$ and check it."]
+    )  # fmt: skip
+    steps = [
+        Step(f"the value of ${a}x$ after moving the constant to the right-hand side", f"{c} - {fmt(b)}", c - b),
+        Step("$x$, dividing both sides by the coefficient", f"{c - b} / {a}", x),
+        Step(f"the left-hand side with this $x$ substituted, as a check ({c} is expected)", f"{a} * {fmt(x)} + {fmt(b)}",
+             c),
+        Step("$x$", f"{fmt(x)}", x),
+    ]  # fmt: skip
     return _check_steps(Problem("linear", question, steps, x, "", dict(a=a, b=b, c=c)))
 
 
 def fam_rectangle(rng: random.Random) -> Problem:
     n = rng.choice(NAMES)
-    w, extra, cost = rng.randint(3, 20), rng.randint(2, 15), rng.randint(2, 12)
+    w, extra, cost = rng.randint(3, 40), rng.randint(2, 30), rng.randint(2, 25)
     length = w + extra
-    thing = rng.choice(["garden", "patio", "playground", "vegetable bed", "parking lot"])
-    question = rng.choice(
-        [
-            f"{n}'s rectangular {thing} is {w} m wide and {extra} m longer than it is wide. Fencing costs ${cost} "
-            f"per meter. How much does it cost to fence the whole {thing}?",
-            f"A rectangular {thing} has width {w} meters and length {length} meters. At ${cost} per meter of fence, "
-            f"what does fencing the perimeter cost?",
-        ]
-    )
+    thing = rng.choice(["garden", "patio", "playground", "vegetable bed", "parking lot", "paddock", "courtyard"])
+    facts = [
+        rng.choice([f"{n}'s rectangular {thing} is {w} m wide.", f"A rectangular {thing} has a width of {w} meters.",
+                    f"The {thing} behind {n}'s house is a rectangle {w} meters across."]),
+        rng.choice([f"Its length is {extra} m more than its width.", f"It is {extra} meters longer than it is wide.",
+                    f"The long side exceeds the short side by {extra} m."]),
+        rng.choice([f"Fencing costs ${cost} per meter.", f"A meter of fence sells for ${cost}.",
+                    f"The fence {n} likes is priced at ${cost} a meter."]),
+    ]  # fmt: skip
+    question = _ask(
+        rng, facts, [f"How much does it cost to fence the whole {thing}?", "What does fencing the perimeter cost?",
+                     f"How many dollars will {n} spend on fencing all four sides?"]
+    )  # fmt: skip
     steps = [
         Step("the length", f"{w} + {extra}", length),
         Step("the length plus the width", f"{length} + {w}", length + w),
@@ -248,16 +308,17 @@ def fam_rectangle(rng: random.Random) -> Problem:
 
 
 def fam_series(rng: random.Random) -> Problem:
-    a, d, n = rng.randint(1, 20), rng.randint(2, 9), rng.randint(8, 40)
+    a, d, n = rng.randint(1, 40), rng.randint(2, 15), rng.randint(8, 60)
     last = a + (n - 1) * d
     question = rng.choice(
-        [
-            f"What is the sum of the first {n} terms of the arithmetic sequence $a, a+d, a+2d, \\dots$ with "
-            f"$a = {a}$ and $d = {d}$?",
-            f"An arithmetic progression starts at {a} and each term is {d} more than the one before. Find the sum "
-            f"of its first {n} terms.",
-        ]
-    )
+        [f"What is the sum of the first {n} terms of the arithmetic sequence $a, a+d, a+2d, \\dots$ with "
+         f"$a = {a}$ and $d = {d}$?",
+         f"An arithmetic progression starts at {a} and each term is {d} more than the one before. Find the sum "
+         f"of its first {n} terms.",
+         f"A stack of cans has {a} cans in the top row, and every row below holds {d} more cans than the row above "
+         f"it. If there are {n} rows, how many cans are there altogether?",
+         f"Compute $\\sum_{{k=0}}^{{{n - 1}}} ({a} + {d}k)$."]
+    )  # fmt: skip
     steps = [
         Step("the number of steps after the first term", f"{n} - 1", n - 1),
         Step("the total increase", f"{n - 1} * {d}", (n - 1) * d),
@@ -270,22 +331,25 @@ def fam_series(rng: random.Random) -> Problem:
 
 def fam_average(rng: random.Random) -> Problem:
     n = rng.choice(NAMES)
-    k = rng.randint(3, 5)
+    k = rng.randint(3, 6)
     while True:
-        scores = [rng.randint(60, 98) for _ in range(k)]
-        target = rng.randint(75, 92)
+        scores = [rng.randint(55, 99) for _ in range(k)]
+        target = rng.randint(70, 93)
         need = target * (k + 1) - sum(scores)
-        if 50 <= need <= 100:
+        if 40 <= need <= 100:
             break
     listed = ", ".join(map(str, scores[:-1])) + f" and {scores[-1]}"
-    question = rng.choice(
-        [
-            f"{n} scored {listed} on the first {k} tests. What score does {n} need on the next test to average "
-            f"exactly {target}?",
-            f"After {k} quizzes with scores {listed}, {n} wants a mean of {target} over {k + 1} quizzes. "
-            f"What must the next score be?",
-        ]
-    )
+    what = rng.choice(["tests", "quizzes", "essays", "lab reports", "exams"])
+    facts = [
+        rng.choice([f"{n} scored {listed} on the first {k} {what}.", f"After {k} {what}, {n}'s scores are {listed}.",
+                    f"The grade book shows {listed} for {n}'s first {k} {what}."]),
+        rng.choice([f"{n} wants an average of exactly {target} after the next one.",
+                    f"The goal is a mean of {target} over {k + 1} {what}."]),
+    ]  # fmt: skip
+    question = _ask(
+        rng, facts, [f"What score does {n} need next?", "What must the next score be?",
+                     f"Which score on the next one gets {n} there?"]
+    )  # fmt: skip
     steps = [
         Step("the points needed in total", f"{target} * {k + 1}", target * (k + 1)),
         Step("the points so far", " + ".join(map(str, scores)), sum(scores)),
@@ -295,17 +359,18 @@ def fam_average(rng: random.Random) -> Problem:
 
 
 def fam_gcd(rng: random.Random) -> Problem:
-    g = rng.randint(2, 24)
-    m, n = rng.sample(range(3, 40), 2)
+    g = rng.randint(2, 60)
+    m, n = rng.sample(range(3, 90), 2)
     while math.gcd(m, n) != 1:
         n += 1
     a, b = max(m, n) * g, min(m, n) * g
     question = rng.choice(
-        [
-            f"Use the Euclidean algorithm to find $\\gcd({a}, {b})$.",
-            f"What is the greatest common divisor of {a} and {b}?",
-        ]
-    )
+        [f"Use the Euclidean algorithm to find $\\gcd({a}, {b})$.",
+         f"What is the greatest common divisor of {a} and {b}?",
+         f"A florist has {a} roses and {b} tulips and wants identical bouquets using every flower. What is the "
+         f"largest number of bouquets possible?",
+         f"Find the largest integer that divides both {a} and {b} exactly."]
+    )  # fmt: skip
     steps = []
     x, y = a, b
     while y:
@@ -317,22 +382,23 @@ def fam_gcd(rng: random.Random) -> Problem:
 
 
 def fam_quadratic(rng: random.Random) -> Problem:
-    r1, r2 = rng.sample([v for v in range(-9, 13) if v], 2)
+    r1, r2 = rng.sample([v for v in range(-15, 19) if v], 2)
     s, p = r1 + r2, r1 * r2
     bx = f"- {s}x" if s > 0 else (f"+ {-s}x" if s < 0 else "")
     cx = f"+ {p}" if p >= 0 else f"- {-p}"
+    eq = f"$x^2 {bx} {cx} = 0$".replace("  ", " ")
     question = rng.choice(
-        [
-            f"Find the larger root of $x^2 {bx} {cx} = 0$.".replace("  ", " "),
-            f"The equation $x^2 {bx} {cx} = 0$ has two integer solutions. What is the larger one?".replace("  ", " "),
-        ]
-    )
+        [f"Find the larger root of {eq}.", f"The equation {eq} has two integer solutions. What is the larger one?",
+         f"Factor {eq} and report its greatest root.", f"Which is the bigger of the two real solutions of {eq}?"]
+    )  # fmt: skip
     hi, lo = max(r1, r2), min(r1, r2)
     steps = [
         Step("the sum of the roots", f"{fmt(hi)} + {fmt(lo)}", s),
         Step("the product of the roots", f"{fmt(hi)} * {fmt(lo)}", p),
+        Step("the larger root squared, minus the sum times it, plus the product (zero for a root)",
+             f"{fmt(hi)} * {fmt(hi)} - {fmt(s)} * {fmt(hi)} + {fmt(p)}", 0),
         Step("the larger root", f"{fmt(hi)}", hi),
-    ]
+    ]  # fmt: skip
     return _check_steps(Problem("quadratic", question, steps, hi, "", dict(r1=r1, r2=r2)))
 
 
@@ -342,8 +408,198 @@ FAMILIES: list[Callable[[random.Random], Problem]] = [
 ]  # fmt: skip
 
 
+class ProblemSource:
+    """Draws short problems; a problem whose family and numbers were already drawn is drawn again, so no two
+    generated problems are accidentally the same (planted duplicates are made on purpose)."""
+
+    def __init__(self, families: list[Callable[[random.Random], Problem]] = FAMILIES):
+        self.families, self.seen = families, set()
+
+    def __call__(self, rng: random.Random) -> Problem:
+        while True:
+            p = rng.choice(self.families)(rng)
+            key = (p.family, tuple(re.findall(r"\d+", p.question)))
+            if key not in self.seen:
+                self.seen.add(key)
+                return p
+
+
 def make_problem(rng: random.Random) -> Problem:
     return rng.choice(FAMILIES)(rng)
+
+
+# ------------------------------------------------------------------------------------ benchmark-only families
+# The decontamination benchmark (benchmarks/mini_gsm.jsonl) uses its own scenarios, phrasings and answer style,
+# disjoint from the corpus families above: only the deliberately leaked items share n-grams with the corpus.
+def bench_bake_sale(rng: random.Random) -> Problem:
+    n = rng.choice(BENCH_NAMES)
+    trays, per, bag, price = rng.randint(3, 9), rng.choice([12, 16, 18, 24]), rng.choice([3, 4, 6]), rng.randint(2, 7)
+    while (trays * per) % bag:
+        trays += 1
+    made, bags = trays * per, trays * per // bag
+    question = rng.choice(
+        [f"For the school fundraiser {n} baked {trays} trays of oatmeal cookies with {per} cookies on every tray. "
+         f"She packed the cookies into paper bags of {bag} and sold every bag for {price} dollars. How many dollars "
+         f"did she raise for the fundraiser?",
+         f"{n} is helping with a bake sale. She makes {trays} trays of brownies, and each tray is cut into {per} "
+         f"squares. The squares are wrapped {bag} to a package, and a package sells for {price} dollars. If "
+         f"everything sells, how much money does the bake sale collect?"]
+    )  # fmt: skip
+    steps = [
+        Step("cookies baked", f"{trays} * {per}", made),
+        Step("bags filled", f"{made} / {bag}", bags),
+        Step("dollars raised", f"{bags} * {price}", bags * price),
+    ]
+    return _check_steps(Problem("bake_sale", question, steps, bags * price, "$", dict(n=n)))
+
+
+def bench_reading(rng: random.Random) -> Problem:
+    n = rng.choice(BENCH_NAMES)
+    first, per, days = rng.randint(10, 40), rng.randint(8, 30), rng.randint(3, 12)
+    pages = first + per * days
+    question = rng.choice(
+        [f"{n} borrowed a novel with {pages} pages from the town library. On Sunday he read {first} pages, and "
+         f"after that he reads {per} pages every evening before bed. How many evenings will it take him to reach "
+         f"the last page?",
+         f"There are {pages} pages in the mystery book that {n} got for his birthday. He reads {first} pages on "
+         f"the first day and then keeps a steady pace of {per} pages per day. How many more days does he need to "
+         f"finish the whole book?"]
+    )  # fmt: skip
+    steps = [
+        Step("pages still unread", f"{pages} - {first}", pages - first),
+        Step("evenings needed", f"{pages - first} / {per}", days),
+    ]
+    return _check_steps(Problem("reading", question, steps, days, "days", dict(n=n)))
+
+
+def bench_tank(rng: random.Random) -> Problem:
+    fill, leak, minutes = rng.randint(9, 30), rng.randint(1, 8), rng.randint(10, 60)
+    cap_l = (fill - leak) * minutes
+    question = rng.choice(
+        [f"An empty rain barrel can hold {cap_l} liters of water. A garden hose pours in {fill} liters each "
+         f"minute, but a crack near the bottom lets {leak} liters escape every minute. How many minutes pass "
+         f"before the barrel is completely full?",
+         f"A fish tank holds {cap_l} liters when full. Dad fills it with a pump that adds {fill} liters per "
+         f"minute while a loose valve drips out {leak} liters per minute. Starting from empty, how long in minutes "
+         f"does it take to fill the tank?"]
+    )  # fmt: skip
+    steps = [
+        Step("net liters gained per minute", f"{fill} - {leak}", fill - leak),
+        Step("minutes to fill", f"{cap_l} / {fill - leak}", minutes),
+    ]
+    return _check_steps(Problem("tank", question, steps, minutes, "minutes", {}))
+
+
+def bench_bus(rng: random.Random) -> Problem:
+    start, off1, on1 = rng.randint(20, 50), rng.randint(3, 15), rng.randint(2, 20)
+    mid = start - off1 + on1
+    if mid % 2:
+        on1 += 1
+        mid += 1
+    question = rng.choice(
+        [f"A city bus leaves the depot carrying {start} riders. At the first stop {off1} riders step off and "
+         f"{on1} new riders climb aboard. At the second stop exactly half of the riders get off and nobody gets "
+         f"on. How many riders are left on the bus?",
+         f"The morning shuttle starts its loop with {start} passengers. {off1} of them leave at the hospital "
+         f"while {on1} board there, and at the train station half of everyone on the shuttle gets out. How many "
+         f"passengers stay on the shuttle after the train station?"]
+    )  # fmt: skip
+    steps = [
+        Step("riders after the first stop", f"{start} - {off1} + {on1}", mid),
+        Step("riders after the second stop", f"{mid} / 2", mid // 2),
+    ]
+    return _check_steps(Problem("bus", question, steps, mid // 2, "passengers", {}))
+
+
+def bench_pencils(rng: random.Random) -> Problem:
+    n = rng.choice(BENCH_NAMES)
+    packs, per, kids = rng.randint(3, 12), rng.choice([10, 12, 20, 24]), rng.randint(4, 30)
+    while (packs * per) % kids:
+        kids += 1
+    total = packs * per
+    question = rng.choice(
+        [f"Ms. {n} buys {packs} boxes of colored pencils for her art class, and every box holds {per} pencils. "
+         f"She hands them out so that each of her {kids} students ends up with the same number of pencils. How "
+         f"many pencils does every student receive?",
+         f"Coach {n} brought {packs} bags of tennis balls to practice with {per} balls inside each bag. The balls "
+         f"are split evenly among the {kids} players on the team. How many tennis balls does each player get?"]
+    )  # fmt: skip
+    steps = [Step("items in all", f"{packs} * {per}", total), Step("items per person", f"{total} / {kids}", total // kids)]
+    return _check_steps(Problem("pencils", question, steps, total // kids, "", {}))
+
+
+def bench_tickets(rng: random.Random) -> Problem:
+    adult, child, na, nc = rng.randint(8, 25), rng.randint(3, 12), rng.randint(20, 150), rng.randint(10, 120)
+    question = rng.choice(
+        [f"The community theater sold {na} adult tickets at {adult} dollars apiece and {nc} children's tickets "
+         f"at {child} dollars apiece for Friday night's show. How many dollars did the theater take in from "
+         f"ticket sales that night?",
+         f"Admission to the county fair costs {adult} dollars for grown-ups and {child} dollars for kids. On "
+         f"opening day {na} grown-ups and {nc} kids came through the gate. What was the total amount collected at "
+         f"the gate?"]
+    )  # fmt: skip
+    steps = [
+        Step("adult sales", f"{na} * {adult}", na * adult),
+        Step("child sales", f"{nc} * {child}", nc * child),
+        Step("total sales", f"{na * adult} + {nc * child}", na * adult + nc * child),
+    ]
+    return _check_steps(Problem("tickets", question, steps, na * adult + nc * child, "$", {}))
+
+
+def bench_legs(rng: random.Random) -> Problem:
+    n = rng.choice(BENCH_NAMES)
+    hens, goats, ducks = rng.randint(5, 40), rng.randint(2, 20), rng.randint(3, 25)
+    legs = 2 * hens + 4 * goats + 2 * ducks
+    question = rng.choice(
+        [f"Farmer {n} keeps {hens} hens, {goats} goats and {ducks} ducks in the barnyard behind his house. When "
+         f"all of the animals are standing in the yard, how many legs are touching the ground in total?",
+         f"On {n}'s small farm there are {goats} goats grazing in the meadow, {hens} hens pecking near the coop "
+         f"and {ducks} ducks by the pond. Counting every animal, how many legs are there on the farm?"]
+    )  # fmt: skip
+    steps = [
+        Step("legs of the birds", f"2 * {hens} + 2 * {ducks}", 2 * hens + 2 * ducks),
+        Step("legs of the goats", f"4 * {goats}", 4 * goats),
+        Step("legs altogether", f"{2 * hens + 2 * ducks} + {4 * goats}", legs),
+    ]
+    return _check_steps(Problem("legs", question, steps, legs, "legs", dict(n=n)))
+
+
+def bench_training(rng: random.Random) -> Problem:
+    n = rng.choice(BENCH_NAMES)
+    start, inc, weeks = rng.randint(5, 20), rng.randint(1, 5), rng.randint(4, 10)
+    last = start + inc * (weeks - 1)
+    total = weeks * (start + last) // 2
+    if weeks * (start + last) % 2:
+        weeks += 1
+        last = start + inc * (weeks - 1)
+        total = weeks * (start + last) // 2
+    question = rng.choice(
+        [f"{n} is training for a half marathon. She runs {start} miles during the first week and adds {inc} "
+         f"miles to her weekly distance every week after that. How many miles will she have run in total by the "
+         f"end of week {weeks}?",
+         f"To get ready for a charity swim, {n} swims {start} laps in week one and increases her weekly laps by "
+         f"{inc} each week. Over the first {weeks} weeks of her plan, how many laps does she swim altogether?"]
+    )  # fmt: skip
+    steps = [
+        Step("the final week", f"{start} + {inc} * {weeks - 1}", last),
+        Step("the total", f"{weeks} * ({start} + {last}) / 2", total),
+    ]
+    return _check_steps(Problem("training", question, steps, total, "", dict(n=n)))
+
+
+BENCH_FAMILIES = [bench_bake_sale, bench_reading, bench_tank, bench_bus, bench_pencils, bench_tickets, bench_legs,
+                  bench_training]  # fmt: skip
+BENCH_NAMES = ["Natalia", "Weng", "Betty", "Julie", "James", "Albert", "Mark", "Ken", "Tina", "Randy", "Joy", "Brandon"]
+
+
+def render_gsm_bench(p: Problem, rng: random.Random) -> str:
+    """Benchmark answers: GSM8K-style lines in the benchmark's own wording (never the corpus's)."""
+    lines = []
+    for s in p.steps:
+        e = s.expr.replace(" ", "")
+        lines.append(rng.choice([f"There are {s.expr.replace(' * ', '*')}=<<{e}={s.value}>>{s.value} {s.desc}.",
+                                 f"We get {s.desc}: {s.expr.replace(' * ', 'x')}=<<{e}={s.value}>>{s.value}."]))
+    return "\n".join(lines) + f"\n#### {p.answer}"
 
 
 # ------------------------------------------------------------------------------------------------- renderers

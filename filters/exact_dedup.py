@@ -76,7 +76,7 @@ class ExactDuplicateFinder(PipelineStep):
         assert world_size == 1, "ExactDuplicateFinder runs as a single task"
         with self.track_time():
             ranks = sorted(int(f.removesuffix(".npz")) for f in os.listdir(self.sig_dir) if f.endswith(".npz"))
-            loaded = [np.load(os.path.join(self.sig_dir, f"{r:05d}.npz")) for r in ranks]
+            loaded = [dict(np.load(os.path.join(self.sig_dir, f"{r:05d}.npz"))) for r in ranks]
             hashes = np.concatenate([z["hash"] for z in loaded] or [np.zeros(0, np.uint64)])
             rank_of = np.concatenate([np.full(len(z["hash"]), r) for r, z in zip(ranks, loaded)] or [np.zeros(0)])
             row = np.concatenate([np.arange(len(z["hash"])) for z in loaded] or [np.zeros(0)]).astype(np.int64)
@@ -86,6 +86,7 @@ class ExactDuplicateFinder(PipelineStep):
             head = np.ones(len(h), dtype=bool)
             head[dup] = False
             first = np.maximum.accumulate(np.where(head, np.arange(len(h)), 0))  # run head of each position
+            positions = {r: z["index"] for r, z in zip(ranks, loaded)}
             ids = {r: None for r in ranks}
 
             def doc_id(r: int, i: int) -> str:
@@ -99,7 +100,7 @@ class ExactDuplicateFinder(PipelineStep):
                 k, f = order[d], order[first[d]]
                 r, i = int(rank_of[k]), int(row[k])
                 kept = doc_id(int(rank_of[f]), int(row[f]))
-                removals[r].append([int(loaded[ranks.index(r)]["index"][i]), doc_id(r, i), kept])
+                removals[r].append([int(positions[r][i]), doc_id(r, i), kept])
             self.stat_update("duplicates", value=len(dup))
             write_removals(self.removals_dir, removals)
         return

@@ -118,7 +118,7 @@ class LshBuckets(PipelineStep):
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         with self.track_time():
             ranks = _ranks(self.sig_dir, ".npz")
-            loaded = [np.load(os.path.join(self.sig_dir, f"{r:05d}.npz")) for r in ranks]
+            loaded = [dict(np.load(os.path.join(self.sig_dir, f"{r:05d}.npz"))) for r in ranks]
             ids = np.concatenate([_gid(r, z["index"]) for r, z in zip(ranks, loaded)] or [np.zeros(0, np.int64)])
             band_keys = [z["bands"] for z in loaded]
             found = [np.zeros((0, 2), dtype=np.int64)]
@@ -171,7 +171,8 @@ class VerifyCluster(PipelineStep):
         with self.track_time():
             sigs = {r: _RankSigs(self.sig_dir, r) for r in _ranks(self.sig_dir, ".npz")}
             files = sorted(f for f in os.listdir(self.pairs_dir) if f.endswith(".npy"))
-            pairs = unique_pairs(np.concatenate([np.load(os.path.join(self.pairs_dir, f)) for f in files]))
+            found = [np.load(os.path.join(self.pairs_dir, f)) for f in files]
+            pairs = unique_pairs(np.concatenate(found or [np.zeros((0, 2), dtype=np.int64)]))
             self.stat_update("candidate_pairs", value=len(pairs))
             sets: dict[int, np.ndarray] = {}
             metas: dict[int, list] = {}

@@ -59,8 +59,6 @@ class DaskPipelineExecutor(PipelineExecutor):
         }
 
     def run(self) -> PipelineStats:
-        from distributed import wait
-
         client = dask_client(self.scheduler_address, self.workers)
         ranks = self.get_incomplete_ranks()
         name = os.path.basename(self.logging_dir.path.rstrip("/"))
@@ -68,13 +66,17 @@ class DaskPipelineExecutor(PipelineExecutor):
             rank: client.submit(_run_rank, self, rank, key=f"{name}-{rank}-{time.time_ns()}", retries=self.retries)
             for rank in ranks
         }
-        wait(list(futures.values()))
-        failed = {rank: f.exception() for rank, f in futures.items() if f.status != "finished"}
+        results, failed = [], {}
+        for rank, future in futures.items():
+            try:  # blocks until the task is final; a task lost with a dead worker is recomputed elsewhere first
+                results.append(future.result())
+            except Exception as exc:
+                failed[rank] = exc
         if failed:
             logs = self.logging_dir.resolve_paths("logs")
             detail = "; ".join(f"task {r}: {type(e).__name__}: {e}" for r, e in sorted(failed.items()))
             raise RuntimeError(f"{len(failed)} task(s) failed after {self.retries} retries ({detail}); logs: {logs}")
-        stats = sum((f.result() for f in futures.values()), start=PipelineStats())
+        stats = sum(results, start=PipelineStats())
         with self.logging_dir.open("stats.json", "wt") as f:
             stats.save_to_disk(f)
         return stats

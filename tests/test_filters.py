@@ -75,6 +75,37 @@ def r1_docs() -> list[Document]:
     ]
 
 
+def generated_traces(n: int = 4) -> list[Document]:
+    """Math word problems with a worked trace and a boxed answer (the behaviour tests' fallback without real data)."""
+    docs = []
+    for i in range(n):
+        apples, boxes, per_box = 12 + i, 5 + i, 6 + 2 * i
+        total = apples + boxes * per_box
+        problem = (
+            f"A farmer has {apples} apples. He buys {boxes} boxes with {per_box} apples in each box. "
+            "How many apples does the farmer have now?"
+        )
+        reasoning = (
+            f"Okay, the farmer starts with {apples} apples. Then he buys {boxes} boxes, and every box holds "
+            f"{per_box} apples, so the boxes contain {boxes} times {per_box}, which is {boxes * per_box} apples.\n\n"
+            f"Now I add the apples he already had: {apples} + {boxes * per_box} = {total}. Let me double-check the "
+            f"multiplication: {per_box} added {boxes} times gives {boxes * per_box}, so the sum is right.\n\n"
+            "Nothing else is bought or eaten in the problem, so that should be the final count."
+        )
+        answer = (
+            f"The boxes hold {boxes} × {per_box} = {boxes * per_box} apples. Adding the {apples} apples the farmer "
+            f"already had gives {apples} + {boxes * per_box} = {total} apples in total, which answers the question "
+            f"about how many apples he has now.\n\n\\boxed{{{total}}}"
+        )
+        docs.append(chat_doc(problem, reasoning, answer, domain="math", answer=str(total)))
+    return docs
+
+
+def traces() -> list[Document]:
+    """Real DeepSeek-R1 style traces when available, generated ones otherwise."""
+    return r1_docs() if (REAL / "reasoning/r1_samples_a.jsonl").exists() else generated_traces()
+
+
 def marco_docs() -> list[Document]:
     docs = []
     for r in real_jsonl("reasoning/marco_o1_cot.jsonl"):
@@ -166,20 +197,20 @@ def broken_variants(doc: Document) -> dict[str, Document]:
 
 
 def test_broken_traces_are_dropped_with_their_reason(reasoning_filter):
-    for doc in r1_docs()[:4]:
+    for doc in traces()[:4]:
         for reason, broken in broken_variants(doc).items():
             assert verdict(reasoning_filter.filter(broken)) == reason, (reason, doc.id)
 
 
 def test_unsplit_think_tags_are_reported_before_missing_reasoning(reasoning_filter):
-    doc = r1_docs()[0]
+    doc = traces()[0]
     problem, turn = doc.metadata["turns"][0]["content"], doc.metadata["turns"][1]
     unclosed = chat_doc(problem, None, "<think>\n" + turn["reasoning"] + "\n\n" + turn["content"], domain="math")
     assert reasoning_filter.filter(unclosed) == (False, "unbalanced_think")
 
 
 def test_reasoning_options_switch_checks_off(reasoning_filter):
-    doc = r1_docs()[0]
+    doc = traces()[0]
     variants = broken_variants(doc)
     lenient = ReasoningQualityFilter(require_reasoning=False, truncation_min_words=10**6, detector=None)
     assert lenient.filter(variants["no_reasoning"]) is True
@@ -198,7 +229,7 @@ def test_plain_documents_pass_reasoning_filter(reasoning_filter):
 def test_verify_math_requires_a_parseable_answer():
     pytest.importorskip("math_verify")
     strict = ReasoningQualityFilter(verify_math=True, detector=None)
-    doc = r1_docs()[0]
+    doc = traces()[0]
     problem, turn = doc.metadata["turns"][0]["content"], doc.metadata["turns"][1]
     assert strict.filter(doc) is True
     vague = chat_doc(problem, turn["reasoning"], "I could not decide which of the options is right, sorry about that.")
@@ -276,6 +307,21 @@ def test_math_density_filter_scores_and_drops():
 # ---------------------------------------------------------------- code_quality
 
 
+GENERATED_CODE = [
+    'def mean(values: list[float]) -> float:\n    """Arithmetic mean of a non-empty list."""\n'
+    "    if not values:\n        raise ValueError('mean of an empty list')\n    return sum(values) / len(values)\n",
+    "import collections\n\n\ndef most_common_word(text):\n    counts = collections.Counter(text.lower().split())\n"
+    "    word, _ = counts.most_common(1)[0]\n    return word\n",
+    "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n"
+    "        self.items.append(item)\n\n    def pop(self):\n        return self.items.pop()\n",
+]
+
+
+def code_samples() -> list[str]:
+    """Real HumanEval/MBPP code when available, a few hand-written functions otherwise."""
+    return real_code() if (REAL / "code/humaneval.jsonl").exists() else GENERATED_CODE
+
+
 def real_code() -> list[str]:
     humaneval = [r["prompt"] + r["canonical_solution"] for r in real_jsonl("code/humaneval.jsonl")]
     return humaneval + [r["code"] for r in real_jsonl("code/mbpp.jsonl")]
@@ -294,7 +340,7 @@ def test_real_code_is_kept(capsys):
 
 def test_bad_code_is_dropped_with_its_reason():
     step = CodeQualityFilter(CodeLimits(max_chars=50_000))
-    good = real_code()[0]
+    good = code_samples()[0]
     broken = good.replace("):\n", ")\n", 1)  # a def without its colon
     cases = {
         "too_small": "x = 1",
@@ -322,7 +368,7 @@ def test_bad_code_is_dropped_with_its_reason():
 
 def test_code_quality_checks_fenced_blocks_of_chat_samples():
     step = CodeQualityFilter()
-    good = real_code()[0]
+    good = code_samples()[0]
     ok = chat_doc("Write the function.", "I will loop over pairs.", f"Here it is:\n```python\n{good}```\nDone.")
     bad = chat_doc("Write it.", "Loop over pairs.", f"```python\n{good.replace('):', ')', 1)}```")
     prose_only = chat_doc("Explain recursion.", "Think about it.", "Recursion is when a function calls itself.")
@@ -345,7 +391,23 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
+GENERATED_PROSE = [
+    "The steering council reviewed the proposal during its weekly meeting and asked the authors for changes.\n"
+    "Most of the questions were about how the new syntax interacts with existing type checkers.\n"
+    "The authors answered that the change is backwards compatible, since old code keeps its meaning.",
+    "A second round of discussion focused on the cost of teaching the feature to new programmers.\n"
+    "Several core developers wrote that the examples in the document made the motivation clear.\n"
+    "In the end the council accepted the proposal, with a note that the documentation should be expanded.",
+    "The reference implementation was merged a month later, after a review of its performance on large projects.\n"
+    "Benchmarks showed that the parser became slightly faster, because one special case could be removed.\n"
+    "Users of the beta release reported two small bugs, and both were fixed before the final version.",
+]
+
+
 def pep_documents(n_docs: int = 60) -> list[Document]:
+    """Documents of 8 real PEP paragraphs when available, of generated paragraphs otherwise."""
+    if not (REAL / "prose/python_peps_paragraphs_6k.jsonl").exists():
+        return [plain_doc("\n\n".join(GENERATED_PROSE[i % 3 :] + GENERATED_PROSE[: i % 3])) for i in range(n_docs)]
     paragraphs = [r["text"] for r in real_jsonl("prose/python_peps_paragraphs_6k.jsonl", limit=8 * n_docs)]
     return [plain_doc("\n\n".join(paragraphs[i : i + 8])) for i in range(0, len(paragraphs), 8)]
 
@@ -361,14 +423,7 @@ def test_quality_stages_run_offline_on_real_prose(no_network):
 
 
 def test_quality_filters_reject_web_junk(no_network):
-    good = (
-        "The steering council reviewed the proposal during its weekly meeting and asked the authors for changes.\n"
-        "Most of the questions were about how the new syntax interacts with existing type checkers.\n"
-        "The authors answered that the change is backwards compatible, since old code keeps its meaning.\n"
-        "A second round of discussion focused on the cost of teaching the feature to new programmers.\n"
-        "Several core developers wrote that the examples in the document made the motivation clear.\n"
-        "In the end the council accepted the proposal, with a note that the documentation should be expanded."
-    )
+    good = "\n".join(GENERATED_PROSE[:2])
     spam = "\n".join(["Click here to buy now"] * 30)
     expectations = {
         "gopher_quality": "gopher_enough_stop_words",  # one stop word ("to") of the 2 required
@@ -425,7 +480,7 @@ def test_reasoning_stage_through_the_registry(tmp_path):
     import filters.reasoning  # noqa: F401  (registers; stagekit swallows import errors)
     from tests.stagekit import read_exclusions, run_stage
 
-    docs = r1_docs()[:4]
+    docs = traces()[:4]
     broken = [broken_variants(d)["repetition_loop"] for d in docs[:2]]
     other = [plain_doc("An unrelated web page with no turns at all.", domain="web")]
     all_docs = docs + broken + other

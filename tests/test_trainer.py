@@ -240,3 +240,13 @@ def test_trainer_imports_without_datatrove() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_existing_run_needs_resume(tmp_path: Path, shards, capsys) -> None:
+    cfg = small_cfg(steps=1)
+    assert run(tmp_path, shards, cfg, "again") == 0
+    assert run(tmp_path, shards, cfg, "again") == 2
+    assert "already has checkpoints (step_0000001): pass --resume" in capsys.readouterr().err
+    assert run(tmp_path, shards, None, "again", "--steps", "2", "--resume") == 0
+    steps = [r["step"] for r in records(tmp_path / "again") if "loss" in r and "event" not in r]
+    assert steps == [1, 2]

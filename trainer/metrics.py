@@ -91,6 +91,13 @@ class MetricsLog:
 
             self.console = Console()
 
+    def truncate(self, step: int) -> None:
+        """Keep only the records of steps <= step (a fresh run: none)."""
+        if not self.enabled or not self.path.exists():
+            return
+        keep = [line for line in self.path.read_text().splitlines() if step and json.loads(line)["step"] <= step]
+        self.path.write_text("".join(line + "\n" for line in keep))
+
     def record(self, rec: dict[str, Any]) -> None:
         if not self.enabled:
             return

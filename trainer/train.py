@@ -75,7 +75,9 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     train = cfg.train
     if args.data:
         if args.weight and len(args.weight) != len(args.data):
-            raise ValueError(f"--weight given {len(args.weight)} times for {len(args.data)} --data; give one per --data")
+            raise ValueError(
+                f"--weight given {len(args.weight)} times for {len(args.data)} --data; give one per --data"
+            )
         weights = args.weight or [1.0] * len(args.data)
         data = [DataSource(path=p, weight=w) for p, w in zip(args.data, weights)]
         if args.resume and stored.exists() and data != train.data:
@@ -189,7 +191,9 @@ def forward(model: nn.Module, batch: Batch) -> Any:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, cfg: RunConfig, sources: list[Source], seq_len: int, env: D.DistEnv) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, cfg: RunConfig, sources: list[Source], seq_len: int, env: D.DistEnv
+) -> dict[str, float]:
     model.eval()
     sums = torch.zeros(6, dtype=torch.float64, device=env.device)  # loss, tokens, ans, ans n, rsn, rsn n
     batches = eval_batches(sources, seq_len, cfg.train.eval_windows, cfg.train.micro_batch, env.rank, env.world_size)
@@ -227,7 +231,8 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool, env: D.DistEnv) -> dict[s
     loader = ShardLoader(sources, seq_len, global_batch, t.micro_batch, env.rank, env.world_size, t.seed)
 
     torch.manual_seed(t.seed)  # identical init on every rank
-    raw = ZayaLM(mcfg).to(env.device)
+    with env.device:  # initialise on the device: no full fp32 copy in host memory per rank
+        raw = ZayaLM(mcfg)
     probe = RouterProbe(raw)
     model = wrap_model(raw, env, t.parallel)
     if t.compile:
@@ -238,7 +243,9 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool, env: D.DistEnv) -> dict[s
                      t.schedule.decay_fraction)  # fmt: skip
 
     step, bal_step, skipped = 0, 0, 0
-    ckpt = C.latest_checkpoint(run_dir) if resume else None
+    ckpt = C.latest_checkpoint(run_dir)
+    if ckpt is not None and not resume:
+        raise ValueError(f"{run_dir} already has checkpoints ({ckpt.name}): pass --resume, or use another --out")
     if ckpt is not None:
         state = C.load_checkpoint(ckpt, raw, optimizer, env.rank)
         step, bal_step, skipped = state["step"], state["balancing_step"], state["skipped_steps"]
@@ -247,6 +254,8 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool, env: D.DistEnv) -> dict[s
         log.print(f"resumed from {ckpt} at step {step} ({loader.consumed} samples consumed)")
     elif resume:
         log.print(f"--resume: no checkpoint under {run_dir}/checkpoints, starting from scratch")
+    if env.is_main:
+        log.truncate(step)  # records past the checkpoint belong to the interrupted attempt
 
     resolved = {"model": mcfg.to_dict(), "train": t.model_dump(), "seq_len": seq_len, "global_batch": global_batch}
     if env.is_main:
@@ -258,11 +267,11 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool, env: D.DistEnv) -> dict[s
         f"ZAYA1 {raw.num_params() / 1e6:.2f}M params ({raw.num_params(False) / 1e6:.2f}M w/o embedding) | "
         f"device {env.device} x{env.world_size} ({t.parallel if env.distributed else 'single'}) | torch "
         f"{info['torch']} cuda {info['cuda']} hip {info['hip']} | seq_len {seq_len} | global batch {global_batch} "
-        f"windows = {env.world_size} ranks x {loader.accum_steps} accum x {t.micro_batch} | {fpt / 1e6:.1f} MFLOP/token"
+        f"windows = {env.world_size} ranks x {loader.accum_steps} accum x {t.micro_batch} | "
+        f"{fpt / 1e6:.1f} MFLOP/token"
     )
-    if step == 0 and env.is_main:
-        log.record({"step": 0, "event": "start", "backend": info, "params": raw.num_params(),
-                    "flops_per_token": fpt, "world_size": env.world_size})  # fmt: skip
+    log.record({"step": step, "event": "resume" if step else "start", "backend": info, "params": raw.num_params(),
+                "flops_per_token": fpt, "world_size": env.world_size, "global_batch": global_batch})  # fmt: skip
 
     consecutive_bad = 0
     window = {"t0": time.perf_counter(), "steps": 0, "loss": 0.0, "seg": torch.zeros(4, dtype=torch.float64)}
@@ -292,7 +301,9 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool, env: D.DistEnv) -> dict[s
         D.all_reduce_sum(stats)
         D.all_reduce_sum(counts)
         step_loss = stats[0].item() / max(n_tok, 1.0)
-        grad_norm = clip_grad_norm(raw.parameters(), t.optimizer.grad_clip).item() if math.isfinite(step_loss) else None
+        grad_norm = (
+            clip_grad_norm(raw.parameters(), t.optimizer.grad_clip).item() if math.isfinite(step_loss) else None
+        )
         ok = math.isfinite(step_loss) and grad_norm is not None and math.isfinite(grad_norm)
         if ok:
             optimizer.step()
@@ -356,6 +367,8 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool, env: D.DistEnv) -> dict[s
                      "scheduler": sched.state_dict(), "loader": loader.state_dict()}  # fmt: skip
             path = C.save_checkpoint(run_dir, step, raw, optimizer, state, env.rank, t.keep_checkpoints)
             log.print(f"checkpoint {path}")
+        if window["steps"] == 0:  # throughput excludes eval and checkpoint time
+            window["t0"] = time.perf_counter()
     return last
 
 

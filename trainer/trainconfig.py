@@ -5,7 +5,7 @@ model: {preset: tiny, doc_causal: true}          # a preset name and/or any Mode
 train:
   data: [{path: output/demo, weight: 1.0}]       # OUTPUT folders (local paths or fsspec URLs); CLI --data overrides
   steps: 300
-  global_batch_tokens: 8192                      # tokens per optimizer step (a multiple of seq_len * micro_batch * ranks)
+  global_batch_tokens: 8192     # tokens per optimizer step: a multiple of seq_len * micro_batch * ranks
   micro_batch: 8
   optimizer: {name: adamw, lr: 3.0e-3}
   schedule: {kind: cosine, warmup_steps: 30}
