@@ -626,6 +626,10 @@ def render_gsm(p: Problem, rng: random.Random) -> str:
         "So {d} is {e} = <<{c}={v}>>{v}.",
         "That makes {d} {e} = <<{c}={v}>>{v}.",
         "{D}: {e} = <<{c}={v}>>{v}.",
+        "Next comes {d}, {e} = <<{c}={v}>>{v}.",
+        "We need {d}, which works out to {e} = <<{c}={v}>>{v}.",
+        "Computing {d} gives {e} = <<{c}={v}>>{v}.",
+        "{D} equals {e} = <<{c}={v}>>{v}.",
     ]
     lines = []
     for s in p.steps:
@@ -640,15 +644,23 @@ def render_gsm(p: Problem, rng: random.Random) -> str:
 
 def render_solution(p: Problem, rng: random.Random) -> str:
     """MATH-style solution with LaTeX and a final \\boxed{} answer."""
-    first = rng.choice(["First,", "To begin,", "We start by noting that", "Observe first that"])
+    first = rng.choice(
+        ["First,", "To begin,", "We start by noting that", "Observe first that", "Let us compute step by step.",
+         "The plan is to work forward from the given data:"]
+    )  # fmt: skip
     out = []
     for s in p.steps:
         if " " not in s.expr:
             continue
-        lead = first if not out else rng.choice(["Then", "Next,", "Now", "It follows that", "So"])
+        lead = first if not out else rng.choice(
+            ["Then", "Next,", "Now", "It follows that", "So", "Consequently", "With that,", "In turn,", "Hence"]
+        )
         out.append(f"{lead} {s.desc} is ${_latex(s.expr)} = {s.value}$.")
     out.append(
-        rng.choice(["Therefore the answer is", "Hence the answer is", "So the final answer is"])
+        rng.choice(
+            ["Therefore the answer is", "Hence the answer is", "So the final answer is", "We conclude that the answer is",
+             "The requested value is therefore", "All together, the result is"]
+        )  # fmt: skip
         + f" $\\boxed{{{p.answer}}}$."
     )
     return " ".join(out)
@@ -659,15 +671,21 @@ OPENERS = [
     "Let me start by figuring out what is being asked.",
     "Hmm, this is a multi-step problem, so I'll go one piece at a time.",
     "So I need to find {goal}.", "Let's see. The goal is {goal}.", "First, let me restate what we know.",
+    "I want {goal}, so let me set up the pieces.", "Right, {goal} is the target here.",
+    "Let me read this carefully and pick out the numbers.", "Time to break this into small computations.",
+    "The question boils down to {goal}. Let me get there in steps.",
 ]  # fmt: skip
-LINKS = ["First,", "Next,", "Then", "After that,", "Now", "Okay, and", "So", "Moving on,"]
+LINKS = ["First,", "Next,", "Then", "After that,", "Now", "Okay, and", "So", "Moving on,", "With that done,",
+         "Building on this,", "Good. Now", "From there,"]  # fmt: skip
 SAYS = [
     "I need {d}. That's {e} = {v}.", "{d} comes to {e} = {v}.", "let me compute {d}: {e} = {v}.",
-    "{d} should be {e}, which is {v}.", "for {d} I get {e} = {v}.",
+    "{d} should be {e}, which is {v}.", "for {d} I get {e} = {v}.", "{d}: {e} gives {v}.",
+    "working out {d}, {e} = {v}.", "{d} is what I want next, and {e} = {v}.", "I'll compute {d}; {e} = {v}.",
 ]  # fmt: skip
 CLOSERS = [
     "So the answer is {a}.", "That gives {a}.", "So the final answer should be {a}.",
     "Everything checks out, so the answer is {a}.", "Therefore, the result is {a}.",
+    "I'm fairly sure of this now: {a}.", "Putting it together, I get {a}.", "That settles it, {a}.",
 ]  # fmt: skip
 
 
@@ -1773,9 +1791,9 @@ def perturb_light(rng: random.Random, text: str, kind: str) -> str:
 
 
 def reword(rng: random.Random, text: str) -> str:
-    """A slight rewording (two synonym swaps) used for problem-level duplicates."""
+    """A slight rewording (one synonym swap, two in long questions) used for problem-level duplicates."""
     keys = [k for k in SYNONYMS if f" {k} " in f" {text} "]
-    for k in rng.sample(keys, min(2, len(keys))):
+    for k in rng.sample(keys, min(1 + (len(text) > 160), len(keys))):
         text = (" " + text + " ").replace(f" {k} ", f" {SYNONYMS[k]} ", 1).strip()
     return text
 
@@ -1859,7 +1877,8 @@ class Plan:
     leaked: int = 10
     exact_dups: int = 12
     near_dups: int = 12
-    problem_dups: int = 10
+    problem_dups: int = 10  # groups of 3 samples of one problem (problem_dedup with k keeps k of each)
+    no_reasoning: int = 6  # planted answers without reasoning (half chat, half prompt/completion)
     long_target: tuple[int, int] = (21000, 30000)  # characters of reasoning of a long trace
     overlong_prompt_chars: int = 24000  # a prompt+answer that alone exceeds a 4096-token context
     huge_bytes: int = 2 * 1024 * 1024
@@ -1887,10 +1906,11 @@ def _messages(rng: random.Random, p_or_long, system: bool) -> list[dict]:
     return msgs
 
 
-SYSTEM_PROMPTS = [
+SYSTEM_PROMPTS = [  # no literal think tags here: reasoning_quality drops turns that contain a stray tag
     "You are a helpful assistant. Think step by step before answering.",
     "You are a careful math tutor. Reason privately, then give a concise final answer.",
-    "Answer the user's question. Put your reasoning inside <think> tags and the final answer after them.",
+    "Answer the user's question. Reason through it first, then state the final answer clearly.",
+    "You are a patient teacher who explains arithmetic to students. Show the key steps.",
 ]
 
 
@@ -1910,6 +1930,7 @@ def build(out: Path, plan: Plan, seed: int = 0) -> dict:
         "leaked": [],
         "malformed": [],
         "overlong_prompt": [],
+        "no_reasoning": [],
     }
     files: dict[str, list] = {}
 
@@ -1918,11 +1939,13 @@ def build(out: Path, plan: Plan, seed: int = 0) -> dict:
         return rec
 
     # --- benchmark (generated from its own stream so corpus changes never alter it)
-    brng = random.Random(seed + 1000)
+    # Its scenarios and wording come from BENCH_FAMILIES / render_gsm_bench, never from the corpus families.
+    brng, bench_draw = random.Random(seed + 1000), ProblemSource(BENCH_FAMILIES)
     bench = []
     for _ in range(plan.benchmark):
-        p = make_problem(brng)
-        bench.append({"question": p.question, "answer": render_gsm(p, brng), "_p": p})
+        p = bench_draw(brng)
+        bench.append({"question": p.question, "answer": render_gsm_bench(p, brng), "_p": p})
+    make_problem = ProblemSource()  # corpus problems: no accidental repeats of a problem
 
     # --- short problems in four schemas
     def new_id(prefix: str) -> str:
@@ -1973,8 +1996,9 @@ def build(out: Path, plan: Plan, seed: int = 0) -> dict:
                         "content": f"<think>\n{render_think(q, rng)}\n</think>\n\n{render_answer(q, rng)}",
                     },
                 ]
-            elif rng.random() < 0.1:  # an assistant turn without reasoning
+            elif i - plan.chat_long < plan.no_reasoning // 2:  # planted: an assistant turn without reasoning
                 msgs[-1]["content"] = render_answer(p, rng)
+                planted["no_reasoning"].append({"file": prefix_file["chat"], "id": rid})
         add(prefix_file["chat"], {"id": rid, "messages": msgs})
     # prompt + answer alone longer than the context: a huge data table in the prompt, short reasoning
     nums = [rng.randint(100, 9999) for _ in range(plan.overlong_prompt_chars // 5)]
@@ -1988,7 +2012,9 @@ def build(out: Path, plan: Plan, seed: int = 0) -> dict:
                 {"role": "user", "content": prompt},
                 {
                     "role": "assistant",
-                    "content": "<think>\nI will add them in blocks of ten and keep a running total.\n</think>"
+                    "content": "<think>\nThat is a long list, so I will add the numbers in blocks of ten, write down "
+                    "the subtotal of every block, and then add the subtotals. Afterwards I will add the list again "
+                    "from the end to the start and compare the two totals before I answer.\n</think>"
                     f"\n\nThe numbers are: {' + '.join(map(str, nums))} = {sum(nums)}.\n\n$\\boxed{{{sum(nums)}}}$",
                 },
             ],
@@ -2021,10 +2047,11 @@ def build(out: Path, plan: Plan, seed: int = 0) -> dict:
             record_long(prefix_file["pc"], rid, lt)
         else:
             p = make_problem(rng)
-            comp = (f"<think>\n{render_think(p, rng)}\n</think>\n\n" if rng.random() < 0.7 else "") + render_answer(
-                p, rng
-            )
+            bare = i - plan.pc_long < plan.no_reasoning - plan.no_reasoning // 2  # planted: no reasoning at all
+            comp = ("" if bare else f"<think>\n{render_think(p, rng)}\n</think>\n\n") + render_answer(p, rng)
             add(prefix_file["pc"], {"id": rid, "prompt": p.question, "completion": comp})
+            if bare:
+                planted["no_reasoning"].append({"file": prefix_file["pc"], "id": rid})
     for i in range(plan.marco):
         rid = new_id("marco")
         if i < plan.marco_long:
@@ -2037,17 +2064,22 @@ def build(out: Path, plan: Plan, seed: int = 0) -> dict:
             p = make_problem(rng)
             add(prefix_file["marco"], {"id": rid, "instruction": p.question, "response": render_marco(p, rng)})
 
-    # --- problem-level duplicates: same problem slightly reworded, a different trace
+    # --- problem-level duplicates: groups of three samples of one problem (the GSM original, a slightly reworded
+    # chat sample and a reworded MATH-style solution), each with its own trace
+    rewordable = [j for j, p in enumerate(gsm_problems) if any(f" {k} " in f" {p.question} " for k in SYNONYMS)]
     for i in range(plan.problem_dups):
-        j = i * len(gsm_problems) // plan.problem_dups
+        j = rewordable[i * len(rewordable) // plan.problem_dups]
         src, p = files[prefix_file["gsm"]][j], gsm_problems[j]
         rid = new_id("chat")
         msgs = _messages(rng, p, rng.random() < 0.3)
         msgs[-2]["content"] = reword(rng, src["question"])
         add(prefix_file["chat"], {"id": rid, "messages": msgs})
-        planted["problem_duplicates"].append(
-            {"of": [prefix_file["gsm"], src["id"]], "dup": [prefix_file["chat"], rid]}
-        )
+        sid = new_id("sol")
+        add(prefix_file["sol"], {"id": sid, "problem": reword(rng, src["question"]), "solution": render_solution(p, rng)})
+        planted["problem_duplicates"] += [
+            {"of": [prefix_file["gsm"], src["id"]], "dup": [prefix_file["chat"], rid]},
+            {"of": [prefix_file["gsm"], src["id"]], "dup": [prefix_file["sol"], sid]},
+        ]
 
     # --- benchmark leaks: perturbed benchmark questions inside the corpus
     kinds = ["case", "whitespace", "punctuation", "word"]

@@ -42,6 +42,9 @@ class RunSpec:
     def build(self) -> list:
         if callable(self.steps):
             self.steps = self.steps()
+        for step in self.steps:  # progress files live in the run's logging folder
+            if isinstance(step, Progress):
+                step.folder = os.path.join(self.logging_dir, "progress")
         return self.steps
 
 
@@ -153,12 +156,9 @@ class Chain:
 
     def continue_from(self, folder: str, *steps) -> None:
         saved, self.label = self.label, None
-        self.add(DocReader(folder), Progress(self._progress_dir(), "continue"))
+        self.add(DocReader(folder), Progress("continue"))
         self.label = saved
         self.add(*steps)
-
-    def _progress_dir(self) -> str:
-        return os.path.join(self._logdir("pending"), "progress")
 
 
 def compile_plan(loaded: LoadedManifest, limit: int | None = None) -> Plan:
@@ -172,7 +172,7 @@ def compile_plan(loaded: LoadedManifest, limit: int | None = None) -> Plan:
     excl = os.path.join(prep_dir, "exclusions")  # linked into OUTPUT/exclusions when the output is assembled
     sources = resolve_sources(loaded)
     chain = Chain(prep_dir, m.executor.tasks)
-    labels: list[tuple[str, str]] = []
+    labels = [("read", "read"), ("adapt", "adapt"), ("normalize", "normalize")]
 
     def ctx(label: str, domains=None) -> BuildContext:
         work = os.path.join(prep_dir, "stages", label)
@@ -183,14 +183,12 @@ def compile_plan(loaded: LoadedManifest, limit: int | None = None) -> Plan:
     chain.label = "read"
     chain.add(InputReader(sources, limit, exclusion_writer(os.path.join(excl, "read"))))
     chain.label = None
-    chain.add(Progress(chain._progress_dir(), "ingest"))
-    for label, step in (("adapt", Adapt), ("normalize", Normalize)):
-        chain.label = label
-        schemas = {s.name: (s.schema, s.fields) for s in sources}
-        args = (schemas,) if step is Adapt else ()
-        chain.add(step(*args, exclusion_writer=exclusion_writer(os.path.join(excl, label))))
-        labels.append((label, label))
-    labels.insert(0, ("read", "read"))
+    chain.add(Progress("ingest"))
+    chain.label = "adapt"
+    schemas = {s.name: (s.schema, s.fields) for s in sources}
+    chain.add(Adapt(schemas, exclusion_writer(os.path.join(excl, "adapt"))))
+    chain.label = "normalize"
+    chain.add(Normalize(exclusion_writer(os.path.join(excl, "normalize"))))
     for spec in loaded.stages:
         chain.label = spec.label
         stage_class(spec.name)().build(spec.options, ctx(spec.label, spec.domains), chain)
@@ -205,14 +203,4 @@ def compile_plan(loaded: LoadedManifest, limit: int | None = None) -> Plan:
     plan = Plan(loaded, output_dir, prep_dir, pack_dir, prep_hash, pack_hash, chain.runs, sources, labels)
     plan.runs += tail.pack_runs(plan)
     plan.labels += [("mixture", "mixture"), ("trim", "trim")]
-    _fix_progress_dirs(plan.runs)
     return plan
-
-
-def _fix_progress_dirs(runs: list[RunSpec]) -> None:
-    """Point each run's Progress step at its own logging folder (run names are known only once closed)."""
-    for run in runs:
-        if isinstance(run.steps, list):
-            for step in run.steps:
-                if isinstance(step, Progress):
-                    step.folder = os.path.join(run.logging_dir, "progress")

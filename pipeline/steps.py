@@ -62,7 +62,7 @@ class Normalize(BaseFilter):
                 return False, "empty_answer"
         else:
             doc.text = normalize_text(doc.text)
-        return (True) if doc.text.strip() else (False, "empty_text")
+        return True if doc.text.strip() else (False, "empty_text")
 
 
 class Progress(PipelineStep):
@@ -75,9 +75,9 @@ class Progress(PipelineStep):
     name = "⏱ progress"
     type = "📊 - STATS"
 
-    def __init__(self, folder: str, run_name: str, interval: float = 5.0):
+    def __init__(self, run_name: str, interval: float = 5.0, folder: str = ""):
         super().__init__()
-        self.folder, self.run_name, self.interval = folder, run_name, interval
+        self.run_name, self.interval, self.folder = run_name, interval, folder  # folder: set by RunSpec.build
 
     def _write(self, rank: int, docs: int, chars: int, start: float, done: bool) -> None:
         os.makedirs(self.folder, exist_ok=True)

@@ -54,7 +54,7 @@ def add_prep_runs(chain, loaded: LoadedManifest, prep_dir: str, canonical: str) 
         )
     steps = [
         DocReader(canonical),
-        Progress("", "tokenize"),
+        Progress("tokenize"),
         TokenizeToCache(path, _tokens_dir(prep_dir), tok.template),
     ]
     chain.add_run("tokenize", steps, m.executor.tasks)
@@ -129,7 +129,7 @@ def pack_runs(plan: Plan) -> list[RunSpec]:
         mix = m.mixture
         return [
             CacheReader(_tokens_dir(plan.prep_dir)),
-            Progress(os.path.join(run.logging_dir, "progress"), "pack"),
+            Progress("pack"),
             MixtureSample(_rates(plan, marker_arr, newline_arr), mix.by if mix else "domain", m.seed),
             APTrim(m.context, m.trim.policy, marker, m.trim.snap_newline, newlines, exclusion_writer(trim_excl)),
             PackWriter(

@@ -327,6 +327,13 @@ def real_code() -> list[str]:
     return humaneval + [r["code"] for r in real_jsonl("code/mbpp.jsonl")]
 
 
+def without_def_colon(code: str) -> str:
+    """The code with its first `def` line's colon removed: a syntax error."""
+    broken = re.sub(r"(?m)^(\s*def [^\n]*):[ \t]*$", r"\1", code, count=1)
+    assert broken != code
+    return broken
+
+
 def test_real_code_is_kept(capsys):
     step = CodeQualityFilter()
     docs = [plain_doc(code, "code") for code in real_code()]
@@ -341,7 +348,7 @@ def test_real_code_is_kept(capsys):
 def test_bad_code_is_dropped_with_its_reason():
     step = CodeQualityFilter(CodeLimits(max_chars=50_000))
     good = code_samples()[0]
-    broken = good.replace("):\n", ")\n", 1)  # a def without its colon
+    broken = without_def_colon(good)
     cases = {
         "too_small": "x = 1",
         "too_large": good * 400,
@@ -370,7 +377,7 @@ def test_code_quality_checks_fenced_blocks_of_chat_samples():
     step = CodeQualityFilter()
     good = code_samples()[0]
     ok = chat_doc("Write the function.", "I will loop over pairs.", f"Here it is:\n```python\n{good}```\nDone.")
-    bad = chat_doc("Write it.", "Loop over pairs.", f"```python\n{good.replace('):', ')', 1)}```")
+    bad = chat_doc("Write it.", "Loop over pairs.", f"```python\n{without_def_colon(good)}```")
     prose_only = chat_doc("Explain recursion.", "Think about it.", "Recursion is when a function calls itself.")
     assert step.filter(ok) is True
     assert step.filter(bad) == (False, "python_syntax_error")
