@@ -8,7 +8,7 @@ process (the machine is shared, so wall time is noisy); the input files are writ
 baseline runs its four MinHash steps with the same shingle size, buckets, hashes per bucket and task count (whitespace
 word splitting, since its default English splitter needs spaCy; that is faster than spaCy, so it favours datatrove).
 
-    .venv/bin/python bench/dedup.py [--docs N] [--tasks T]
+    .venv/bin/python bench/dedup.py [--docs N] [--tasks T] [--io jsonl.gz|jsonl|docio]
 """
 
 from __future__ import annotations
@@ -39,12 +39,38 @@ from filters.stage import REGISTRY, BuildContext  # noqa: E402
 from tokenizer.sample import render_text  # noqa: E402
 
 
-def write_input(folder: Path, docs: list[Document], tasks: int, suffix: str) -> None:
-    with JsonlWriter(
-        str(folder), output_filename="${rank}" + suffix, compression="gzip" if ".gz" in suffix else None
-    ) as w:
-        for i, doc in enumerate(docs):
-            w.write(doc, rank=i * tasks // len(docs))
+class DocioChain(LocalChain):
+    """The chain with the pipeline's own intermediate format (pipeline/docio.py: orjson, gzip level 1)."""
+
+    def reader(self, folder: str):
+        from pipeline.docio import DocReader
+
+        return DocReader(folder)
+
+    def writer(self, folder: str):
+        from pipeline.docio import DocWriter
+
+        return DocWriter(folder)
+
+
+def make_chain(root: Path, tasks: int, input_folder: Path, io: str) -> LocalChain:
+    if io == "docio":
+        return DocioChain(root, tasks, str(input_folder))
+    return LocalChain(root, tasks, str(input_folder), compressed=io == "jsonl.gz")
+
+
+def write_input(folder: Path, docs: list[Document], tasks: int, io: str) -> None:
+    parts = [docs[r * len(docs) // tasks : (r + 1) * len(docs) // tasks] for r in range(tasks)]
+    if io == "docio":
+        for rank, part in enumerate(parts):
+            drain(DocioChain(folder, tasks, str(folder)).writer(str(folder)).run(iter(part), rank, tasks))
+        return
+    suffix = ".jsonl.gz" if io == "jsonl.gz" else ".jsonl"
+    compression = "gzip" if io == "jsonl.gz" else None
+    with JsonlWriter(str(folder), output_filename="${rank}" + suffix, compression=compression) as writer:
+        for rank, part in enumerate(parts):
+            for doc in part:
+                writer.write(doc, rank=rank)
 
 
 def drain(result) -> None:
@@ -53,9 +79,9 @@ def drain(result) -> None:
         deque(result, maxlen=0)
 
 
-def run_ours(stage_name: str, options: dict, input_folder: Path, root: Path, tasks: int, suffix: str):
+def run_ours(stage_name: str, options: dict, input_folder: Path, root: Path, tasks: int, io: str):
     """CPU seconds of a registered stage end to end through the chain, and the ids it kept."""
-    chain = LocalChain(root, tasks, str(input_folder), compressed=suffix.endswith(".gz"))
+    chain = make_chain(root, tasks, input_folder, io)
     if stage_name != "passthrough":
         stage = REGISTRY[stage_name]()
         opts = stage.Options.model_validate(options)
@@ -64,7 +90,7 @@ def run_ours(stage_name: str, options: dict, input_folder: Path, root: Path, tas
     start = time.process_time()
     chain.execute(str(root / "output"))
     seconds = time.process_time() - start
-    return seconds, {d.id for d in read_docs(root / "output", tasks, suffix)}
+    return seconds, {d.id for d in read_docs(root / "output", tasks, ".jsonl" if io == "jsonl" else ".jsonl.gz")}
 
 
 def datatrove_steps(root: Path, n: int, bands: int, rows: int):
@@ -98,11 +124,11 @@ def datatrove_steps(root: Path, n: int, bands: int, rows: int):
     )
 
 
-def run_datatrove(input_folder: Path, root: Path, tasks: int, suffix: str, in_chain: bool, bands: int = 32):
+def run_datatrove(input_folder: Path, root: Path, tasks: int, io: str, in_chain: bool, bands: int = 32):
     """datatrove MinHash end to end: standalone (signatures read the input, the filter re-reads it) or as a stage of
     our chain (materialize first, as every global stage must, then its four runs)."""
     sig, buckets, cluster, filt = datatrove_steps(root, 3, bands, 4)
-    chain = LocalChain(root, tasks, str(input_folder), compressed=suffix.endswith(".gz"))
+    chain = make_chain(root, tasks, input_folder, io)
     folder = chain.materialize() if in_chain else str(input_folder)
     if not in_chain:
         chain.runs.clear()
@@ -113,7 +139,7 @@ def run_datatrove(input_folder: Path, root: Path, tasks: int, suffix: str, in_ch
     start = time.process_time()
     chain.execute(str(root / "output"))
     seconds = time.process_time() - start
-    return seconds, {d.id for d in read_docs(root / "output", tasks, suffix)}
+    return seconds, {d.id for d in read_docs(root / "output", tasks, ".jsonl" if io == "jsonl" else ".jsonl.gz")}
 
 
 def in_memory(docs: list[Document], tasks: int, root: Path, ours: bool, bands: int = 32):
@@ -123,7 +149,8 @@ def in_memory(docs: list[Document], tasks: int, root: Path, ours: bool, bands: i
         opts = MinhashOptions()
         sig_dir, pairs, removals = (str(root / d) for d in ("sig", "pairs", "rem"))
         sig, filt = WordShingleSigner(sig_dir, opts, 0, None), RemovalFilter(removals, "duplicate_near")
-        buckets, cluster = LshBuckets(sig_dir, pairs, bands), VerifyCluster(sig_dir, pairs, removals, 0.5)
+        buckets = LshBuckets(sig_dir, pairs, bands)
+        cluster = VerifyCluster(sig_dir, pairs, removals, opts.jaccard_threshold)
         bucket_tasks = min(bands, tasks)
     else:
         sig, buckets, cluster, filt = datatrove_steps(root, 3, bands, 4)
@@ -174,9 +201,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=12000, help="original documents (before planting)")
     parser.add_argument("--tasks", type=int, default=2)
-    parser.add_argument("--uncompressed", action="store_true", help="plain .jsonl instead of .jsonl.gz everywhere")
+    parser.add_argument(
+        "--io",
+        choices=["jsonl.gz", "jsonl", "docio"],
+        default="jsonl.gz",
+        help="chain files: datatrove JsonlWriter .jsonl.gz (stagekit), plain .jsonl, or pipeline/docio.py's format",
+    )
     args = parser.parse_args()
-    suffix = ".jsonl" if args.uncompressed else ".jsonl.gz"
+    io = args.io
 
     texts = real_texts(min_words=60) if REAL.exists() else []
     source = "real" if texts else "generated"
@@ -201,8 +233,8 @@ def main() -> None:
     stage_rows, minhash_rows = [], []
     with tempfile.TemporaryDirectory(prefix="bench-dedup-") as tmp:
         tmp = Path(tmp)
-        write_input(tmp / "input", docs, args.tasks, suffix)
-        write_input(tmp / "chat", chat, args.tasks, suffix)
+        write_input(tmp / "input", docs, args.tasks, io)
+        write_input(tmp / "chat", chat, args.tasks, io)
         bench_files = [
             {"name": name, "path": str(REAL / rel), "fields": fields}
             for name, rel, fields in [
@@ -223,13 +255,13 @@ def main() -> None:
             ("decontaminate", "decontaminate", {"benchmarks": bench_files}, "input", len(docs), size_mb),
         ]
         for label, stage, opts, folder, n_docs, mb in cases:
-            seconds, kept = run_ours(stage, opts, tmp / folder, tmp / f"run-{stage}", args.tasks, suffix)
+            seconds, kept = run_ours(stage, opts, tmp / folder, tmp / f"run-{stage}", args.tasks, io)
             stage_rows.append((label, n_docs, mb, seconds, n_docs - len(kept)))
             if stage == "minhash":
                 minhash_rows.append(("ours, end to end (chain)", seconds, kept))
         for in_chain in (False, True):
             label = "datatrove, as a chain stage" if in_chain else "datatrove, standalone"
-            seconds, kept = run_datatrove(tmp / "input", tmp / f"run-dt-{in_chain}", args.tasks, suffix, in_chain)
+            seconds, kept = run_datatrove(tmp / "input", tmp / f"run-dt-{in_chain}", args.tasks, io, in_chain)
             minhash_rows.append((label, seconds, kept))
         for ours in (True, False):
             seconds, kept = in_memory(docs, args.tasks, tmp / f"mem-{ours}", ours)
@@ -237,7 +269,7 @@ def main() -> None:
 
     print(
         f"corpus: {len(docs)} {source} docs, {size_mb:.1f} MB ({len(copies)} near copies, {per} exact copies); "
-        f"chat: {len(chat)} samples, {chat_mb:.1f} MB; tasks={args.tasks}, workers=1, files *{suffix}"
+        f"chat: {len(chat)} samples, {chat_mb:.1f} MB; tasks={args.tasks}, workers=1, chain files: {io}"
     )
     print(f"{'stage (end to end)':<28}{'docs':>8}{'MB':>7}{'cpu s':>8}{'docs/s':>9}{'MB/s':>7}{'removed':>9}")
     for label, n_docs, mb, s, removed in stage_rows:

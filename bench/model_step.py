@@ -9,12 +9,15 @@ One step = loss on a [batch, seq] batch of random ids + backward (grads zeroed b
 fp32 master weights; on GPU under bf16 autocast). The reference runs with attn_implementation="sdpa" and each
 experts implementation of transformers' `ExpertsInterface` ("eager": a Python loop over the experts hit,
 "batched_mm": per-token gathered weights, far slower here, opt-in; "grouped_mm": torch._grouped_mm, its fastest);
-on GPU the reference holds bf16 weights (its native fast path) and fp32 matmuls may use TF32. Both models carry the same weights, so routing (and expert load) is identical.
+on GPU the reference holds bf16 weights (its native fast path) and fp32 matmuls may use TF32. Both models carry the
+same weights, so routing (and expert load) is identical. Steps are timed round-robin across implementations; on CPU
+with one intra-op thread by default (--threads), since thread contention on a shared box swamps the comparison.
 
 MFU = flops_per_token * tokens_per_s / peak, with (per token, forward + backward = 3 x forward)
     flops_per_token = 6 * N_mm + 6 * L * n_q * head_dim * S
-    N_mm = matmul weights one token touches: fused q/k/v projection, grouped conv taps, o_proj, router down/fc1/fc2/out,
-           ONE expert (top-1: fc1 + fc2), LM head (V * d). Norms, scales, depthwise conv and biases are not counted.
+    N_mm = matmul weights one token touches: fused q/k/v projection, grouped conv taps, o_proj,
+           router down/fc1/fc2/out, ONE expert (top-1: fc1 + fc2), LM head (V * d);
+           norms, scales, depthwise conv and biases are not counted.
     attention: QK^T and AV are 2 * 2 * n_q * head_dim * S FLOPs per token per layer forward; causal halves that.
 peak: dense bf16 of the detected GPU (H100/H200 989, A100 312, MI300X 1307 TFLOP/s) or --peak-tflops.
 """
@@ -121,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bf16-head", action="store_true", help="LM head + CE under autocast instead of fp32")
     ap.add_argument("--hf-experts", default=None, help="comma list of reference experts implementations")
     ap.add_argument("--peak-tflops", type=float, default=None)
+    ap.add_argument("--threads", type=int, default=1, help="CPU intra-op threads (CPU mode)")
     args = ap.parse_args(argv)
 
     device = torch.device(args.device)
@@ -133,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     seq = args.seq or (2048 if gpu else 128)
     steps = args.steps or (10 if gpu else 3)
     impls = (args.hf_experts or "eager,grouped_mm").split(",")
+    if not gpu:
+        torch.set_num_threads(args.threads)
     if gpu:  # TF32 for the fp32 LM head / cross-entropy (the trainer sets the same)
         torch.set_float32_matmul_precision("high")
 

@@ -20,6 +20,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,18 @@ def synthetic_output(root: Path, vocab: int, seq_len: int, windows: int, seed: i
              "shards": shards}  # fmt: skip
     (root / "index.json").write_text(json.dumps(index, sort_keys=True))
     return root
+
+
+def loader_tokens_per_s(data: str, seq_len: int, global_batch: int, seconds: float = 2.0) -> float:
+    """Tokens/s of the shard loader alone (order, memory-mapped reads, collation) building the same global batches."""
+    from trainer.loader import ShardLoader, Source
+
+    loader = ShardLoader([Source.open(data)], seq_len, global_batch, global_batch, seed=1)
+    loader.next_global_batch()  # open the shards
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        n += sum(b.num_tokens for b in loader.next_global_batch())
+    return n / (time.perf_counter() - t0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -76,8 +89,6 @@ def main(argv: list[str] | None = None) -> None:
         if rank == 0 and not (tmp / "data/index.json").exists():
             synthetic_output(tmp / "data", args.vocab, args.seq_len, windows)
         if world > 1:  # the other ranks wait for rank 0's shards
-            import time
-
             while not (tmp / "data/index.json").exists():
                 time.sleep(0.5)
     model = {"preset": args.preset, "activation_checkpointing": args.activation_checkpointing}
@@ -121,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
         + ", ".join(f"{k} {v:.2f}" for k, v in mem.items())
     )
     print(f"loss: first {steps[0]['loss']:.4f} -> last {steps[-1]['loss']:.4f}")
+    load_tps = loader_tokens_per_s(data, args.seq_len, args.micro_batch * args.accum * world)
+    print(f"loader: {load_tps:,.0f} tokens/s on one process = {load_tps / tps:,.1f}x the trainer's consumption")
     if args.out is None:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -5,17 +5,26 @@
 
 Everything is synthetic: math word problems and algebra with correct worked steps (long traces > 20,000 characters
 of reasoning included), LaTeX math prose, code in six languages, web-like prose, planted exact/near/problem-level
-duplicates, benchmark items leaked with light perturbations, and malformed records. Public datasets are imitated in
-schema only. The generator functions are importable (tests/corpus.py builds the small CI corpus from them); the
-record writers keep every file byte-identical across runs (gzip mtime 0, fixed fingerprints, sorted keys).
+duplicates, benchmark items leaked with light perturbations, answers without reasoning, and malformed records. Public
+datasets are imitated in schema only. The generator functions are importable (tests/corpus.py builds the small CI
+corpus from them); the record writers keep every file byte-identical across runs (gzip mtime 0, fixed fingerprints,
+sorted keys).
+
+Realism: unrelated documents are different texts, so that dedup and decontamination find only what was planted.
+Every family draws from many phrasings, topics, snippets and identifiers; math/code/web documents too similar to an
+earlier one of their family are regenerated (`Distinct`), topic/snippet combinations avoid reusing pairs (`_combo`,
+state reset by `build`), no short problem is drawn twice (`ProblemSource`), and the decontamination benchmark uses
+scenarios and wording of its own (`BENCH_FAMILIES`, `render_gsm_bench`). See data/demo/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import gzip
 import io
+import itertools
 import json
 import math
 import random
@@ -121,8 +130,10 @@ def fam_shopping(rng: random.Random) -> Problem:
         ["At the market,", "On Saturday morning,", "For a school project,", "Before the holidays,"],
     )  # fmt: skip
     steps = [
-        Step(rng.choice([f"the cost of the {g1}", f"what the {g1} cost", f"the price of {a} {g1}"]), f"{a} * {p}", a * p),
-        Step(rng.choice([f"the cost of the {g2}", f"what the {g2} cost", f"the price of {b} {g2}"]), f"{b} * {q}", b * q),
+        Step(rng.choice([f"the cost of the {g1}", f"what the {g1} cost", f"the price of {a} {g1}"]), f"{a} * {p}",
+             a * p),
+        Step(rng.choice([f"the cost of the {g2}", f"what the {g2} cost", f"the price of {b} {g2}"]), f"{b} * {q}",
+             b * q),
         Step(rng.choice(["the total cost", "the whole bill", "the amount due"]), f"{a * p} + {b * q}", total),
         Step(rng.choice(["the change", "the money returned", "what comes back"]), f"{bill} - {total}", bill - total),
     ]  # fmt: skip
@@ -144,9 +155,11 @@ def fam_wages(rng: random.Random) -> Problem:
     facts = [
         rng.choice([f"{n} works {job} and earns ${r} per hour.", f"Working {job}, {n} makes ${r} an hour.",
                     f"{n}'s job {job} pays ${r} for every hour."]),
-        rng.choice([f"This week {n} works {h} hours on each of {d} days.", f"{n} puts in {h} hours a day for {d} days.",
+        rng.choice([f"This week {n} works {h} hours on each of {d} days.",
+                    f"{n} puts in {h} hours a day for {d} days.",
                     f"The schedule has {n} working {d} days, {h} hours each day."]),
-        rng.choice([f"{cap(frac)} of the week's pay goes to {use}.", f"{n} sets aside {frac} of the earnings for {use}.",
+        rng.choice([f"{cap(frac)} of the week's pay goes to {use}.", f"{n} sets aside {frac} of the earnings for "
+                                                                     f"{use}.",
                     f"Of the money earned, {frac} is spent on {use}."]),
     ]  # fmt: skip
     question = _ask(
@@ -155,9 +168,11 @@ def fam_wages(rng: random.Random) -> Problem:
     )  # fmt: skip
     steps = [
         Step(rng.choice(["the pay for one day", "one day's earnings", "the daily pay"]), f"{h} * {r}", h * r),
-        Step(rng.choice(["the pay for the week", "the weekly earnings", "the week's total pay"]), f"{h * r} * {d}", week),
+        Step(rng.choice(["the pay for the week", "the weekly earnings", "the week's total pay"]), f"{h * r} * {d}",
+             week),
         Step(f"{frac} of that", f"{week} / {k}", week // k),
-        Step(rng.choice(["what remains", "the amount kept", "what is left"]), f"{week} - {week // k}", week - week // k),
+        Step(rng.choice(["what remains", "the amount kept", "what is left"]), f"{week} - {week // k}",
+             week - week // k),
     ]  # fmt: skip
     return _check_steps(Problem("wages", question, steps, week - week // k, "$", dict(n=n, h=h, r=r, d=d, k=k)))
 
@@ -203,14 +218,16 @@ def fam_ages(rng: random.Random) -> Problem:
                     f"The age gap between {x} and the younger {y} is {k} years."]),
     ]  # fmt: skip
     question = _ask(
-        rng, facts, [f"What will the sum of their ages be in {n} years?", f"In {n} years, what will their ages add up to?",
+        rng, facts, [f"What will the sum of their ages be in {n} years?", f"In {n} years, what will their ages add "
+                                                                          "up to?",
                      f"How old will the two be together {n} years from now?"], swap=2
     )  # fmt: skip
     steps = [
         Step(f"{x}'s age now", f"{ya} + {k}", ya + k),
         Step(f"{y}'s age in {n} years", f"{ya} + {n}", ya + n),
         Step(f"{x}'s age in {n} years", f"{ya + k} + {n}", ya + k + n),
-        Step(rng.choice(["the sum of the ages", "their combined age"]), f"{ya + n} + {ya + k + n}", 2 * ya + k + 2 * n),
+        Step(rng.choice(["the sum of the ages", "their combined age"]), f"{ya + n} + {ya + k + n}",
+             2 * ya + k + 2 * n),
     ]  # fmt: skip
     return _check_steps(Problem("ages", question, steps, 2 * ya + k + 2 * n, "years", dict(ya=ya, k=k, n=n)))
 
@@ -227,7 +244,8 @@ def fam_distance(rng: random.Random) -> Problem:
     ]  # fmt: skip
     question = _ask(
         rng, facts, [f"How many kilometers does {n} cover in total?", "What is the total distance?",
-                     "How far is the whole trip in kilometers?"], ["On a trip,", "Last weekend,", "During the holiday,"]
+                     "How far is the whole trip in kilometers?"],
+        ["On a trip,", "Last weekend,", "During the holiday,"],
     )  # fmt: skip
     steps = [
         Step(rng.choice(["the first leg", "the distance of the first part"]), f"{s1} * {t1}", s1 * t1),
@@ -274,7 +292,8 @@ def fam_linear(rng: random.Random) -> Problem:
     steps = [
         Step(f"the value of ${a}x$ after moving the constant to the right-hand side", f"{c} - {fmt(b)}", c - b),
         Step("$x$, dividing both sides by the coefficient", f"{c - b} / {a}", x),
-        Step(f"the left-hand side with this $x$ substituted, as a check ({c} is expected)", f"{a} * {fmt(x)} + {fmt(b)}",
+        Step(f"the left-hand side with this $x$ substituted, as a check ({c} is expected)", f"{a} * {fmt(x)} + "
+                                                                                            f"{fmt(b)}",
              c),
         Step("$x$", f"{fmt(x)}", x),
     ]  # fmt: skip
@@ -524,7 +543,10 @@ def bench_pencils(rng: random.Random) -> Problem:
          f"Coach {n} brought {packs} bags of tennis balls to practice with {per} balls inside each bag. The balls "
          f"are split evenly among the {kids} players on the team. How many tennis balls does each player get?"]
     )  # fmt: skip
-    steps = [Step("items in all", f"{packs} * {per}", total), Step("items per person", f"{total} / {kids}", total // kids)]
+    steps = [
+        Step("items in all", f"{packs} * {per}", total),
+        Step("items per person", f"{total} / {kids}", total // kids),
+    ]
     return _check_steps(Problem("pencils", question, steps, total // kids, "", {}))
 
 
@@ -589,7 +611,20 @@ def bench_training(rng: random.Random) -> Problem:
 
 BENCH_FAMILIES = [bench_bake_sale, bench_reading, bench_tank, bench_bus, bench_pencils, bench_tickets, bench_legs,
                   bench_training]  # fmt: skip
-BENCH_NAMES = ["Natalia", "Weng", "Betty", "Julie", "James", "Albert", "Mark", "Ken", "Tina", "Randy", "Joy", "Brandon"]
+BENCH_NAMES = [
+    "Natalia",
+    "Weng",
+    "Betty",
+    "Julie",
+    "James",
+    "Albert",
+    "Mark",
+    "Ken",
+    "Tina",
+    "Randy",
+    "Joy",
+    "Brandon",
+]
 
 
 def render_gsm_bench(p: Problem, rng: random.Random) -> str:
@@ -597,8 +632,14 @@ def render_gsm_bench(p: Problem, rng: random.Random) -> str:
     lines = []
     for s in p.steps:
         e = s.expr.replace(" ", "")
-        lines.append(rng.choice([f"There are {s.expr.replace(' * ', '*')}=<<{e}={s.value}>>{s.value} {s.desc}.",
-                                 f"We get {s.desc}: {s.expr.replace(' * ', 'x')}=<<{e}={s.value}>>{s.value}."]))
+        lines.append(
+            rng.choice(
+                [
+                    f"There are {s.expr.replace(' * ', '*')}=<<{e}={s.value}>>{s.value} {s.desc}.",
+                    f"We get {s.desc}: {s.expr.replace(' * ', 'x')}=<<{e}={s.value}>>{s.value}.",
+                ]
+            )
+        )
     return "\n".join(lines) + f"\n#### {p.answer}"
 
 
@@ -652,14 +693,24 @@ def render_solution(p: Problem, rng: random.Random) -> str:
     for s in p.steps:
         if " " not in s.expr:
             continue
-        lead = first if not out else rng.choice(
-            ["Then", "Next,", "Now", "It follows that", "So", "Consequently", "With that,", "In turn,", "Hence"]
+        lead = (
+            first
+            if not out
+            else rng.choice(
+                ["Then", "Next,", "Now", "It follows that", "So", "Consequently", "With that,", "In turn,", "Hence"]
+            )
         )
         out.append(f"{lead} {s.desc} is ${_latex(s.expr)} = {s.value}$.")
     out.append(
         rng.choice(
-            ["Therefore the answer is", "Hence the answer is", "So the final answer is", "We conclude that the answer is",
-             "The requested value is therefore", "All together, the result is"]
+            [
+                "Therefore the answer is",
+                "Hence the answer is",
+                "So the final answer is",
+                "We conclude that the answer is",
+                "The requested value is therefore",
+                "All together, the result is",
+            ]
         )  # fmt: skip
         + f" $\\boxed{{{p.answer}}}$."
     )
@@ -1314,9 +1365,42 @@ def check_arithmetic(text: str) -> tuple[int, list[str]]:
 
 
 # ------------------------------------------------------------------------------------------------- math prose
+_USED_PAIRS: dict[str, set[tuple[int, int]]] = {}  # reset by build(): per bank, item pairs already used together
+
+
+def _combo(rng: random.Random, bank: str, n: int, size: int) -> list[int]:
+    """`size` distinct indices of range(n) in random order, preferring sets whose index pairs no earlier document of
+    the same bank used (so two documents rarely share more than one topic or snippet)."""
+    used = _USED_PAIRS.setdefault(bank, set())
+    best, best_reused = [], 99
+    for _ in range(80):
+        picked = sorted(rng.sample(range(n), size))
+        reused = sum(pair in used for pair in itertools.combinations(picked, 2))
+        if reused < best_reused:
+            best, best_reused = picked, reused
+        if not reused:
+            break
+    used.update(itertools.combinations(best, 2))
+    return rng.sample(best, size)
+
+
+def _topic_choice(rng: random.Random) -> list[Callable[[random.Random], list[str]]]:
+    return [PROSE_TOPICS[i] for i in _combo(rng, "math", len(PROSE_TOPICS), 3)]
+
+
 def math_prose(rng: random.Random) -> str:
-    """A few LaTeX paragraphs: a definition/lemma/theorem with a proof and a worked example."""
-    return "\n\n".join(rng.choice(PROSE_TOPICS)(rng))
+    """Lecture-note style LaTeX: 3-4 topics (definition/lemma/theorem, proof, worked example with fresh numbers),
+    some blocks left out, with optional intro, transitions and exercises, so that two documents rarely overlap."""
+    parts = [rng.choice(INTROS)] if rng.random() < 0.4 else []
+    for t, topic in enumerate(_topic_choice(rng)):
+        blocks = topic(rng)
+        if t and rng.random() < 0.5:
+            parts.append(rng.choice(TRANSITIONS))
+        # keep the statement and the example; a proof or a middle block is sometimes left out
+        parts += [b for i, b in enumerate(blocks) if i in (0, len(blocks) - 1) or rng.random() < 0.75]
+        if rng.random() < 0.2:
+            parts.append(rng.choice(EXERCISES).format(a=rng.randint(2, 60), b=rng.randint(2, 60)))
+    return "\n\n".join(parts)
 
 
 def _env(rng: random.Random, kinds: list[str]) -> str:
@@ -1482,7 +1566,375 @@ def _topic_rank(rng: random.Random) -> list[str]:
     ]
 
 
+def _wrap(env: str, body: str, title: str | None = None) -> str:
+    return f"\\begin{{{env}}}{f'[{title}]' if title else ''}\n{body}\n\\end{{{env}}}"
+
+
+def _poly(coeffs: list[int], v: str = "x") -> str:
+    """LaTeX of sum c_k v^k (highest power first), e.g. [1, 0, -3] -> '-3x^{2} + 1'."""
+    out = []
+    for k in range(len(coeffs) - 1, -1, -1):
+        c = coeffs[k]
+        if not c:
+            continue
+        mag = abs(c)
+        body = f"{mag if mag != 1 or k == 0 else ''}" + (v if k >= 1 else "") + (f"^{{{k}}}" if k > 1 else "")
+        out.append(("- " if c < 0 else "+ ") + body if out else ("-" if c < 0 else "") + body)
+    return " ".join(out) or "0"
+
+
+def _topic_triangle(rng: random.Random) -> list[str]:
+    a, b = rng.randint(-30, 30), rng.randint(-30, 30)
+    x, y = rng.choice([("a", "b"), ("x", "y"), ("s", "t")])
+    return [
+        _wrap(_env(rng, ["lemma", "proposition"]), f"For all real numbers ${x}, {y}$ we have $|{x} + {y}| \\le |{x}| "
+                                                   "+ "
+              f"|{y}|$, with equality if and only if ${x}{y} \\ge 0$.", rng.choice([None, "Triangle inequality"])),
+        _wrap("proof", rng.choice([
+            f"Since $-|{x}| \\le {x} \\le |{x}|$ and $-|{y}| \\le {y} \\le |{y}|$, adding gives $-(|{x}| + |{y}|) "
+            "\\le "
+            f"{x} + {y} \\le |{x}| + |{y}|$, which is the claim.",
+            f"Both sides are non-negative, so it suffices to compare squares: $({x} + {y})^2 = {x}^2 + 2{x}{y} + "
+            f"{y}^2 "
+            f"\\le {x}^2 + 2|{x}{y}| + {y}^2 = (|{x}| + |{y}|)^2$, with equality exactly when ${x}{y} = |{x}{y}|$."])),
+        f"For ${x} = {a}$ and ${y} = {b}$ the left side is $|{a + b}| = {abs(a + b)}$ and the right side is "
+        f"${abs(a)} + {abs(b)} = {abs(a) + abs(b)}$"
+        + (", so equality holds." if a * b >= 0 else ", a strict inequality."),
+    ]  # fmt: skip
+
+
+def _topic_derivative(rng: random.Random) -> list[str]:
+    deg = rng.randint(2, 5)
+    c = [rng.randint(-9, 9) for _ in range(deg)] + [rng.choice([v for v in range(-6, 7) if v])]
+    d = [k * c[k] for k in range(1, len(c))]
+    f = rng.choice(["f", "g", "p"])
+    return [
+        _wrap(_env(rng, ["proposition", "lemma", "theorem"]), rng.choice([
+            "For every integer $n \\ge 1$ the function $x \\mapsto x^n$ is differentiable on $\\mathbb{R}$ with "
+            "derivative $n x^{n-1}$.",
+            "Let $n \\in \\mathbb{N}$. Then $\\frac{d}{dx} x^n = n x^{n-1}$ for all real $x$."]), "Power rule"),
+        _wrap("proof", rng.choice([
+            "By the binomial theorem, $(x + h)^n - x^n = n x^{n-1} h + \\binom{n}{2} x^{n-2} h^2 + \\dots + h^n$. "
+            "Dividing by $h$ and letting $h \\to 0$ leaves $n x^{n-1}$.",
+            "Induct on $n$. The case $n = 1$ is immediate. If the claim holds for $n$, the product rule applied to "
+            "$x^{n+1} = x \\cdot x^n$ gives $x^n + x \\cdot n x^{n-1} = (n+1) x^n$."])),
+        rng.choice(["By linearity of the derivative,", "Applying the rule term by term,", "Consequently,"])
+        + f" for ${f}(x) = {_poly(c)}$ we obtain ${f}'(x) = {_poly(d)}$, and in particular ${f}'(1) = {sum(d)}$.",
+    ]  # fmt: skip
+
+
+def _topic_integral(rng: random.Random) -> list[str]:
+    from fractions import Fraction
+
+    c = [rng.randint(-6, 9) for _ in range(rng.randint(2, 4))]
+    b = rng.randint(1, 6)
+    val = sum(Fraction(ck * b ** (k + 1), k + 1) for k, ck in enumerate(c))
+    anti = [0] + [Fraction(ck, k + 1) for k, ck in enumerate(c)]
+    anti_tex = " + ".join(f"\\frac{{{a.numerator}}}{{{a.denominator}}}x^{{{k}}}" if a.denominator > 1
+                          else f"{a}x^{{{k}}}"
+                          for k, a in enumerate(anti) if a)  # fmt: skip
+    v = f"{val.numerator}" if val.denominator == 1 else f"\\frac{{{val.numerator}}}{{{val.denominator}}}"
+    return [
+        _wrap("theorem", rng.choice([
+            "Let $f$ be continuous on $[a, b]$ and let $F$ be an antiderivative of $f$ there. Then "
+            "$\\int_a^b f(x)\\,dx = F(b) - F(a)$.",
+            "If $F' = f$ on $[a, b]$ and $f$ is continuous, then $\\int_a^b f = F(b) - F(a)$."]),
+              rng.choice(["Fundamental theorem of calculus", None])),
+        rng.choice([
+            "The proof compares $F$ with $G(x) = \\int_a^x f(t)\\,dt$: both have derivative $f$, so they differ by "
+            "a constant, and evaluating at $a$ and $b$ gives the formula.",
+            "Indeed, the function $x \\mapsto \\int_a^x f$ is differentiable with derivative $f$ (continuity of $f$ "
+            "controls the difference quotient), hence it equals $F - F(a)$."]),
+        f"For example, an antiderivative of ${_poly(c)}$ is ${anti_tex.replace('x^{1}', 'x')}$, so "
+        f"$\\int_0^{{{b}}} ({_poly(c)})\\,dx = {v}$.",
+    ]  # fmt: skip
+
+
+def _topic_pigeonhole(rng: random.Random) -> list[str]:
+    n, k = rng.randint(3, 30), rng.randint(2, 6)
+    m = n * k + 1
+    return [
+        _wrap(_env(rng, ["theorem", "proposition"]), rng.choice([
+            "If more than $nk$ objects are placed into $n$ boxes, some box contains at least $k + 1$ objects.",
+            "Let $f\\colon A \\to B$ with $|A| > k|B|$. Then some fibre $f^{-1}(b)$ has more than $k$ elements."]),
+              "Pigeonhole principle"),
+        _wrap("proof", "Otherwise every box holds at most $k$ objects, for a total of at most $nk$, a contradiction."),
+        f"Thus among any ${m}$ integers, some ${k + 1}$ leave the same remainder upon division by ${n}$, since there "
+        f"are only ${n}$ possible remainders and ${m} > {n} \\cdot {k} = {n * k}$.",
+    ]  # fmt: skip
+
+
+def _topic_inclusion_exclusion(rng: random.Random) -> list[str]:
+    a, b = rng.sample([2, 3, 5, 7, 11, 13], 2)
+    n = rng.randint(50, 999)
+    na, nb, nab = n // a, n // b, n // (a * b)
+    A, B = rng.choice([("A", "B"), ("S", "T"), ("E", "F")])
+    return [
+        _wrap(_env(rng, ["lemma", "proposition"]), f"For finite sets ${A}$ and ${B}$, $|{A} \\cup {B}| = |{A}| + "
+              f"|{B}| - |{A} \\cap {B}|$."),
+        _wrap("proof", rng.choice([
+            f"Every element of ${A} \\cap {B}$ is counted twice in $|{A}| + |{B}|$ and every other element of "
+            f"${A} \\cup {B}$ exactly once; subtracting $|{A} \\cap {B}|$ corrects the overcount.",
+            f"Write ${A} \\cup {B}$ as the disjoint union of ${A} \\setminus {B}$, ${A} \\cap {B}$ and "
+            f"${B} \\setminus {A}$ and add the sizes."])),
+        f"As an application, the number of integers in $\\{{1, \\dots, {n}\\}}$ divisible by ${a}$ or ${b}$ is "
+        f"$\\lfloor {n}/{a} \\rfloor + \\lfloor {n}/{b} \\rfloor - \\lfloor {n}/{a * b} \\rfloor = {na} + {nb} - "
+        f"{nab} "
+        f"= {na + nb - nab}$.",
+    ]  # fmt: skip
+
+
+def _topic_euclid_primes(rng: random.Random) -> list[str]:
+    k = rng.randint(3, 6)
+    ps = [2, 3, 5, 7, 11, 13][:k]
+    prod = math.prod(ps)
+    q = prod + 1
+    f = next(d for d in range(2, q + 1) if q % d == 0)
+    chain = " \\cdot ".join(map(str, ps))
+    return [
+        _wrap("theorem", rng.choice(["There are infinitely many prime numbers.",
+                                     "The set of primes is not finite."]), rng.choice(["Euclid", None])),
+        _wrap("proof", rng.choice([
+            "Suppose $p_1, \\dots, p_k$ were all the primes and set $N = p_1 \\cdots p_k + 1$. A prime factor of $N$ "
+            "cannot be any $p_i$, since it would then divide $1$.",
+            "Given finitely many primes, their product plus one has a prime divisor outside the list; hence no "
+            "finite list is complete."])),
+        f"With the first ${k}$ primes, ${chain} + 1 = {q}$, whose smallest prime factor is "
+        f"${f}$" + (", a new prime." if f == q else f"; note that ${q}$ itself need not be prime."),
+    ]  # fmt: skip
+
+
+def _topic_inverse_mod(rng: random.Random) -> list[str]:
+    p = rng.choice([7, 11, 13, 17, 19, 23, 29, 31, 37, 41])
+    a = rng.randint(2, p - 1)
+    inv = pow(a, -1, p)
+    return [
+        _wrap(_env(rng, ["lemma", "corollary"]), "If $\\gcd(a, m) = 1$, then $a$ has a multiplicative inverse "
+              "modulo $m$, that is, there is $x$ with $ax \\equiv 1 \\pmod m$."),
+        _wrap("proof", rng.choice([
+            "By Bezout's identity there are integers $x, y$ with $ax + my = 1$; reducing modulo $m$ gives "
+            "$ax \\equiv 1$.",
+            "The map $x \\mapsto ax$ on $\\mathbb{Z}/m\\mathbb{Z}$ is injective because $m \\mid a(x - x')$ forces "
+            "$m \\mid x - x'$; an injective map of a finite set to itself is onto, so some $x$ maps to $1$."])),
+        f"For instance, modulo ${p}$ the inverse of ${a}$ is ${inv}$, because ${a} \\cdot {inv} = {a * inv} = "
+        f"{a * inv // p} \\cdot {p} + 1$.",
+    ]  # fmt: skip
+
+
+def _topic_determinant(rng: random.Random) -> list[str]:
+    A = [[rng.randint(-5, 9) for _ in range(2)] for _ in range(2)]
+    B = [[rng.randint(-5, 9) for _ in range(2)] for _ in range(2)]
+    dA, dB = A[0][0] * A[1][1] - A[0][1] * A[1][0], B[0][0] * B[1][1] - B[0][1] * B[1][0]
+    M = rng.choice(["A", "M", "P"])
+
+    def mat(X: list[list[int]]) -> str:
+        return f"\\begin{{pmatrix}} {X[0][0]} & {X[0][1]} \\\\ {X[1][0]} & {X[1][1]} \\end{{pmatrix}}"
+
+    return [
+        _wrap("theorem", f"For square matrices ${M}$ and $N$ of the same size, $\\det({M}N) = \\det {M} \\cdot "
+              "\\det N$."),
+        rng.choice([
+            "One proof views the determinant as the unique alternating multilinear function of the columns taking "
+            "the value $1$ on the identity; for fixed invertible $N$ both sides are such functions up to scaling.",
+            "When the first factor is singular both sides vanish; otherwise write it as a product of elementary "
+            "matrices, for which the identity is checked directly."]),
+        f"For example, $\\det {mat(A)} = {dA}$ and $\\det {mat(B)} = {dB}$, so the product of these two matrices "
+        f"has determinant ${fmt(dA)} \\cdot {fmt(dB)} = {dA * dB}$.",
+    ]  # fmt: skip
+
+
+def _topic_eigen(rng: random.Random) -> list[str]:
+    l1, l2 = rng.sample(range(-6, 10), 2)
+    t = rng.randint(-5, 5)
+    return [
+        _wrap("definition", rng.choice([
+            "A scalar $\\lambda$ is an \\emph{eigenvalue} of a square matrix $A$ if $Av = \\lambda v$ for some "
+            "nonzero vector $v$, called an eigenvector.",
+            "Let $A$ be an $n \\times n$ matrix. A nonzero $v$ with $Av = \\lambda v$ is an \\emph{eigenvector} and "
+            "$\\lambda$ the corresponding \\emph{eigenvalue}."])),
+        _wrap(_env(rng, ["proposition", "lemma"]), "The eigenvalues of $A$ are the roots of the characteristic "
+              "polynomial $\\det(A - \\lambda I)$; for an upper triangular matrix they are its diagonal entries."),
+        f"The matrix $\\begin{{pmatrix}} {l1} & {t} \\\\ 0 & {l2} \\end{{pmatrix}}$ has characteristic polynomial "
+        f"$({l1} - \\lambda)({l2} - \\lambda)$, hence eigenvalues ${l1}$ and ${l2}$, trace ${l1 + l2}$ and "
+        f"determinant ${l1 * l2}$.",
+    ]  # fmt: skip
+
+
+def _topic_bounded(rng: random.Random) -> list[str]:
+    k = rng.randint(2, 9)
+    seq = rng.choice(["a", "x", "u"])
+    return [
+        _wrap(_env(rng, ["lemma", "proposition"]), f"Every convergent sequence $({seq}_n)$ of real numbers is "
+              "bounded."),
+        _wrap("proof", f"Let ${seq}_n \\to L$. Choosing $\\varepsilon = 1$ gives $N$ with $|{seq}_n - L| < 1$ for "
+              f"$n \\ge N$, so $|{seq}_n| \\le \\max(|{seq}_1|, \\dots, |{seq}_{{N-1}}|, |L| + 1)$ for all $n$."),
+        rng.choice(["The converse fails:", "Boundedness alone is not enough:"])
+        + f" the sequence ${seq}_n = {k}(-1)^n$ is bounded by ${k}$ but oscillates between $-{k}$ and ${k}$.",
+    ]  # fmt: skip
+
+
+def _topic_ratio_test(rng: random.Random) -> list[str]:
+    r = rng.randint(2, 9)
+    return [
+        _wrap("theorem", rng.choice([
+            "Let $\\sum a_n$ have positive terms with $a_{n+1}/a_n \\to q$. If $q < 1$ the series converges; if "
+            "$q > 1$ it diverges.",
+            "Suppose $a_n > 0$ and $\\lim_{n \\to \\infty} a_{n+1}/a_n = q$. Then $\\sum_n a_n$ converges when "
+            "$q < 1$ and diverges when $q > 1$."]), "Ratio test"),
+        _wrap("proof", "If $q < 1$ pick $q < s < 1$; eventually $a_{n+1} \\le s a_n$, so the tail is dominated by "
+              "a geometric series. If $q > 1$ the terms eventually increase and do not tend to zero."),
+        f"Applied to $a_n = n^2 / {r}^n$ the ratios are $\\frac{{(n+1)^2}}{{{r} n^2}} \\to \\frac{{1}}{{{r}}} < 1$, "
+        "so the series converges.",
+    ]  # fmt: skip
+
+
+def _topic_expectation(rng: random.Random) -> list[str]:
+    faces, n = rng.choice([4, 6, 8, 10, 12, 20]), rng.randint(2, 9)
+    from fractions import Fraction
+
+    e = Fraction(n * (faces + 1), 2)
+    ev = f"{e.numerator}" if e.denominator == 1 else f"\\frac{{{e.numerator}}}{{{e.denominator}}}"
+    return [
+        _wrap(_env(rng, ["proposition", "theorem"]), rng.choice([
+            "For random variables $X_1, \\dots, X_n$ with finite expectations, $\\mathbb{E}[X_1 + \\dots + X_n] = "
+            "\\mathbb{E}[X_1] + \\dots + \\mathbb{E}[X_n]$, whether or not they are independent.",
+            "Expectation is linear: $\\mathbb{E}[aX + bY] = a\\mathbb{E}[X] + b\\mathbb{E}[Y]$."]),
+              rng.choice(["Linearity of expectation", None])),
+        rng.choice([
+            "For discrete variables this is a rearrangement of the sum $\\sum_\\omega (X + Y)(\\omega) "
+            "P(\\omega)$; the general case follows from the linearity of the integral.",
+            "No independence is needed, since the expectation is an integral and integrals are linear."]),
+        f"A fair die with ${faces}$ faces has mean $\\frac{{{faces} + 1}}{{2}}$, so the expected total of ${n}$ "
+        f"such dice is ${n} \\cdot \\frac{{{faces + 1}}}{{2}} = {ev}$.",
+    ]  # fmt: skip
+
+
+def _topic_trees(rng: random.Random) -> list[str]:
+    n = rng.randint(5, 40)
+    T = rng.choice(["T", "G"])
+    return [
+        _wrap("definition", f"A \\emph{{tree}} is a connected graph ${T}$ without cycles; a \\emph{{leaf}} is a "
+              "vertex of degree one."),
+        _wrap(_env(rng, ["lemma", "proposition"]), f"A tree ${T}$ with $n \\ge 1$ vertices has exactly $n - 1$ "
+              "edges."),
+        _wrap("proof", rng.choice([
+            "Induct on $n$. A tree with at least two vertices has a leaf (take an endpoint of a longest path); "
+            "deleting it removes one vertex and one edge and leaves a tree.",
+            "Adding the edges one at a time to the empty graph on the vertex set, each edge joins two different "
+            "components because no cycle is created; going from $n$ components to one takes $n - 1$ edges."])),
+        f"So a spanning tree of a connected network on ${n}$ nodes always uses ${n - 1}$ links, and the degree sum "
+        f"of such a tree is $2({n} - 1) = {2 * (n - 1)}$.",
+    ]  # fmt: skip
+
+
+def _topic_digit_sum(rng: random.Random) -> list[str]:
+    n = rng.randint(10**5, 10**9)
+    s = sum(map(int, str(n)))
+    return [
+        _wrap(_env(rng, ["proposition", "lemma"]), "Every positive integer is congruent to the sum of its decimal "
+              "digits modulo $9$."),
+        _wrap("proof", rng.choice([
+            "Write $n = \\sum_k d_k 10^k$. Since $10 \\equiv 1 \\pmod 9$, also $10^k \\equiv 1$, hence "
+            "$n \\equiv \\sum_k d_k \\pmod 9$.",
+            "Because $10^k - 1 = 99\\cdots9$ is divisible by $9$, the difference $n - \\sum_k d_k = \\sum_k d_k "
+            "(10^k - 1)$ is a multiple of $9$."])),
+        f"For ${n}$ the digit sum is ${' + '.join(str(n))} = {s}$, so ${n} \\equiv {s % 9} \\pmod 9$"
+        + (", and the number is divisible by $9$." if s % 9 == 0 else "."),
+    ]  # fmt: skip
+
+
+def _topic_am_gm(rng: random.Random) -> list[str]:
+    a, b = rng.randint(1, 40), rng.randint(1, 40)
+    return [
+        _wrap(_env(rng, ["theorem", "proposition"]), rng.choice([
+            "For non-negative reals $a$ and $b$, $\\sqrt{ab} \\le \\frac{a + b}{2}$, with equality iff $a = b$.",
+            "The geometric mean of two non-negative numbers never exceeds their arithmetic mean."]), "AM--GM"),
+        _wrap("proof", "Expand $(\\sqrt a - \\sqrt b)^2 \\ge 0$ to get $a + b \\ge 2\\sqrt{ab}$; equality holds "
+              "exactly when $\\sqrt a = \\sqrt b$."),
+        f"With $a = {a}$ and $b = {b}$: $ab = {a * b}$ and $\\frac{{a + b}}{{2}} = \\frac{{{a + b}}}{{2}}$, and "
+        "indeed "
+        f"$({a + b})^2 = {(a + b) ** 2} \\ge 4 \\cdot {a * b} = {4 * a * b}$.",
+    ]  # fmt: skip
+
+
+def _topic_cauchy_schwarz(rng: random.Random) -> list[str]:
+    u = [rng.randint(-6, 7) for _ in range(3)]
+    v = [rng.randint(-6, 7) for _ in range(3)]
+    dot = sum(x * y for x, y in zip(u, v))
+    nu, nv = sum(x * x for x in u), sum(y * y for y in v)
+    return [
+        _wrap("theorem", "For vectors $u, v$ in an inner product space, $|\\langle u, v \\rangle| \\le \\|u\\| "
+              "\\|v\\|$.", rng.choice(["Cauchy--Schwarz", None])),
+        _wrap("proof", rng.choice([
+            "If $v = 0$ there is nothing to prove. Otherwise the quadratic $t \\mapsto \\|u - tv\\|^2 \\ge 0$ has "
+            "non-positive discriminant, which is the inequality.",
+            "Project $u$ onto $v$: with $w = u - \\frac{\\langle u, v\\rangle}{\\|v\\|^2} v$ we have $w \\perp v$, "
+            "and $\\|u\\|^2 = \\|w\\|^2 + \\frac{|\\langle u, v\\rangle|^2}{\\|v\\|^2}$."])),
+        f"For $u = ({u[0]}, {u[1]}, {u[2]})$ and $v = ({v[0]}, {v[1]}, {v[2]})$ in $\\mathbb{{R}}^3$ we get "
+        f"$\\langle u, v \\rangle^2 = {dot * dot}$ while $\\|u\\|^2 \\|v\\|^2 = {nu} \\cdot {nv} = {nu * nv}$.",
+    ]  # fmt: skip
+
+
+def _topic_mvt(rng: random.Random) -> list[str]:
+    a = rng.randint(-5, 5)
+    b = a + 2 * rng.randint(1, 6)
+    k = rng.randint(1, 9)
+    return [
+        _wrap("theorem", rng.choice([
+            "If $f$ is continuous on $[a, b]$ and differentiable on $(a, b)$, there is $c \\in (a, b)$ with "
+            "$f'(c) = \\frac{f(b) - f(a)}{b - a}$.",
+            "Let $f\\colon [a, b] \\to \\mathbb{R}$ be continuous and differentiable inside. Some interior point $c$ "
+            "satisfies $f(b) - f(a) = f'(c)(b - a)$."]), "Mean value theorem"),
+        rng.choice([
+            "It follows from Rolle's theorem applied to $f$ minus the secant line through its endpoints.",
+            "Subtracting the secant line reduces it to Rolle's theorem, which in turn follows from the extreme value "
+            "theorem."]),
+        f"For $f(x) = {k}x^2$ on $[{a}, {b}]$ the secant slope is $\\frac{{{k * b * b} - {k * a * a}}}{{{b} - "
+        f"{fmt(a)}}}"
+        f" = {k * (a + b)}$, and $f'(c) = {2 * k}c$ equals it at $c = {(a + b) // 2}$, the midpoint.",
+    ]  # fmt: skip
+
+
+INTROS = [
+    "These notes collect a few standard results with short proofs and small numerical checks.",
+    "Below we recall several elementary facts; each is followed by a concrete instance.",
+    "This section is a grab bag of results used later in the course.",
+    "We review some background material. Readers familiar with it may skip ahead.",
+    "The following results are classical; the proofs are included for completeness.",
+    "Throughout, all numbers are real unless stated otherwise.",
+]
+TRANSITIONS = [
+    "We now turn to a different topic.", "The next result is of a different flavour.", "Next, a counting argument.",
+    "A second, unrelated tool will also be needed.", "We continue with another classical fact.",
+    "Let us record one more observation before moving on.", "Here is another standard statement.",
+    "The following is independent of what came before.",
+]  # fmt: skip
+EXERCISES = [
+    "\\begin{{exercise}}\nVerify the statement above for ${a}$ and ${b}$ by direct computation.\n\\end{{exercise}}",
+    "\\begin{{remark}}\nThe hypothesis cannot be dropped; try small cases such as ${a}$ and ${b}$.\n\\end{{remark}}",
+    "\\begin{{exercise}}\nFind all integers $n$ with $|n| \\le {a}$ for which the conclusion is an equality.\n"
+    "\\end{{exercise}}",
+]
+
+
 PROSE_TOPICS = [
+    _topic_triangle,
+    _topic_derivative,
+    _topic_integral,
+    _topic_pigeonhole,
+    _topic_inclusion_exclusion,
+    _topic_euclid_primes,
+    _topic_inverse_mod,
+    _topic_determinant,
+    _topic_eigen,
+    _topic_bounded,
+    _topic_ratio_test,
+    _topic_expectation,
+    _topic_trees,
+    _topic_digit_sum,
+    _topic_am_gm,
+    _topic_cauchy_schwarz,
+    _topic_mvt,
     _topic_sums,
     _topic_gcd,
     _topic_groups,
@@ -1608,51 +2060,317 @@ BASH_SNIPPETS = [
     "#!/bin/sh\nif [ \"$#\" -ne 1 ]; then\n  echo \"usage: $0 FILE\" >&2\n  exit 1\nfi\n"
     "grep -c '{w}' \"$1\"\n",
 ]  # fmt: skip
-TABLES = ["orders", "users", "employees", "invoices", "sessions", "payments", "accounts"]
+PY_FUNCS += [
+    ('def {f}(values: list[float], window: int) -> list[float]:\n'
+     '    """Moving averages of `values` over `window` consecutive items."""\n'
+     "    if window <= 0:\n        raise ValueError(\"window must be positive\")\n"
+     "    out = []\n    running = sum(values[:window])\n    if len(values) >= window:\n        out.append(running / "
+     "window)\n"
+     "    for {i} in range(window, len(values)):\n        running += values[{i}] - values[{i} - window]\n"
+     "        out.append(running / window)\n    return out\n"),
+    ('def {f}(words: list[str]) -> dict[int, list[str]]:\n    """Group words by their length."""\n'
+     "    groups: dict[int, list[str]] = {{}}\n    for word in words:\n"
+     "        groups.setdefault(len(word), []).append(word)\n    return groups\n"),
+    ('def {f}(n: int) -> list[int]:\n    """Prime numbers up to `n` with the sieve of Eratosthenes."""\n'
+     "    if n < 2:\n        return []\n    is_prime = [True] * (n + 1)\n    is_prime[0] = is_prime[1] = False\n"
+     "    for {i} in range(2, int(n**0.5) + 1):\n        if is_prime[{i}]:\n"
+     "            for multiple in range({i} * {i}, n + 1, {i}):\n                is_prime[multiple] = False\n"
+     "    return [k for k, flag in enumerate(is_prime) if flag]\n"),
+    ('def {f}(text: str, width: int = 72) -> list[str]:\n    """Greedy word wrap of `text` to lines of at most '
+     '`width` characters."""\n'
+     "    lines: list[str] = []\n    current = \"\"\n    for word in text.split():\n"
+     "        if current and len(current) + 1 + len(word) > width:\n            lines.append(current)\n"
+     "            current = word\n        else:\n            current = f\"{{current}} {{word}}\" if current else "
+     "word\n"
+     "    if current:\n        lines.append(current)\n    return lines\n"),
+    ('def {f}(graph: dict[str, list[str]], start: str) -> list[str]:\n'
+     '    """Breadth-first order of the nodes reachable from `start`."""\n'
+     "    from collections import deque\n\n    seen = {{start}}\n    order = []\n    queue = deque([start])\n"
+     "    while queue:\n        node = queue.popleft()\n        order.append(node)\n"
+     "        for nxt in graph.get(node, []):\n            if nxt not in seen:\n                seen.add(nxt)\n"
+     "                queue.append(nxt)\n    return order\n"),
+    ('def {f}(amount: int, coins: list[int]) -> int:\n    """Fewest coins summing to `amount` (dynamic programming), '
+     'or -1."""\n'
+     "    best = [0] + [amount + 1] * amount\n    for value in range(1, amount + 1):\n        for coin in coins:\n"
+     "            if coin <= value:\n                best[value] = min(best[value], best[value - coin] + 1)\n"
+     "    return best[amount] if best[amount] <= amount else -1\n"),
+    ('def {f}(a: str, b: str) -> int:\n    """Levenshtein edit distance between `a` and `b`."""\n'
+     "    prev = list(range(len(b) + 1))\n    for {i}, ca in enumerate(a, 1):\n        cur = [{i}]\n"
+     "        for j, cb in enumerate(b, 1):\n            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + "
+     "(ca != cb)))\n"
+     "        prev = cur\n    return prev[-1]\n"),
+    ('def {f}(rows: list[dict], key: str) -> dict:\n    """Sum the numeric field `key` over rows, ignoring missing '
+     'values."""\n'
+     "    total = 0\n    missing = 0\n    for row in rows:\n        value = row.get(key)\n        if value is None:\n"
+     "            missing += 1\n            continue\n        total += value\n"
+     "    return {{\"total\": total, \"missing\": missing, \"rows\": len(rows)}}\n"),
+    ('def {f}(seconds: int) -> str:\n    """Format a duration in seconds as H:MM:SS."""\n'
+     "    hours, rest = divmod(seconds, 3600)\n    minutes, secs = divmod(rest, 60)\n"
+     "    return f\"{{hours}}:{{minutes:02d}}:{{secs:02d}}\"\n"),
+    ('def {f}(xs: list[int]) -> list[int]:\n    """Sort a list with insertion sort (stable, in a new list)."""\n'
+     "    out = list(xs)\n    for {i} in range(1, len(out)):\n        item = out[{i}]\n        j = {i} - 1\n"
+     "        while j >= 0 and out[j] > item:\n            out[j + 1] = out[j]\n            j -= 1\n"
+     "        out[j + 1] = item\n    return out\n"),
+]  # fmt: skip
+PY_SUFFIX += ["moving_average", "by_length", "primes_upto", "wrapped", "bfs_order", "min_coins", "edit_distance",
+              "field_total", "duration", "insertion_sorted"]  # fmt: skip
+
+JS_SNIPPETS += [
+    "function {f}(list) {{\n  // Remove duplicate values while keeping the first occurrence.\n  const seen = new "
+    "Set();\n"
+    "  return list.filter((x) => (seen.has(x) ? false : seen.add(x)));\n}}\n",
+    "class {T}Store {{\n  constructor() {{\n    this.items = new Map();\n  }}\n\n  set(key, value) {{\n"
+    "    this.items.set(key, {{ value, updated: Date.now() }});\n  }}\n\n  get(key) {{\n"
+    "    const entry = this.items.get(key);\n    return entry ? entry.value : undefined;\n  }}\n}}\n",
+    "function {f}(n) {{\n  // Memoised Fibonacci numbers.\n  const memo = [0, 1];\n  for (let i = 2; i <= n; i++) {{\n"
+    "    memo[i] = memo[i - 1] + memo[i - 2];\n  }}\n  return memo[n];\n}}\n",
+    "const {f} = (text) =>\n  text\n    .toLowerCase()\n    .replace(/[^a-z0-9]+/g, '-')\n    .replace(/^-|-$/g, "
+    "'');\n",
+    "document.querySelectorAll('.{w}-toggle').forEach((button) => {{\n  button.addEventListener('click', () => {{\n"
+    "    const panel = document.getElementById(button.dataset.target);\n    panel.hidden = !panel.hidden;\n  "
+    "}});\n}});\n",
+]  # fmt: skip
+RUST_SNIPPETS += [
+    "/// Binary search over a sorted slice.\npub fn {f}(xs: &[i32], target: i32) -> Option<usize> {{\n"
+    "    let (mut lo, mut hi) = (0usize, xs.len());\n    while lo < hi {{\n        let mid = lo + (hi - lo) / 2;\n"
+    "        match xs[mid].cmp(&target) {{\n            std::cmp::Ordering::Equal => return Some(mid),\n"
+    "            std::cmp::Ordering::Less => lo = mid + 1,\n            std::cmp::Ordering::Greater => hi = mid,\n"
+    "        }}\n    }}\n    None\n}}\n",
+    "pub fn {f}(s: &str) -> bool {{\n    let chars: Vec<char> = s.chars().filter(|c| c.is_alphanumeric()).collect();\n"
+    "    chars.iter().eq(chars.iter().rev())\n}}\n",
+    "#[derive(Debug)]\npub enum {T}Error {{\n    NotFound(String),\n    Invalid {{ line: usize }},\n}}\n\n"
+    "impl std::fmt::Display for {T}Error {{\n    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {{\n"
+    "        match self {{\n            Self::NotFound(name) => write!(f, \"{{}} not found\", name),\n"
+    "            Self::Invalid {{ line }} => write!(f, \"invalid input on line {{}}\", line),\n        }}\n    "
+    "}}\n}}\n",
+    "pub fn {f}(v: &mut Vec<i64>) {{\n    // Insertion sort in place.\n    for i in 1..v.len() {{\n"
+    "        let mut j = i;\n        while j > 0 && v[j - 1] > v[j] {{\n            v.swap(j - 1, j);\n            j "
+    "-= 1;\n"
+    "        }}\n    }}\n}}\n",
+]  # fmt: skip
+C_SNIPPETS += [
+    "#include <stddef.h>\n\n/* Index of the largest element, or -1 for an empty array. */\nlong {f}(const double *v, "
+    "size_t n) {{\n"
+    "    if (n == 0) return -1;\n    size_t best = 0;\n    for (size_t k = 1; k < n; k++)\n"
+    "        if (v[k] > v[best]) best = k;\n    return (long)best;\n}}\n",
+    "#include <ctype.h>\n\n/* Count the words of a NUL-terminated string. */\nint {f}(const char *s) {{\n"
+    "    int words = 0, inside = 0;\n    for (; *s; s++) {{\n        if (isspace((unsigned char)*s)) inside = 0;\n"
+    "        else if (!inside) {{ inside = 1; words++; }}\n    }}\n    return words;\n}}\n",
+    "#include <stdint.h>\n\n/* FNV-1a hash of a byte buffer. */\nuint32_t {f}(const unsigned char *data, size_t len) "
+    "{{\n"
+    "    uint32_t h = 2166136261u;\n    for (size_t k = 0; k < len; k++) {{\n        h ^= data[k];\n"
+    "        h *= 16777619u;\n    }}\n    return h;\n}}\n",
+]  # fmt: skip
+C_SNIPPETS += [
+    "#include <stdio.h>\n\n/* Print a table of squares and cubes. */\nvoid {f}(int upto) {{\n"
+    "    for (int k = 1; k <= upto; k++)\n        printf(\"%4d %6d %8d\\n\", k, k * k, k * k * k);\n}}\n",
+    "#include <stdlib.h>\n\nstatic int cmp_int(const void *a, const void *b) {{\n"
+    "    int x = *(const int *)a, y = *(const int *)b;\n    return (x > y) - (x < y);\n}}\n\n"
+    "/* Median of an integer array (sorts it in place). */\ndouble {f}(int *values, size_t count) {{\n"
+    "    qsort(values, count, sizeof *values, cmp_int);\n"
+    "    return count % 2 ? values[count / 2] : (values[count / 2 - 1] + values[count / 2]) / 2.0;\n}}\n",
+]  # fmt: skip
+SQL_SNIPPETS += [
+    "SELECT p.category, AVG(p.price) AS avg_price, COUNT(*) AS items\nFROM products AS p\nJOIN {t} AS o ON "
+    "o.product_id = p.id\nGROUP BY p.category\nORDER BY avg_price DESC\nLIMIT {n};\n",
+    "CREATE INDEX idx_{t}_created ON {t} (created_at);\n",
+    "DELETE FROM {t}\nWHERE status = 'cancelled'\n  AND updated_at < CURRENT_DATE - INTERVAL '{n}0 days';\n",
+    "INSERT INTO {t}_summary (day, total)\nSELECT DATE(created_at) AS day, SUM(amount)\nFROM {t}\n"
+    "GROUP BY DATE(created_at);\n",
+]  # fmt: skip
+BASH_SNIPPETS += [
+    "#!/usr/bin/env bash\n# Check that required tools are installed.\nfor tool in git curl jq; do\n"
+    "  if ! command -v \"$tool\" >/dev/null 2>&1; then\n    echo \"missing: $tool\" >&2\n    missing=1\n  fi\ndone\n"
+    "[ -z \"${{missing:-}}\" ] || exit 1\n",
+    "#!/usr/bin/env bash\n# Summarise HTTP status codes of an access log.\n"
+    "awk '{{print $9}}' \"${{1:-access.log}}\" | sort | uniq -c | sort -rn | head -n {n}\n",
+    "#!/bin/sh\n# Wait until a port accepts connections.\nhost=${{1:-localhost}}\nport=${{2:-80{n}}}\n"
+    "while ! nc -z \"$host\" \"$port\"; do\n  sleep 1\ndone\necho \"$host:$port is up\"\n",
+
+    "#!/usr/bin/env bash\nset -e\n# Print the {n} largest files under a directory.\n"
+    "du -ah \"${{1:-.}}\" 2>/dev/null | sort -rh | head -n {n}\n",
+    "#!/usr/bin/env bash\n# Retry a command up to {n} times.\nattempt=1\nuntil \"$@\"; do\n"
+    "  if [ \"$attempt\" -ge {n} ]; then\n    echo \"giving up after $attempt attempts\" >&2\n    exit 1\n  fi\n"
+    "  attempt=$((attempt + 1))\n  sleep 2\ndone\n",
+    "#!/bin/bash\n# Rename *.{ext} files to lower case.\nfor f in *.{ext}; do\n  lower=$(echo \"$f\" | tr 'A-Z' "
+    "'a-z')\n"
+    "  [ \"$f\" != \"$lower\" ] && mv -- \"$f\" \"$lower\"\ndone\n",
+]  # fmt: skip
+# identifiers renamed per document (word-bounded), so two documents using the same snippet differ in most shingles
+RENAMES = {
+    "values": ["values", "samples", "readings", "numbers", "series"], "items": ["items", "records", "entries", "rows"],
+    "text": ["text", "body", "source", "content"], "counts": ["counts", "freq", "tally", "histogram"],
+    "merged": ["merged", "joined", "combined"], "matrix": ["matrix", "grid", "table"], "arr": ["arr", "list", "nums"],
+    "best": ["best", "top", "winner"], "timer": ["timer", "handle", "pending"], "acc": ["acc", "groups", "buckets"],
+    "words": ["words", "tokens", "terms"], "running": ["running", "window_sum", "partial"],
+    "cleaned": ["cleaned", "normalized", "stripped"], "xs": ["xs", "seq", "data"], "lo": ["lo", "left", "low"],
+    "hi": ["hi", "right", "high"], "out": ["out", "result", "res"], "line": ["line", "row", "entry"],
+    "customer_id": ["customer_id", "client_id", "account_id", "user_id"], "total": ["total", "amount", "net_total"],
+    "salary": ["salary", "pay", "compensation"], "dept": ["dept", "team", "division"], "src": ["src", "source_dir"],
+    "dest": ["dest", "archive", "target"], "attempt": ["attempt", "tries", "round"],
+    "value": ["value", "key", "payload"], "head": ["head", "first", "front"], "inside": ["inside", "in_word"],
+    "node": ["node", "cell", "link"], "data": ["data", "buf", "bytes_in"], "upto": ["upto", "limit", "rows"],
+    "count": ["count", "size", "length"], "tool": ["tool", "cmd", "binary"], "host": ["host", "server", "addr"],
+    "port": ["port", "portnum"], "button": ["button", "btn", "toggle"], "panel": ["panel", "section", "pane"],
+}  # fmt: skip
+
+
+def _rename(rng: random.Random, code: str) -> str:
+    mapping = {k: rng.choice(v) for k, v in RENAMES.items()}
+    return re.sub(r"\b(" + "|".join(sorted(mapping, key=len, reverse=True)) + r")\b", lambda m: mapping[m[1]], code)
+
+
+TABLES = ["orders", "users", "employees", "invoices", "sessions", "payments", "accounts", "shipments", "tickets"]
+PROJECTS = ["inventory", "billing", "weather station", "library", "chess club", "garden planner", "fleet", "survey"]
 WORDS = ["hello", "error", "warning", "reasonpipe", "pipeline", "kayak", "level"]
 
 
 def code_doc(rng: random.Random, language: str) -> str:
-    """One code document in `language` (python, javascript, rust, c, sql, bash)."""
+    """One code document in `language` (python, javascript, rust, c, sql, bash): several snippets of the language's
+    bank with per-document identifiers, so that unrelated documents are different code."""
     if language == "python":
         funcs = []
-        for j in rng.sample(range(len(PY_FUNCS)), rng.randint(1, 3)):  # each template has its own name suffix
+        for j in _combo(rng, language, len(PY_FUNCS), rng.randint(2, 3)):  # each template: its own name suffix
             fname = f"{rng.choice(PY_NAMES)}_{PY_SUFFIX[j]}"
-            funcs.append(PY_FUNCS[j].format(f=fname, i=rng.choice(["i", "k", "d", "p"])))
-        head = rng.choice(['"""Small utility helpers."""\n\n\n', "", "from __future__ import annotations\n\n\n"])
-        return head + "\n\n".join(funcs)
+            funcs.append(PY_FUNCS[j].format(f=fname, i=rng.choice(["i", "k", "idx", "pos"])))
+        head = rng.choice(
+            ['"""Small utility helpers."""\n\n\n', "", "from __future__ import annotations\n\n\n",
+             f'"""Helpers for the {rng.choice(PROJECTS)} project."""\n\n\n', f"# {rng.choice(PROJECTS)}: shared "
+                                                                             "code\n\n\n"]
+        )  # fmt: skip
+        proj = rng.choice(PROJECTS).upper().replace(" ", "_")
+        nums = [rng.randint(1, 999) for _ in range(rng.randint(2, 5))]
+        consts = f"{proj}_LIMIT = {nums[0]}\n{proj}_WEIGHTS = ({', '.join(map(str, nums[1:] + [nums[0] // 2]))})\n\n\n"
+        code = _rename(rng, head + consts + "\n\n".join(funcs))
+        ast.parse(code)
+        return code
     bank = {"javascript": JS_SNIPPETS, "rust": RUST_SNIPPETS, "c": C_SNIPPETS, "sql": SQL_SNIPPETS}
     bank = bank.get(language, BASH_SNIPPETS)
-    k = rng.randrange(len(bank))
-    f = rng.choice(CODE_NAMES.get(language, [["run"]] * len(bank))[k])
-    camel = re.sub(r"_(\w)", lambda m: m[1].upper(), f)
-    fill = dict(
-        f=camel if language == "javascript" else f,
-        w=rng.choice(WORDS),
-        t=rng.choice(TABLES),
-        m=rng.randint(1, 9),
-        n=rng.randint(1, 12),
-        ext=rng.choice(["csv", "txt", "log"]),
-        T=rng.choice(["Point", "Vec2", "Coord"]),
-        nums=", ".join(str(rng.randint(0, 99)) for _ in range(5)),
+    parts = []
+    for k in _combo(rng, language, len(bank), rng.randint(2, 3)):
+        known = CODE_NAMES.get(language, [])
+        names = known[k] if k < len(known) else ["run"]
+        f = rng.choice(names)
+        camel = re.sub(r"_(\w)", lambda m: m[1].upper(), f)
+        fill = dict(
+            f=camel if language == "javascript" else f,
+            w=rng.choice(WORDS),
+            t=rng.choice(TABLES),
+            m=rng.randint(1, 9),
+            n=rng.randint(1, 12),
+            ext=rng.choice(["csv", "txt", "log", "json", "md"]),
+            T=rng.choice(["Point", "Vec2", "Coord", "Cache", "Config", "Parse"]),
+            nums=", ".join(str(rng.randint(0, 99)) for _ in range(5)),
+        )
+        if language == "c":
+            fill["n"] = 5
+        snippet = bank[k].format(**fill)
+        if parts and language == "bash":  # one shebang per script
+            snippet = "\n".join(ln for ln in snippet.split("\n") if not ln.startswith("#!"))
+        parts.append(snippet)
+    if language == "sql":  # plus generated statements
+        parts += [_sql_statement(rng) for _ in range(rng.randint(1, 3))]
+        rng.shuffle(parts)
+    pre = _preamble(rng, language)
+    if language == "bash":  # the shebang stays first
+        first, _, rest = parts[0].partition("\n")
+        parts[0] = first + "\n" + pre + rest
+    else:
+        parts.insert(0, pre)
+    return _rename(rng, "\n".join(parts))
+
+
+SQL_COLUMNS = {
+    "id": "INTEGER PRIMARY KEY", "name": "TEXT NOT NULL", "email": "TEXT UNIQUE", "city": "TEXT", "country": "TEXT",
+    "amount": "NUMERIC(10, 2)", "quantity": "INTEGER", "status": "TEXT", "created_at": "TIMESTAMP", "score": "REAL",
+    "priority": "SMALLINT", "owner_id": "INTEGER", "due_date": "DATE", "weight_kg": "REAL", "notes": "TEXT",
+}  # fmt: skip
+
+
+def _sql_statement(rng: random.Random) -> str:
+    """A generated SQL statement over random columns, conditions and numbers."""
+    t = rng.choice(TABLES)
+    cols = rng.sample(sorted(SQL_COLUMNS), rng.randint(3, 6))
+    kind = rng.choice(["select", "create", "insert", "aggregate"])
+    if kind == "create":
+        body = ",\n".join(f"    {c} {SQL_COLUMNS[c]}" for c in ["id"] + [c for c in cols if c != "id"])
+        return f"CREATE TABLE IF NOT EXISTS {t}_{rng.choice(PROJECTS).split()[0]} (\n{body}\n);\n"
+    if kind == "insert":
+
+        def value(c: str) -> str:
+            kind = SQL_COLUMNS[c].split()[0].split("(")[0]
+            if kind in ("INTEGER", "SMALLINT", "REAL", "NUMERIC"):
+                return str(rng.randint(1, 5000))
+            if kind in ("DATE", "TIMESTAMP"):
+                return f"'2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}'"
+            return f"'{rng.choice(NAMES).lower()}_{rng.randint(1, 99)}'"
+
+        vals = [value(c) for c in cols]
+        return f"INSERT INTO {t} ({', '.join(cols)})\nVALUES ({', '.join(vals)});\n"
+    cond = rng.choice([f"quantity > {rng.randint(1, 50)}", f"score >= {rng.randint(10, 90)}.5",
+                       f"status IN ('open', '{rng.choice(['late', 'held', 'new'])}')",
+                       f"priority < {rng.randint(2, 9)}",
+                       f"city = '{rng.choice(PLACES)}'"])  # fmt: skip
+    if kind == "aggregate":
+        g = rng.choice(["city", "country", "status", "owner_id"])
+        return (
+            f"SELECT {g}, COUNT(*) AS n_{t}, {rng.choice(['SUM', 'AVG', 'MAX'])}(amount) AS "
+            f"{rng.choice(['amount_stat', 'metric', 'figure'])}\nFROM {t}\nWHERE {cond}\nGROUP BY {g}\n"
+            f"HAVING COUNT(*) >= {rng.randint(2, 40)};\n"
+        )
+    return (
+        f"SELECT {', '.join(cols)}\nFROM {t}\nWHERE {cond}\nORDER BY {rng.choice(cols)} "
+        f"{rng.choice(['ASC', 'DESC'])}\nLIMIT {rng.randint(5, 500)};\n"
     )
+
+
+def _preamble(rng: random.Random, language: str) -> str:
+    """Per-document settings with fresh names and numbers (real files start with such constants)."""
+    proj = rng.choice(PROJECTS)
+    key = proj.upper().replace(" ", "_")
+    nums = [rng.randint(1, 999) for _ in range(rng.randint(3, 6))]
     if language == "c":
-        fill["n"] = 5
-    return bank[k].format(**fill)
+        return (
+            f"/* {proj}: {rng.choice(['small helpers', 'utility routines', 'core functions'])} */\n"
+            f"#define {key}_MAX {nums[0]}\n"
+            f"static const int {key.lower()}_limits[] = {{{', '.join(map(str, nums))}}};\n"
+        )
+    if language == "rust":
+        return (
+            f"//! {cap(proj)} {rng.choice(['helpers', 'utilities', 'building blocks'])}.\n\n"
+            f"pub const {key}_LIMIT: usize = {nums[0]};\npub const {key}_WEIGHTS: [u32; {len(nums)}] = "
+            f"[{', '.join(map(str, nums))}];\n"
+        )
+    if language == "javascript":
+        return (
+            f"// {proj} front-end helpers\nconst {key.lower()}Config = {{ retries: {nums[0]}, timeoutMs: "
+            f"{nums[1] * 10}, sizes: [{', '.join(map(str, nums[2:]))}] }};\n"
+        )
+    if language == "sql":
+        return f"-- {proj} reporting queries, revision {nums[0]}\n"
+    return (
+        f"# {proj} maintenance\n{key}_RETRIES={nums[0] % 9 + 1}\n{key}_LOG=/var/log/{proj.replace(' ', '-')}\n"
+        f"{key}_KEEP_DAYS={nums[1]}\n\n"
+    )
 
 
 # function names per snippet of each bank (same order), so names match what the code does
 CODE_NAMES = {
     "javascript": [
-        ["max_value", "find_max", "largest"],
-        ["reverse_string", "reversed"],
-        ["fetch_json", "load_json"],
-        ["debounce"],
-        ["group_by", "group_items"],
+        ["max_value", "find_max", "largest"], ["reverse_string", "reversed"], ["fetch_json", "load_json"],
+        ["debounce"], ["group_by", "group_items"], ["unique", "dedupe"], ["unused"], ["fibonacci", "fib"],
+        ["slugify", "to_slug"], ["unused"],
     ],
-    "rust": [["sum_of_squares", "square_sum"], ["word_counts", "count_words"], ["unused"], ["factorial", "fact"]],
-    "c": [["sum_array", "array_sum", "total"], ["reverse_in_place", "str_reverse"], ["push_front", "list_prepend"]],
-}
+    "rust": [
+        ["sum_of_squares", "square_sum"], ["word_counts", "count_words"], ["unused"], ["factorial", "fact"],
+        ["binary_search", "find_index"], ["is_palindrome", "palindrome"], ["unused"], ["insertion_sort", "sort_small"],
+    ],
+    "c": [
+        ["sum_array", "array_sum", "total_of"], ["reverse_in_place", "str_reverse"], ["push_front", "list_prepend"],
+        ["argmax", "index_of_max"], ["count_words", "word_count"], ["fnv1a", "hash_bytes"],
+        ["print_powers", "power_table"], ["median", "median_of"],
+    ],
+}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------- web prose
@@ -1664,6 +2382,18 @@ WEB_TOPICS = {
         "Our family has made this {food} every winter for as long as I can remember.",
         "If you cannot find fresh herbs, dried ones work, but use about a third as much.",
         "The secret, according to my grandmother, is patience and a heavy pan.",
+        "I doubled the garlic this time and nobody complained.",
+        "You can freeze the leftovers for up to {n} weeks in an airtight box.",
+        "Toast the spices in a dry pan until they smell nutty, then grind them.",
+        "Swap the butter for olive oil if you want a lighter version of the {food}.",
+        "My neighbour from {place} taught me to add a splash of vinegar at the very end.",
+        "Do not skip the resting step; the texture is completely different without it.",
+        "Serve it warm with a green salad and some crusty bread.",
+        "The first time I made {food} it came out far too salty.",
+        "Weigh the flour instead of using cups, it makes a real difference.",
+        "A cast iron skillet holds the heat much better than a thin pan.",
+        "Leftover {food} makes an excellent lunch the next day.",
+        "Chop everything before you turn on the stove, because it all goes quickly.",
     ],
     "travel": [
         "We arrived in {place} just as the market stalls were opening.",
@@ -1672,6 +2402,18 @@ WEB_TOPICS = {
         "The old town of {place} is best explored on foot, early in the morning.",
         "Locals recommended a small cafe near the harbour, and they were right.",
         "Bring a light jacket: evenings near the coast can be surprisingly cool.",
+        "Our guesthouse had only {n} rooms and a garden full of lemon trees.",
+        "Most museums close on Mondays, which we discovered the hard way.",
+        "A day pass for the buses costs less than two single tickets.",
+        "The hike up to the viewpoint took us about {n} hours with breaks.",
+        "We spent the last afternoon wandering through the botanical garden.",
+        "The street food in {place} was the highlight of the whole trip.",
+        "Carry some cash, since several of the smaller shops do not take cards.",
+        "Our flight was delayed, so we missed the first evening entirely.",
+        "If you only have one day, skip the cathedral and walk along the river.",
+        "The night bus is cheap but you will not get much sleep.",
+        "We rented bikes for {n} days and barely used the car.",
+        "Sunrise from the old fortress walls is worth the early alarm.",
     ],
     "gardening": [
         "Tomatoes need at least six hours of direct sun a day.",
@@ -1680,6 +2422,18 @@ WEB_TOPICS = {
         "I planted {n} rows of beans along the fence this spring.",
         "Compost is the cheapest way to improve heavy clay soil.",
         "Aphids can be rinsed off with a strong jet of water.",
+        "The courgettes took over half of the bed by midsummer.",
+        "Sow the lettuce every two weeks for a steady harvest.",
+        "Our rain barrel filled up after a single storm.",
+        "Marigolds between the vegetables seem to keep some pests away.",
+        "Prune the roses in late winter, just above an outward facing bud.",
+        "The raised beds warm up faster in spring than the ground does.",
+        "Slugs ate every one of my seedlings the first year.",
+        "Label your seed trays, because all the sprouts look alike at first.",
+        "The apple tree finally gave us a proper crop after {n} years.",
+        "Leave a corner wild and the bees will thank you.",
+        "I start peppers indoors on the windowsill in early March.",
+        "A thin layer of straw keeps the strawberries off the wet soil.",
     ],
     "reviews": [
         "The battery easily lasts a full day of normal use.",
@@ -1688,6 +2442,18 @@ WEB_TOPICS = {
         "Customer support answered my email within a day.",
         "My only complaint is that the cable is rather short.",
         "Overall I would buy it again, especially on sale.",
+        "The screen is bright enough to read outdoors at noon.",
+        "After {n} months of daily use the hinge is still tight.",
+        "The manual is thin, so expect to search online for the details.",
+        "It is noticeably lighter than the model it replaced.",
+        "The fan gets loud when you push it hard.",
+        "Shipping took longer than promised, but the box arrived intact.",
+        "The companion app keeps asking me to create an account.",
+        "Sound quality is fine for podcasts and a bit thin for music.",
+        "The buttons have a satisfying click to them.",
+        "For the money there is nothing better that I have found.",
+        "My partner uses it more than I do now.",
+        "Returning the first unit was painless, which I appreciated.",
     ],
     "local news": [
         "The city council approved the new bike lanes on Tuesday evening.",
@@ -1696,6 +2462,90 @@ WEB_TOPICS = {
         "The bakery on Main Street celebrates its {n}0th anniversary this year.",
         "Volunteers collected more than a ton of litter along the river.",
         "The school board will discuss the budget at next week's meeting.",
+        "A new playground opened in the park behind the town hall.",
+        "The bridge on the east road will be closed for repairs until the end of the month.",
+        "Local farmers reported a good harvest despite the dry spring.",
+        "The swimming pool extends its opening hours during the summer holidays.",
+        "A retired teacher has organised free reading sessions for children.",
+        "Police ask drivers to slow down near the primary school.",
+        "The choir raised money for new instruments with a winter concert.",
+        "Parking fees in the centre go up slightly from next month.",
+        "The market hall is getting a new roof after decades of leaks.",
+        "More than {n}00 people signed the petition for a pedestrian crossing.",
+        "The football club is looking for volunteer coaches.",
+        "Heavy rain flooded several basements on the north side of town.",
+    ],
+    "fitness": [
+        "I started running three times a week in {month}.",
+        "The first two weeks were hard, and then it suddenly got easier.",
+        "A good pair of shoes matters more than any gadget.",
+        "Stretching after the run keeps my knees happy.",
+        "I follow a simple plan and add about ten percent distance each week.",
+        "Rest days are part of the training, not a break from it.",
+        "My longest run so far was {n} kilometres along the canal.",
+        "Drinking enough water is the easiest habit to forget.",
+        "Joining the local club made it much easier to stay motivated.",
+        "Strength work twice a week helped with my back pain.",
+        "Early morning runs are quiet and the air is cooler.",
+        "I signed up for a small race in {place} to have a goal.",
+        "Cycling to work counts as training too, if you ask me.",
+        "Do not compare your pace with anyone else's in the first year.",
+        "Yoga turned out to be harder than I expected.",
+        "I track my runs, but I try not to obsess over the numbers.",
+    ],
+    "books": [
+        "I finished the novel in a single weekend, which rarely happens.",
+        "The first hundred pages are slow, so give it time.",
+        "Our book club meets on the last Thursday of every month.",
+        "The translation reads smoothly and keeps the humour of the original.",
+        "I borrowed it from the library after a friend kept talking about it.",
+        "The ending divided our group almost exactly in half.",
+        "Her earlier books are shorter and, in my opinion, sharper.",
+        "The audiobook narrator does wonderful voices for every character.",
+        "It is set in {place} in the years after the war.",
+        "I keep a notebook of quotes from everything I read.",
+        "The chapters alternate between two sisters who do not speak to each other.",
+        "Next month we are reading a collection of short stories.",
+        "Secondhand bookshops are the best place to find forgotten gems.",
+        "I read about {n} books a year, mostly on the train.",
+        "The sequel was announced last week and I am already impatient.",
+        "Some of the historical details were clearly well researched.",
+    ],
+    "pets": [
+        "Our dog refuses to walk in the rain and sits down in protest.",
+        "The cat has claimed the sunniest spot on the windowsill.",
+        "We adopted him from the shelter {n} years ago.",
+        "Puppy classes were worth every penny.",
+        "She learned to open the kitchen door within a week.",
+        "The vet recommended smaller meals twice a day.",
+        "Our rabbit needs much more space than we expected.",
+        "Brushing the dog once a week keeps the hair under control.",
+        "The neighbours' children come over just to play with the kitten.",
+        "He is scared of the vacuum cleaner but not of thunder.",
+        "Long walks in the woods tire him out better than anything.",
+        "We bought a feeder with a timer for when we travel.",
+        "The goldfish has outlived two aquarium filters.",
+        "Introducing the new cat to the old one took about {n} weeks.",
+        "Treats work, but praise works almost as well.",
+        "The parrot has started imitating the doorbell.",
+    ],
+    "home": [
+        "We finally repainted the hallway after years of talking about it.",
+        "The old windows let in a surprising amount of cold air.",
+        "Decluttering one drawer a day is more realistic than one weekend.",
+        "The plumber found the leak behind the washing machine.",
+        "We switched to LED bulbs and noticed the difference on the bill.",
+        "Shelves on the wall freed up a lot of floor space.",
+        "Sanding the old table took {n} afternoons but it looks new.",
+        "A doormat and a shoe rack keep most of the dirt out.",
+        "The kitchen tap dripped for months before I fixed it myself.",
+        "Plants in the bathroom love the humidity.",
+        "Label the boxes by room when you move, trust me.",
+        "We hung thick curtains and the bedroom is much quieter now.",
+        "The garage has become the place where things go to be forgotten.",
+        "Second-hand furniture is often better made than new pieces.",
+        "A small toolbox solves most of the problems in a flat.",
+        "Cleaning the gutters is nobody's favourite job.",
     ],
 }
 WEB_GENERIC = [
@@ -1713,30 +2563,55 @@ WEB_GENERIC = [
     "The kids loved it, which is always a good sign.",
     "Next time I would plan a bit more carefully.",
     "This is not sponsored; I just like it.",
+    "My sister thinks I am overdoing it, and she may be right.",
+    "It has been a busy month, so this post is a little late.",
+    "Some of you asked for more details, so here they are.",
+    "I am still not sure what I think about it.",
+    "The weather finally turned, and everything feels easier.",
+    "None of this is expert advice, just what worked for us.",
+    "It took longer than planned, as these things usually do.",
+    "I wrote most of this on the train home.",
+    "We will see how it holds up over the next few months.",
+    "Small changes add up more than you would think.",
+    "If I had to do it again, I would start earlier.",
+    "My notes from that week are a bit of a mess.",
+    "A reader sent me a lovely email about the last post.",
+    "I keep coming back to this, so it must mean something.",
+    "The whole family got involved in the end.",
+    "There is a longer version of this story for another day.",
 ]
-PLACES = ["Lisbon", "Porto", "Kyoto", "Oaxaca", "Tromso", "Ghent", "Valparaiso", "Hobart", "Split", "Tbilisi"]
-FOODS = ["apple pie", "lentil soup", "focaccia", "banana bread", "curry", "risotto", "dumplings", "chili"]
+PLACES = ["Lisbon", "Porto", "Kyoto", "Oaxaca", "Tromso", "Ghent", "Valparaiso", "Hobart", "Split", "Tbilisi", "Leeds",
+          "Cusco", "Hanoi", "Bergen", "Quebec", "Malaga", "Krakow", "Cork"]  # fmt: skip
+FOODS = ["apple pie", "lentil soup", "focaccia", "banana bread", "curry", "risotto", "dumplings", "chili",
+         "shakshuka", "ramen", "goulash", "pumpkin soup", "flatbread", "paella"]  # fmt: skip
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October"]
+WEB_TITLES = ["Notes on", "A few thoughts about", "Our week:", "Tips:", "Update on", "What I learned about",
+              "Another post about", "Small wins in", "Lessons from", "Still thinking about"]  # fmt: skip
 
 
 def web_doc(rng: random.Random) -> tuple[str, str]:
-    """(title, text): a few paragraphs of everyday web prose (no math)."""
-    topic = rng.choice(sorted(WEB_TOPICS))
-    bank = WEB_TOPICS[topic]
+    """(title, text): everyday web prose (no math): sentences of one main topic, a few of a second one and generic
+    blog lines, in random order and paragraphs, 8-30 sentences."""
+    topic, aside = rng.sample(sorted(WEB_TOPICS), 2)
     fill = dict(
-        n=rng.randint(2, 9), place=rng.choice(PLACES), food=rng.choice(FOODS), temp=rng.choice([180, 200, 220])
-    )
-    sents = [s.format(**fill) for s in rng.sample(bank, len(bank)) + rng.sample(WEB_GENERIC, rng.randint(4, 9))]
+        n=rng.randint(2, 9), place=rng.choice(PLACES), food=rng.choice(FOODS), temp=rng.choice([180, 190, 200, 220]),
+        month=rng.choice(MONTHS),
+    )  # fmt: skip
+    bank = WEB_TOPICS[topic]
+    picks = rng.sample(bank, rng.randint(5, min(14, len(bank))))
+    picks += rng.sample(WEB_TOPICS[aside], rng.randint(0, 2)) + rng.sample(WEB_GENERIC, rng.randint(3, 12))
+    sents = [s.format(**fill) for s in picks]
     rng.shuffle(sents)
-    cuts = sorted(rng.sample(range(1, len(sents)), rng.randint(2, 4)))
+    cuts = sorted(rng.sample(range(1, len(sents)), rng.randint(2, min(6, len(sents) - 1))))
     paras = [" ".join(sents[a:b]) for a, b in zip([0] + cuts, cuts + [len(sents)])]
-    title = rng.choice(["Notes on", "A few thoughts about", "Our week:", "Tips:", "Update on"]) + " " + topic
+    title = rng.choice(WEB_TITLES) + " " + topic
     return title, "\n\n".join(paras)
 
 
 # ------------------------------------------------------------------------------------------------- perturbations
 SYNONYMS = {
     "buys": "purchases", "How many": "What number of", "total": "overall", "each": "apiece", "then": "afterwards",
-    "What": "Which", "find": "determine", "Find": "Determine", "has": "owns", "gives": "hands", "needs": "requires",
+    "find": "determine", "Find": "Determine", "gives": "hands", "needs": "requires", "costs": "is priced at",
     "spends": "uses", "earns": "makes", "pays": "hands over", "scored": "got", "travels": "goes", "keep": "retain",
     "normally": "usually", "wants": "would like", "left": "remaining",
 }  # fmt: skip
@@ -1796,6 +2671,44 @@ def reword(rng: random.Random, text: str) -> str:
     for k in rng.sample(keys, min(1 + (len(text) > 160), len(keys))):
         text = (" " + text + " ").replace(f" {k} ", f" {SYNONYMS[k]} ", 1).strip()
     return text
+
+
+# ----------------------------------------------------------------------------------------------- distinctness
+_TOKEN = re.compile(r"[0-9A-Za-z_\x80-\U0010ffff]+|[+\-*/=<>^%&|~\\]")  # the MinHash stage's token rule
+
+
+def shingles(text: str, n: int = 3) -> set[tuple[str, ...]]:
+    """n-token shingles of `text` (lowercased words, numbers and single operators), as near-dedup sees them."""
+    t = _TOKEN.findall(text.lower())
+    return set(zip(*(t[i:] for i in range(n))))
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def char_jaccard(a: str, b: str, n: int = 5) -> float:
+    """Jaccard similarity of the character n-grams of two problems (lowercase, letters and digits only)."""
+    a, b = (re.sub(r"[^0-9a-z]", "", s.lower()) for s in (a, b))
+    return jaccard({a[i : i + n] for i in range(len(a) - n + 1)}, {b[i : i + n] for i in range(len(b) - n + 1)})
+
+
+class Distinct:
+    """Regenerates a document while it is too similar (3-token-shingle Jaccard >= `limit`) to an earlier document of
+    its family: unrelated generated documents keep a clear margin below near-dedup's 0.5 threshold."""
+
+    def __init__(self, limit: float = 0.4, tries: int = 20):
+        self.limit, self.tries, self.seen = limit, tries, {}
+
+    def __call__(self, family: str, make: Callable[[], object], key: Callable[[object], str] = str) -> object:
+        seen = self.seen.setdefault(family, [])
+        for _ in range(self.tries):
+            doc = make()
+            sh = shingles(key(doc))
+            if all(jaccard(sh, other) < self.limit for other in seen):
+                break
+        seen.append(sh)
+        return doc
 
 
 # ------------------------------------------------------------------------------------------------------ writers
@@ -1917,6 +2830,7 @@ SYSTEM_PROMPTS = [  # no literal think tags here: reasoning_quality drops turns 
 def build(out: Path, plan: Plan, seed: int = 0) -> dict:
     """Write a corpus under `out` following `plan`; return the planted-items description (also PLANTED.json)."""
     rng = random.Random(seed)
+    _USED_PAIRS.clear()
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -1933,6 +2847,7 @@ def build(out: Path, plan: Plan, seed: int = 0) -> dict:
         "no_reasoning": [],
     }
     files: dict[str, list] = {}
+    distinct = Distinct()
 
     def add(file: str, rec: dict) -> dict:
         files.setdefault(file, []).append(rec)
@@ -1977,6 +2892,7 @@ def build(out: Path, plan: Plan, seed: int = 0) -> dict:
     for i in range(plan.chat):
         rid = new_id("chat")
         system = rng.random() < 0.25
+        bare = 0 <= i - plan.chat_long < plan.no_reasoning // 2  # planted: an assistant turn without reasoning
         if i < plan.chat_long:
             lt = long_trace()
             msgs = _messages(rng, lt, system)
@@ -1987,7 +2903,7 @@ def build(out: Path, plan: Plan, seed: int = 0) -> dict:
         else:
             p = make_problem(rng)
             msgs = _messages(rng, p, system)
-            if rng.random() < 0.2:
+            if not bare and rng.random() < 0.2:
                 q = make_problem(rng)
                 msgs += [
                     {"role": "user", "content": rng.choice(["Thanks! Another one: ", "Next: ", ""]) + q.question},
@@ -1996,7 +2912,7 @@ def build(out: Path, plan: Plan, seed: int = 0) -> dict:
                         "content": f"<think>\n{render_think(q, rng)}\n</think>\n\n{render_answer(q, rng)}",
                     },
                 ]
-            elif i - plan.chat_long < plan.no_reasoning // 2:  # planted: an assistant turn without reasoning
+            elif bare:
                 msgs[-1]["content"] = render_answer(p, rng)
                 planted["no_reasoning"].append({"file": prefix_file["chat"], "id": rid})
         add(prefix_file["chat"], {"id": rid, "messages": msgs})
@@ -2064,18 +2980,26 @@ def build(out: Path, plan: Plan, seed: int = 0) -> dict:
             p = make_problem(rng)
             add(prefix_file["marco"], {"id": rid, "instruction": p.question, "response": render_marco(p, rng)})
 
-    # --- problem-level duplicates: groups of three samples of one problem (the GSM original, a slightly reworded
-    # chat sample and a reworded MATH-style solution), each with its own trace
-    rewordable = [j for j, p in enumerate(gsm_problems) if any(f" {k} " in f" {p.question} " for k in SYNONYMS)]
+    # --- problem-level duplicates: groups of three samples of one problem (the GSM original, and its slightly
+    # reworded question as a chat sample and as a MATH-style solution), each with its own trace
+    rewordable = [  # long enough that a synonym swap keeps the problems similar (problem_dedup: Jaccard >= 0.7)
+        j
+        for j, p in enumerate(gsm_problems)
+        if len(p.question) >= 120 and any(f" {k} " in p.question for k in SYNONYMS)
+    ]
     for i in range(plan.problem_dups):
-        j = rewordable[i * len(rewordable) // plan.problem_dups]
+        start = i * len(rewordable) // plan.problem_dups
+        for j in rewordable[start:] + rewordable[:start]:  # the first whose rewording stays clearly similar
+            question = reword(rng, files[prefix_file["gsm"]][j]["question"])
+            if char_jaccard(question, files[prefix_file["gsm"]][j]["question"]) >= 0.8:
+                break
         src, p = files[prefix_file["gsm"]][j], gsm_problems[j]
         rid = new_id("chat")
         msgs = _messages(rng, p, rng.random() < 0.3)
-        msgs[-2]["content"] = reword(rng, src["question"])
+        msgs[-2]["content"] = question
         add(prefix_file["chat"], {"id": rid, "messages": msgs})
         sid = new_id("sol")
-        add(prefix_file["sol"], {"id": sid, "problem": reword(rng, src["question"]), "solution": render_solution(p, rng)})
+        add(prefix_file["sol"], {"id": sid, "problem": question, "solution": render_solution(p, rng)})
         planted["problem_duplicates"] += [
             {"of": [prefix_file["gsm"], src["id"]], "dup": [prefix_file["chat"], rid]},
             {"of": [prefix_file["gsm"], src["id"]], "dup": [prefix_file["sol"], sid]},
@@ -2096,22 +3020,28 @@ def build(out: Path, plan: Plan, seed: int = 0) -> dict:
             add(target, {"id": rid, "messages": _messages(rng, b["_p"], False)})
             files[target][-1]["messages"][0]["content"] = q
         else:
-            add(target, {"id": rid, "prompt": q, "completion": render_answer(b["_p"], rng)})
+            comp = f"<think>\n{render_think(b['_p'], rng)}\n</think>\n\n{render_answer(b['_p'], rng)}"
+            add(target, {"id": rid, "prompt": q, "completion": comp})
         planted["leaked"].append({"benchmark_index": bench.index(b), "file": target, "id": rid, "perturbation": kind})
 
     # --- math prose (parquet), code (jsonl per language), web (csv)
     math_file = "math/prose.parquet" if "parquet" in plan.formats else "math/prose.jsonl"
     for i in range(plan.math_prose):
-        add(math_file, {"id": f"math-{i}", "text": math_prose(rng), "source": "generated"})
+        add(math_file, {"id": f"math-{i}", "text": distinct("math", lambda: math_prose(rng)), "source": "generated"})
     for lang, n in plan.code.items():
         for i in range(n):
             add(
                 f"code/{lang}.jsonl",
-                {"id": f"{lang}-{i}", "language": lang, "content": code_doc(rng, lang), "path": f"src/{lang}/{i}"},
+                {
+                    "id": f"{lang}-{i}",
+                    "language": lang,
+                    "content": distinct(lang, lambda lang=lang: code_doc(rng, lang)),
+                    "path": f"src/{lang}/{i}",
+                },
             )
     web_file = "prose/web.csv" if "csv" in plan.formats else "prose/web.jsonl"
     for i in range(plan.web):
-        title, text = web_doc(rng)
+        title, text = distinct("web", lambda: web_doc(rng), key=lambda doc: doc[1])
         add(
             web_file,
             {
@@ -2129,10 +3059,21 @@ def build(out: Path, plan: Plan, seed: int = 0) -> dict:
         ("code/python.jsonl", "content"),
         (prefix_file["gsm"], None),
     ]
+    # copies are made of ordinary records only (not of leaks, problem-duplicate originals or other plants)
+    taken = {d["id"] for d in planted["leaked"] + planted["no_reasoning"]}
+    taken |= {d["of"][1] for d in planted["problem_duplicates"]}
+
+    def ordinary(file: str) -> dict:
+        candidates = [r for r in files[file] if r["id"] not in taken]
+        rec = candidates[rng.randrange(len(candidates))]
+        taken.add(rec["id"])
+        return rec
+
     for i in range(plan.exact_dups):
         file, _ = dup_sources[i % len(dup_sources)]
-        src = files[file][rng.randrange(len(files[file]))]
+        src = ordinary(file)
         copy = dict(src, id=f"{src['id']}-exactdup{i}")
+        taken.add(copy["id"])
         dest = file
         if file == prefix_file["gsm"] and "hf" in plan.formats:
             dest = "hf/gsm_extra"
@@ -2142,8 +3083,9 @@ def build(out: Path, plan: Plan, seed: int = 0) -> dict:
         planted["exact_duplicates"].append({"of": [file, src["id"]], "dup": [dest, copy["id"]]})
     for i in range(plan.near_dups):
         file, key = dup_sources[i % 3]
-        src = files[file][rng.randrange(len(files[file]))]
+        src = ordinary(file)
         copy = dict(src, id=f"{src['id']}-neardup{i}")
+        taken.add(copy["id"])
         copy[key] = (near_duplicate_code if key == "content" else near_duplicate)(rng, src[key])
         add(file, copy)
         planted["near_duplicates"].append({"of": [file, src["id"]], "dup": [file, copy["id"]]})
@@ -2173,7 +3115,7 @@ def build(out: Path, plan: Plan, seed: int = 0) -> dict:
 
     # --- malformed records (line numbers are 0-based)
     bad: list[tuple[bytes, str]] = [
-        (dumps({"id": "bad-ok-0", "text": "A perfectly fine record before the broken ones."}).encode(), "ok"),
+        (dumps({"id": "bad-ok-0", "text": OK_TEXT[0]}).encode(), "ok"),
         (b'{"id": "bad-1", "text": "unterminated string}', "invalid_json"),
         (b'["a", "list", "not", "an", "object"]', "not_an_object"),
         (b"42", "not_an_object"),
@@ -2181,7 +3123,7 @@ def build(out: Path, plan: Plan, seed: int = 0) -> dict:
         (dumps({"id": "bad-5", "text": ""}).encode(), "empty_text"),
         (dumps({"id": "bad-6", "body": "the text field is missing"}).encode(), "missing_field"),
         (dumps({"id": "bad-7", "text": None}).encode(), "wrong_field_type"),
-        (dumps({"id": "bad-ok-8", "text": "Another fine record after the broken ones."}).encode(), "ok"),
+        (dumps({"id": "bad-ok-8", "text": OK_TEXT[1]}).encode(), "ok"),
     ]
     (out / "bad/text").mkdir(parents=True, exist_ok=True)
     (out / "bad/text/malformed.jsonl").write_bytes(b"".join(line + b"\n" for line, _ in bad))
@@ -2189,9 +3131,7 @@ def build(out: Path, plan: Plan, seed: int = 0) -> dict:
         if reason != "ok":
             planted["malformed"].append({"file": "bad/text/malformed.jsonl", "line": ln, "reason": reason})
     huge_rec = {"id": "bad-huge", "text": _huge_text(rng, plan.huge_bytes)}
-    write_jsonl(
-        out / "bad/text/huge.jsonl", [{"id": "bad-huge-ok", "text": "A normal record next to a huge one."}, huge_rec]
-    )
+    write_jsonl(out / "bad/text/huge.jsonl", [{"id": "bad-huge-ok", "text": OK_TEXT[2]}, huge_rec])
     planted["malformed"].append(
         {"file": "bad/text/huge.jsonl", "line": 1, "reason": "huge", "bytes": len(dumps(huge_rec).encode())}
     )
@@ -2239,6 +3179,20 @@ def build(out: Path, plan: Plan, seed: int = 0) -> dict:
     planted["counts"]["samples"] = sum(n for f, n in planted["files"].items() if not f.startswith("benchmarks/"))
     (out / "PLANTED.json").write_text(json.dumps(planted, indent=1, sort_keys=True) + "\n")
     return planted
+
+
+# valid records next to the broken ones: ordinary web prose that passes every filter
+OK_TEXT = [
+    "The community garden opened its gates again this spring, and more than forty families signed up for a plot. "
+    "Volunteers repaired the old shed, built two new compost bins and planted a hedge along the north fence. On "
+    "Saturday mornings there is a small swap table where people leave seedlings, tools and spare seeds for others.",
+    "Our street finally got its new lamps last week, after a long wait and several letters to the council. The light "
+    "is warmer than before, and the pavement by the school no longer feels dark in the evening. Neighbours say that "
+    "the cyclists are easier to see now, and the children can walk home from the bus stop with their friends.",
+    "The village library has started a lending shelf for board games, and it has become popular with families on "
+    "rainy weekends. Anyone with a library card can borrow two games for a fortnight. The staff ask only that every "
+    "piece comes back in the box, and they keep a list of missing parts on the notice board by the entrance.",
+]
 
 
 def _huge_text(rng: random.Random, nbytes: int) -> str:

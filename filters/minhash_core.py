@@ -10,6 +10,8 @@ Hash layout: every batch function returns `(values, offsets)` where the values o
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 U64 = np.uint64
@@ -165,11 +167,11 @@ class MinHasher:
         return mix64((grouped * self.band_mult).sum(axis=2, dtype=np.uint64))
 
 
-def band_pairs(keys: np.ndarray, ids: np.ndarray) -> np.ndarray:
+def band_pairs(keys: np.ndarray, ids: np.ndarray, max_run: int = 64) -> np.ndarray:
     """Candidate pairs (id_a < id_b) of items with equal `keys` (one LSH band).
 
-    For each run of equal keys (ids ascending) it emits every member paired with the run's first member and with its
-    predecessor, so a dissimilar run head cannot hide a similar pair further down the run.
+    A run of equal keys of up to `max_run` items gives all its pairs; a longer run (mass duplication) gives each
+    member paired with the run's first member and with its predecessor, linear in the run length.
     """
     order = np.lexsort((ids, keys))
     k, i = keys[order], ids[order]
@@ -178,9 +180,16 @@ def band_pairs(keys: np.ndarray, ids: np.ndarray) -> np.ndarray:
         return np.zeros((0, 2), dtype=np.int64)
     run_start = np.ones(len(k), dtype=bool)
     run_start[same] = False
-    head = np.maximum.accumulate(np.where(run_start, np.arange(len(k)), 0))
-    pairs = np.concatenate([np.stack([i[head[same]], i[same]], axis=1), np.stack([i[same - 1], i[same]], axis=1)])
-    return unique_pairs(pairs)
+    starts = np.flatnonzero(run_start)
+    lengths = np.diff(np.append(starts, len(k)))
+    head = np.repeat(starts, lengths)  # run start of every position
+    run_len = np.repeat(lengths, lengths)
+    found = [np.stack([i[head[same]], i[same]], axis=1), np.stack([i[same - 1], i[same]], axis=1)]
+    small = same[run_len[same] <= max_run]  # positions in short runs: pair with every earlier member
+    for d in range(2, int(run_len[small].max(initial=1))):
+        pos = small[small - d >= head[small]]
+        found.append(np.stack([i[pos - d], i[pos]], axis=1))
+    return unique_pairs(np.concatenate(found))
 
 
 def unique_pairs(pairs: np.ndarray) -> np.ndarray:
@@ -204,26 +213,36 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return inter / (len(a) + len(b) - inter)
 
 
-def components(pairs: list[tuple[int, int]]) -> dict[int, list[int]]:
-    """Connected components of an undirected graph given by edges: root -> sorted members (nodes with edges only)."""
-    parent: dict[int, int] = {}
+def greedy_keep(
+    edges: list[tuple[int, int]],
+    order: dict[int, tuple],
+    keep: int = 1,
+    similar: Callable[[int, int], bool] | None = None,
+) -> dict[int, int]:
+    """Which nodes of a similarity graph to remove: visiting nodes best first (`order[node]`, smaller = better), a node
+    is removed when it is similar to `keep` or more already kept nodes, else kept.
 
-    def find(x: int) -> int:
-        root = x
-        while parent.setdefault(root, root) != root:
-            root = parent[root]
-        while parent[x] != root:  # path compression
-            parent[x], x = root, parent[x]
-        return root
-
-    for a, b in pairs:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    groups: dict[int, list[int]] = {}
-    for node in sorted(parent):
-        groups.setdefault(find(node), []).append(node)
-    return groups
+    "Similar" means an edge, or, for a kept node that a removed neighbour was similar to, `similar(node, kept)`
+    (checked on demand, so incomplete candidate lists still reach the kept documents). Returns {removed node: the
+    best kept node it is similar to}. Unlike connected components, a chain A~B~C with A not similar to C removes only
+    B: nothing is removed for its similarity to a removed document.
+    """
+    neighbours: dict[int, set[int]] = {}
+    for a, b in edges:
+        neighbours.setdefault(a, set()).add(b)
+        neighbours.setdefault(b, set()).add(a)
+    kept: set[int] = set()
+    similar_kept: dict[int, list[int]] = {}  # removed node -> kept nodes it is similar to
+    for node in sorted(neighbours, key=lambda n: order[n]):
+        found = {n for n in neighbours[node] if n in kept}
+        if similar is not None and len(found) < keep:
+            indirect = {k for n in neighbours[node] if n in similar_kept for k in similar_kept[n]} - found
+            found |= {k for k in sorted(indirect, key=lambda n: order[n]) if similar(node, k)}
+        if len(found) >= keep:
+            similar_kept[node] = sorted(found, key=lambda n: order[n])
+        else:
+            kept.add(node)
+    return {node: nodes[0] for node, nodes in similar_kept.items()}
 
 
 def lsh_threshold(bands: int, rows: int) -> float:

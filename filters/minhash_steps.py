@@ -6,8 +6,9 @@
    `{rank}.meta.jsonl` (per selected document `[id, key, tag]`: key orders a cluster, tag must match to merge).
 2. `LshBuckets` (no input; task t handles bands t, t+T, ...): candidate pairs of documents sharing a band key.
 3. `VerifyCluster` (1 task): keeps the candidate pairs whose gram-set Jaccard similarity reaches the threshold (and
-   whose tags are equal), clusters them (connected components) and keeps the `keep` best members of each cluster by
-   (key, rank, index); writes `{rank}.json` = `[[index, id, kept_id], ...]` sorted by index.
+   whose tags are equal); visiting documents best first by (key, rank, index), removes each one directly similar to
+   `keep` or more kept documents (`greedy_keep`: no removal through chains of removed documents); writes
+   `{rank}.json` = `[[index, id, kept_id], ...]` sorted by index.
 4. `RemovalFilter` (inline): drops the listed documents (matched by id, so a reader that skips records cannot shift
    them) with a reason and `duplicate_of`.
 Document ids across ranks are `rank << 32 | index`; paths are local (or a shared filesystem).
@@ -24,7 +25,7 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
-from filters.minhash_core import MinHasher, band_pairs, components, jaccard, unique_pairs
+from filters.minhash_core import MinHasher, band_pairs, greedy_keep, jaccard, unique_pairs
 
 
 def _gid(rank: int, index: np.ndarray) -> np.ndarray:
@@ -156,7 +157,7 @@ class _RankSigs:
 
 
 class VerifyCluster(PipelineStep):
-    """Verify candidate pairs by true Jaccard similarity, cluster, choose what each cluster keeps (1 task)."""
+    """Verify candidate pairs by true Jaccard similarity and choose what to remove (1 task)."""
 
     type = "🫂 - DEDUP"
     name = "🎯 verify + cluster"
@@ -187,23 +188,20 @@ class VerifyCluster(PipelineStep):
                     metas.setdefault(gid, part.meta(pos))
                 return sets[gid], metas[gid]
 
-            edges = []
-            for a, b in pairs.tolist():
+            def similar(a: int, b: int) -> bool:
                 set_a, meta_a = load(a)
                 set_b, meta_b = load(b)
-                if meta_a[2] == meta_b[2] and jaccard(set_a, set_b) >= self.threshold:
-                    edges.append((a, b))
+                return meta_a[2] == meta_b[2] and jaccard(set_a, set_b) >= self.threshold
+
+            edges = [(a, b) for a, b in pairs.tolist() if similar(a, b)]
             self.stat_update("verified_pairs", value=len(edges))
             self.stat_update("rejected_pairs", value=len(pairs) - len(edges))
 
             removals: dict[int, list] = {r: [] for r in sigs}
-            for members in components(edges).values():
-                self.stat_update("clusters")
-                ranked = sorted(members, key=lambda g: (metas[g][1], g))
-                kept_id = metas[ranked[0]][0]
-                for gid in ranked[self.keep :]:
-                    removals[gid >> 32].append([gid & 0xFFFFFFFF, metas[gid][0], kept_id])
-                    self.stat_update("to_remove")
+            order = {g: (metas[g][1], g) for g in metas}
+            for gid, kept in greedy_keep(edges, order, self.keep, similar).items():
+                removals[gid >> 32].append([gid & 0xFFFFFFFF, metas[gid][0], metas[kept][0]])
+                self.stat_update("to_remove")
             write_removals(self.out_dir, removals)
         return
         yield

@@ -3,13 +3,13 @@
 Two samples answer the same problem when their normalised problems (first user turn: NFKC, lowercase, prose
 punctuation and all whitespace removed) have character n-gram sets with Jaccard similarity >= `jaccard_threshold`
 (MinHash LSH candidates, then verified exactly) and, with `same_numbers`, the same sequence of numbers, so GSM8K-style
-variants that differ only in their numbers stay distinct. Samples are grouped transitively; each group keeps its best
-`k` samples by this rule:
+variants that differ only in their numbers stay distinct. Samples are visited best first and one is dropped when `k`
+already kept samples answer the same problem. Best first means, in order:
   1. it has a final answer (`metadata["answer"]` or a non-empty last assistant turn);
   2. its reasoning fits `max_reasoning_chars` (when set);
   3. the longest reasoning (`prefer: shortest` flips it);
   4. the smallest id (deterministic tie-break).
-The others are dropped with reason `duplicate_problem` and `duplicate_of` = the group's best sample.
+Dropped samples get reason `duplicate_problem` and `duplicate_of` = the best kept sample of the same problem.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@
 The returned dict (also written as PLANTED.json) lets tests assert exact accounting:
   root, files {relative path: records}, bad_files {relative path: lines, malformed ones included},
   inputs {input name: manifest entry},
-  long_traces / overlong_prompt / leaked / exact_duplicates / near_duplicates / problem_duplicates (lists with the
-  file and record `id` of each planted item), malformed_records (file, 0-based line, reason; the huge record has
+  long_traces / overlong_prompt / leaked / exact_duplicates / near_duplicates / problem_duplicates / no_reasoning
+  (lists with the file and record `id` of each planted item; problem duplicates come in groups of 3 samples, two
+  entries with the same `of` per group), malformed_records (file, 0-based line, reason; the huge record has
   `bytes`), malformed (their count: 13), counts (length of each list,
   plus `samples`: records of `files` outside benchmarks/, bad/ excluded).
 Record ids are the `id` field of each record; malformed lines are identified by (file, line).
@@ -48,7 +49,7 @@ def ci_plan(scale: float = 1.0):
         chat=n(40, 6), chat_long=n(4), gsm=n(30, 6), solutions=n(15, 2), solutions_long=1, prompt_completion=n(12, 2),
         pc_long=1, marco=n(10, 2), marco_long=1, hf=0, arrow=0, math_prose=n(15), web=n(12),
         code=dict(python=n(8), javascript=n(3), rust=n(2), c=n(2), sql=n(2), bash=n(2)),
-        benchmark=n(10, 2), leaked=n(2), exact_dups=n(4), near_dups=n(3), problem_dups=n(2),
+        benchmark=n(10, 2), leaked=n(2), exact_dups=n(4), near_dups=n(3), problem_dups=n(2), no_reasoning=n(2),
         long_target=(2500, 4000),  # > 512 tokens for any reasonable tokenizer: trimming at 256/512 applies
         overlong_prompt_chars=3000,  # prompt + answer alone > 512 tokens: dropped by trimming at 512
         huge_bytes=256 * 1024, formats=("parquet", "csv"),

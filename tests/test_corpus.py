@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import csv
 import gzip
+import itertools
 import json
 import re
 from fractions import Fraction
@@ -15,6 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 from corpus import load_generator, make_corpus, write_manifest
+
+from filters.normalize import Normalization, tokens
 
 DEMO = Path(__file__).resolve().parent.parent / "data" / "demo"
 gen = load_generator()
@@ -149,7 +152,7 @@ def test_demo_counts_and_planted_kinds(planted, demo_records):
     assert corpus >= 500
     assert len(demo_records["benchmarks/mini_gsm.jsonl"]) == 50
     for kind in ["long_traces", "exact_duplicates", "near_duplicates", "problem_duplicates", "leaked", "malformed",
-                 "overlong_prompt"]:  # fmt: skip
+                 "overlong_prompt", "no_reasoning"]:  # fmt: skip
         assert planted["counts"][kind] == len(planted[kind]) > 0, kind
     assert len(planted["leaked"]) == 10
     languages = {r["language"] for f, rs in demo_records.items() if f.startswith("code/") for r in rs}
@@ -266,3 +269,116 @@ def test_ci_corpus_deterministic_and_accounted(tmp_path):
     for entry in m["inputs"]:
         assert (tmp_path / "a" / entry["path"]).exists(), entry
     assert (tmp_path / "a" / m["stages"][2]["decontaminate"]["benchmarks"][0]["path"]).exists()
+
+
+# ------------------------------------------------------------------------------ realism: no accidental overlaps
+def record_text(rec: dict) -> str:
+    """All text of a record (every field but the id), as one string."""
+    return "\n".join(
+        json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v for k, v in rec.items() if k != "id"
+    )
+
+
+def shingles(text: str, n: int = 3) -> set[tuple[str, ...]]:
+    """n-token shingles by the token rule of the MinHash stage (words, numbers, single operators)."""
+    t = tokens(text, Normalization())
+    return set(zip(*(t[i:] for i in range(n))))
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+FAMILIES = {  # files whose records are compared pairwise (same schema and domain)
+    "math prose": ["math/prose.parquet"],
+    "code": ["code/python.jsonl", "code/python_more.jsonl", "code/javascript.jsonl", "code/rust.jsonl", "code/c.jsonl",
+             "code/sql.jsonl", "code/bash.jsonl"],
+    "web": ["prose/web.csv"],
+    "short problems": ["reasoning/gsm.jsonl", "hf/gsm_extra", "reasoning/solutions.jsonl", "math/exercises.arrow"],
+    "traces": ["reasoning/chat.jsonl.gz", "reasoning/prompt_completion.jsonl.zst", "reasoning/marco.jsonl"],
+}  # fmt: skip
+
+
+def test_only_planted_documents_are_near_duplicates(planted, demo_records):
+    """Generated documents are genuinely different texts: the only pairs at MinHash's Jaccard threshold (0.5 on
+    3-token shingles) are the planted near/exact duplicates, which sit well above it."""
+    near = {frozenset([d["of"][1], d["dup"][1]]) for d in planted["near_duplicates"] + planted["exact_duplicates"]}
+    for family, files in FAMILIES.items():
+        recs = [r for f in files for r in demo_records[f]]
+        sets = [(r["id"], shingles(record_text(r))) for r in recs]
+        for (ia, sa), (ib, sb) in itertools.combinations(sets, 2):
+            if min(len(sa), len(sb)) < 0.5 * max(len(sa), len(sb)):
+                continue  # Jaccard < 0.5 anyway
+            j = jaccard(sa, sb)
+            if frozenset([ia, ib]) in near:
+                assert j >= 0.7, (family, ia, ib, j)
+            else:
+                assert j < 0.5, (family, ia, ib, j)
+
+
+def word_grams(text: str, n: int) -> set[tuple[str, ...]]:
+    """n-grams of words and numbers (operators and punctuation separate), as decontamination counts them."""
+    words = re.findall(r"[0-9a-z_\x80-\U0010ffff]+", text.lower())
+    return set(zip(*(words[i:] for i in range(n))))
+
+
+def test_benchmark_shares_ngrams_only_with_the_leaks(planted, demo_records):
+    """The benchmark's phrasings are disjoint from the corpus: only the leaked records share a word 8-gram with it
+    (stricter than the pipeline's 13-grams), and every leak does."""
+    bench = set()
+    for item in demo_records["benchmarks/mini_gsm.jsonl"]:
+        bench |= word_grams(item["question"], 8) | word_grams(item["answer"], 8)
+    hits = {
+        r["id"]
+        for f, recs in demo_records.items()
+        if not f.startswith("benchmarks/")
+        for r in recs
+        if word_grams(record_text(r), 8) & bench
+    }
+    assert hits == {leak["id"] for leak in planted["leaked"]}
+
+
+def norm_problem(text: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", text.lower())
+
+
+def test_problem_duplicates_form_groups_of_one_problem(planted, demo_records):
+    """Each planted problem appears three times (GSM original + the same slight rewording as a chat sample and as a
+    MATH-style solution) with the same numbers and similar wording, but the documents are not near duplicates."""
+    groups: dict[tuple, list] = {}
+    for d in planted["problem_duplicates"]:
+        groups.setdefault(tuple(d["of"]), []).append(tuple(d["dup"]))
+    assert len(groups) == 10 and all(len(g) == 2 for g in groups.values())
+
+    def grams(text: str) -> set[str]:
+        t = norm_problem(text)
+        return {t[i : i + 5] for i in range(len(t) - 4)}
+
+    for of, dups in groups.items():
+        members = [_by_id(demo_records, *of)] + [_by_id(demo_records, *d) for d in dups]
+        questions = [question_of(r) if "question" not in r else r["question"] for r in members]
+        assert len({tuple(re.findall(r"\d+", q)) for q in questions}) == 1, questions
+        for a, b in itertools.combinations(questions, 2):
+            assert jaccard(grams(a), grams(b)) >= 0.7, (a, b)
+        for a, b in itertools.combinations(members, 2):
+            assert jaccard(shingles(record_text(a)), shingles(record_text(b))) < 0.5, (a["id"], b["id"])
+
+
+def test_filter_plants_are_the_only_filter_negatives(planted, demo_records):
+    """Answers without reasoning are planted (and listed); every other reasoning record has a trace of >= 20 words
+    and no stray think tag (the overlong-prompt sample too, so that it reaches trimming)."""
+    bare = {d["id"] for d in planted["no_reasoning"]}
+    assert len(bare) == 6
+    for f in ["reasoning/chat.jsonl.gz", "reasoning/prompt_completion.jsonl.zst"]:
+        for r in demo_records[f]:
+            turns = r.get("messages") or [{"role": "assistant", "content": r["completion"]}]
+            assistant = [t["content"] for t in turns if t["role"] == "assistant"]
+            others = [t["content"] for t in turns if t["role"] != "assistant"]
+            assert not any("<think>" in t or "</think>" in t for t in others), r["id"]
+            traces = [m[1] for t in assistant for m in [re.search(r"<think>\n(.*)\n</think>", t, re.S)] if m]
+            if r["id"] in bare:
+                assert not traces, r["id"]
+            else:
+                assert traces and len(traces[-1].split()) >= 20, r["id"]
+    for item in planted["overlong_prompt"]:
+        assert item["prompt_chars"] > 20_000

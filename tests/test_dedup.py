@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from stagekit import read_exclusions, run_stage
 
 from filters.minhash import MinhashOptions, MinhashStage
-from filters.minhash_core import MinHasher, jaccard, ngram_hashes, token_hashes
+from filters.minhash_core import MinHasher, band_pairs, greedy_keep, jaccard, ngram_hashes, token_hashes
 from filters.normalize import Normalization, normalize, prepare, tokens
 from tokenizer.sample import render_text
 
@@ -249,3 +249,41 @@ def test_perturb_replaces_the_requested_fraction() -> None:
     text = " ".join(f"w{i}" for i in range(100))
     changed = sum(a != b for a, b in zip(text.split(), perturb(text, 0.1, random.Random(0)).split()))
     assert changed == 10
+
+
+def test_greedy_keep_removes_only_direct_duplicates_of_kept_documents() -> None:
+    order = {n: (n,) for n in range(6)}
+    # chain 0~1~2 (0 not similar to 2), clique 3~4~5
+    edges = [(0, 1), (1, 2), (3, 4), (3, 5), (4, 5)]
+    assert greedy_keep(edges, order, keep=1) == {1: 0, 4: 3, 5: 3}
+    assert greedy_keep(edges, order, keep=2) == {5: 3}
+
+
+def test_greedy_keep_checks_kept_documents_reached_through_removed_neighbours() -> None:
+    order = {n: (n,) for n in range(3)}
+    # 0~1 and 1~2 are candidate edges; 2 is also similar to 0 but that pair was never a candidate
+    assert greedy_keep([(0, 1), (1, 2)], order, 1, similar=lambda a, b: {a, b} == {0, 2}) == {1: 0, 2: 0}
+    assert greedy_keep([(0, 1), (1, 2)], order, 1, similar=lambda a, b: False) == {1: 0}
+
+
+def test_band_pairs_all_pairs_in_small_runs_linear_in_large_ones() -> None:
+    keys = np.array([5, 3, 5, 5, 3, 7], dtype=np.uint64)
+    assert band_pairs(keys, np.arange(6)).tolist() == [[0, 2], [0, 3], [1, 4], [2, 3]]
+    big = band_pairs(np.zeros(1000, dtype=np.uint64), np.arange(1000), max_run=64)
+    assert len(big) == 999 + 998  # head and predecessor pairs only
+
+
+@pytest.mark.parametrize("stage", ["exact_dedup", "problem_dedup"])
+def test_same_input_and_tasks_give_the_same_kept_set(stage: str, tmp_path) -> None:
+    rng = random.Random(4)
+    problems = generated_texts(30, seed=4, words=(15, 40))
+    docs = [
+        _chat(f"s{i:03d}", _variant(problems[i % 30], rng), "r " * rng.randint(1, 50), str(i % 3)) for i in range(120)
+    ]
+    docs += [Document(text=d.text.upper(), id=f"u{i:03d}", metadata=dict(d.metadata)) for i, d in enumerate(docs[:40])]
+    runs = [
+        run_stage(stage, {"k": 2} if stage == "problem_dedup" else {}, docs, 3, tmp_path=tmp_path / str(i))
+        for i in range(2)
+    ]
+    assert [d.id for d in runs[0][0]] == [d.id for d in runs[1][0]]
+    assert len(runs[0][0]) < len(docs)

@@ -13,7 +13,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from shardgen import make_shards
 
-from trainer.loader import IGNORE, GlobalOrder, ShardLoader, Source, check_sources, eval_batches, quotas, window_arrays
+from trainer.loader import (
+    IGNORE,
+    GlobalOrder,
+    Prefetcher,
+    ShardLoader,
+    Source,
+    check_sources,
+    eval_batches,
+    quotas,
+    window_arrays,
+)
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +178,35 @@ def test_check_sources_errors(shards, tmp_path: Path) -> None:
     check_sources([src], 512, 128)
     with pytest.raises(FileNotFoundError):
         Source.open(str(tmp_path / "missing"))
+
+
+def test_fsspec_url_is_cached_locally(shards, tmp_path: Path) -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for f in shards.root.rglob("*"):
+        if f.is_file():
+            fs.pipe(f"/remote/{f.relative_to(shards.root)}", f.read_bytes())
+    src = Source.open("memory://remote", cache_dir=tmp_path / "cache")
+    local = Source.open(str(shards.root))
+    assert src.root.parent == tmp_path / "cache" and len(src.train) == len(local.train)
+    assert np.array_equal(src.train[5].input_ids, local.train[5].input_ids)
+    assert Source.open("memory://remote", cache_dir=tmp_path / "cache").root == src.root  # reused
+
+
+def test_prefetcher_yields_the_same_batches_and_state(shards) -> None:
+    src = [Source.open(str(shards.root))]
+    plain = ShardLoader(src, 256, 8, 4, seed=9)
+    ahead = ShardLoader(src, 256, 8, 4, seed=9)
+    pre = Prefetcher(ahead)
+    try:
+        for g in range(3):
+            want, got = plain.next_global_batch(), pre.next()
+            assert all(torch.equal(a.input_ids, b.input_ids) for a, b in zip(want, got))
+            assert ahead.consumed == plain.consumed == (g + 1) * 8  # the prefetched batch is not yet consumed
+        ahead.load_state_dict(plain.state_dict() | {"consumed": 0})  # a rewind (resume) is honoured
+        assert torch.equal(
+            pre.next()[0].input_ids, ShardLoader(src, 256, 8, 4, seed=9).next_global_batch()[0].input_ids
+        )
+    finally:
+        pre.close()

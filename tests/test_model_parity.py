@@ -15,7 +15,13 @@ from trainer.model import ZayaLM  # noqa: E402
 VOCAB = 128
 SHAPES = {
     "gqa2": {},
-    "mqa_k3": {"num_key_value_heads": 1, "cca_time0": 3, "num_layers": 3, "rope_theta": 5e6},
+    "mqa_k3_untied": {
+        "num_key_value_heads": 1,
+        "cca_time0": 3,
+        "num_layers": 3,
+        "rope_theta": 5e6,
+        "tie_word_embeddings": False,
+    },
 }
 
 

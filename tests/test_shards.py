@@ -114,6 +114,9 @@ def test_compressed_shards_read_back(tmp_path: Path, compression: str) -> None:
         w.write_windows(wins)
     rows = open_shard(tmp_path / "c.arrow").to_pylist()
     assert [r["input_ids"] for r in rows] == [x.input_ids.tolist() for x in wins]
+    ss = ShardSet.from_paths([tmp_path / "c.arrow"], SEQ)
+    assert len(ss) == 50 and ss[49].sample_ids == wins[49].sample_ids
+    assert ss[7].doc_offsets.tolist() == wins[7].doc_offsets
 
 
 def test_pyarrow_memory_map_is_zero_copy(tmp_path: Path) -> None:

@@ -143,6 +143,12 @@ def test_cache_round_trip_and_stats(built: tuple[Path, dict], tokenizer_path: Pa
     assert stats["docs"] == len(docs) and stats["tokens"] == total
     assert sum(stats["by_domain"].values()) == total and set(stats["by_source"]) == {"gsm8k", "peps"}
     assert stats["docs_by_domain"] == {"math": 160, "web": 160}
+    assert cache_token_stats(root / "cache", context=10**9) == stats  # from the cache files: same numbers
+    capped = cache_token_stats(root / "cache", context=CONTEXT)
+    lengths = {d.id: sum(len(s.ids) for s in expected[d.id]) for d in docs}
+    chat_capped = sum(min(lengths[d.id], CONTEXT) for d in docs if d.metadata["kind"] == "chat")
+    assert capped["by_domain"]["math"] == chat_capped < stats["by_domain"]["math"]
+    assert capped["by_domain"]["web"] == stats["by_domain"]["web"]
 
 
 def test_every_copy_in_samples_exactly_once(built: tuple[Path, dict]) -> None:
@@ -291,3 +297,10 @@ def test_train_from_documents_ignores_input_order() -> None:
     a = train_from_documents(docs, cfg)
     b = train_from_documents(list(reversed(docs)), cfg)
     assert a.to_str() == b.to_str()
+
+
+def test_output_passes_the_contract_validator(built: tuple[Path, dict]) -> None:
+    """Cross-check against `reasonpipe inspect --validate` (the AP invariant, shard and samples contract)."""
+    inspect_validate = pytest.importorskip("pipeline.inspect_validate")
+    root, _ = built
+    assert [str(p) for p in inspect_validate.validate(root / "out")] == []

@@ -1,6 +1,7 @@
 """Data-parallel training under torchrun on CPU (gloo): 2 ranks x B windows compute the same steps as 1 rank with
 2 x B accumulated (the loss normalisation, the gradient all-reduce and the expert-count all-reduce that drives the
-balancing biases), with DDP and with FSDP2; and a run resumes exactly with another number of ranks."""
+balancing biases), with DDP + AdamW and with FSDP2 + Muon (sharded matrices gathered for Newton-Schulz); and a run
+resumes exactly with another number of ranks."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pytest
 import torch
 import yaml
 from shardgen import make_shards
+
+from trainer import train as T
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 4
@@ -37,23 +40,29 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
             "checkpoint_every": 2,
         },
     }
-    for parallel in ("ddp", "fsdp"):
-        cfg["train"]["parallel"] = parallel
-        (tmp / f"{parallel}.yaml").write_text(yaml.safe_dump(cfg))
-    ref = tmp / "ref"
-    assert launch(1, tmp, shards.root, ref, "ddp") == ""
-    return tmp, shards, ref
+    (tmp / "ddp.yaml").write_text(yaml.safe_dump(cfg))
+    cfg["train"].update(parallel="fsdp", optimizer={"name": "muon", "lr": 3e-3})
+    (tmp / "fsdp.yaml").write_text(yaml.safe_dump(cfg))
+    refs = {}
+    for parallel in ("ddp", "fsdp"):  # the single-process references (parallel is ignored without torchrun)
+        refs[parallel] = tmp / f"ref_{parallel}"
+        assert launch(1, tmp, shards.root, refs[parallel], parallel) == ""
+    return tmp, shards, refs
 
 
 def launch(nproc: int, tmp: Path, data: Path, out: Path, parallel: str, *extra: str) -> str:
-    """Run the trainer (torchrun when nproc > 1); returns stderr on failure, '' on success."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    """Run the trainer (torchrun with gloo when nproc > 1); returns the error output on failure, '' on success."""
     args = ["--data", str(data), "--out", str(out), "--config", str(tmp / f"{parallel}.yaml"), *extra]
-    if nproc == 1:
-        cmd = [sys.executable, "-m", "trainer.train", *args]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "trainer.train", *args]  # fmt: skip
+    if nproc == 1:  # in this process (no process group), one thread like the torchrun workers
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return "" if T.main(args) == 0 else "single-process run failed"
+        finally:
+            torch.set_num_threads(threads)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "trainer.train", *args]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     return "" if proc.returncode == 0 else proc.stderr[-3000:] + proc.stdout[-2000:]
 
@@ -75,7 +84,8 @@ def assert_same_model(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_two_ranks_match_one_rank_with_accumulation(setup, parallel: str) -> None:
-    tmp, shards, ref = setup
+    tmp, shards, refs = setup
+    ref = refs[parallel]
     out = tmp / f"two_{parallel}"
     err = launch(2, tmp, shards.root, out, parallel, "--steps", "2")
     assert err == "", err

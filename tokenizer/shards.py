@@ -293,14 +293,13 @@ class _Shard:
     def _views(self, b: int) -> tuple[np.ndarray, ...]:
         views = self._cache.get(b)
         if views is None:
-            batch, s = self.batches[b], None
-            out = []
+            batch, out = self.batches[b], []
             for name in ("input_ids", "loss_mask", "segment"):
                 col = batch.column(name)
-                s = col.type.list_size
-                out.append(col.flatten().to_numpy(zero_copy_only=True).reshape(-1, s))
+                out.append(col.flatten().to_numpy(zero_copy_only=True).reshape(-1, col.type.list_size))
             offs = batch.column("doc_offsets")
-            out.append(offs.offsets.to_numpy(zero_copy_only=True))
+            starts = offs.offsets.to_numpy(zero_copy_only=True)
+            out.append(starts - starts[0])  # relative to the flattened values
             out.append(offs.flatten().to_numpy(zero_copy_only=True))
             views = self._cache[b] = tuple(out)
         return views

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+import pyarrow.compute as pc
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
@@ -25,7 +28,7 @@ from tokenizers import Tokenizer
 from tokenizer.cache import CacheWriter, read_cache
 from tokenizer.config import TrainConfig
 from tokenizer.mixture import copies
-from tokenizer.shards import Compression
+from tokenizer.shards import Compression, open_shard
 from tokenizer.template import ChatTemplate
 from tokenizer.vocab import TemplateTokens, load_tokenizer, resolve_template, train_tokenizer
 from tokenizer.writer import PackedOutput, write_json_atomic
@@ -108,10 +111,15 @@ class TokenizeToCache(PipelineStep):
         write_json_atomic(self.output_folder / f"{rank:05d}.stats.json", stats)
 
 
-def cache_token_stats(folder: str | Path) -> dict[str, Any]:
-    """The per-task cache stats of `folder` summed (docs, tokens, by_domain, by_source, ...)."""
-    import json
+def cache_token_stats(folder: str | Path, context: int | None = None) -> dict[str, Any]:
+    """The per-task cache stats of `folder` summed (docs, tokens, by_domain, by_source, by_kind, docs_by_...).
 
+    With `context`, the token counts are those after trimming to it, as far as known before trimming: a chat
+    sample counts min(tokens, context) (trimming cuts it to at most C; the few it drops still count), plain text
+    counts whole. Mixture rates planned on these match the packed output better when traces are long.
+    """
+    if context is not None:
+        return _cache_stats_at_context(Path(folder), context)
     total: dict[str, Any] = {"docs": 0, "tokens": 0}
     for path in sorted(Path(folder).glob("*.stats.json")):
         stats = json.loads(path.read_text(encoding="utf-8"))
@@ -123,6 +131,27 @@ def cache_token_stats(folder: str | Path) -> dict[str, Any]:
             else:
                 total[key] += value
     return total
+
+
+def _cache_stats_at_context(folder: Path, context: int) -> dict[str, Any]:
+    total: dict[str, Any] = {"docs": 0, "tokens": 0}
+    for key in ("by_domain", "by_source", "by_kind", "docs_by_domain", "docs_by_source"):
+        total[key] = {}
+    for path in sorted(folder.glob("*.arrow")):
+        table = open_shard(path).select(["source", "domain", "kind", "n_tokens"])  # memory-mapped, no token data
+        n = table["n_tokens"].to_numpy().astype(np.int64)
+        chat = np.asarray(pc.equal(table["kind"], "chat").fill_null(False))
+        n = np.where(chat, np.minimum(n, context), n)
+        total["docs"] += len(n)
+        total["tokens"] += int(n.sum())
+        for col in ("domain", "source", "kind"):
+            groups = [str(g) for g in table[col].to_pylist()]
+            acc, docs = total[f"by_{col}"], total.get(f"docs_by_{col}")
+            for g, k in zip(groups, n.tolist()):
+                acc[g] = acc.get(g, 0) + k
+                if docs is not None:
+                    docs[g] = docs.get(g, 0) + 1
+    return {k: dict(sorted(v.items())) if isinstance(v, dict) else v for k, v in total.items()}
 
 
 class CacheReader(PipelineStep):

@@ -11,7 +11,7 @@ that belong to the same think block are merged into one SEG_TEMPLATE segment; em
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import chain
 from typing import Any
 
@@ -39,6 +39,7 @@ class ChatTemplate:
     def __init__(self, tokenizer: Tokenizer, tokens: TemplateTokens) -> None:
         self.tokenizer = tokenizer
         self.tokens = tokens
+        self._runs: dict[tuple[int, ...], np.ndarray] = {}  # template token runs, shared read-only arrays
 
     # planning: what to encode, without encoding ----------------------------------------------------------------
     def _plan(self, sample: Any) -> list[_Piece]:
@@ -68,30 +69,35 @@ class ChatTemplate:
         plan.append((SEG_TEMPLATE, -1, (t.eos,)))
         return plan
 
-    @staticmethod
-    def _assemble(plan: list[_Piece], encoded: list[np.ndarray]) -> list[Segment]:
-        """Segments from a plan, texts replaced in order by their encodings; merges adjacent template tokens."""
+    def _run(self, ids: list[int]) -> np.ndarray:
+        key = tuple(ids)
+        arr = self._runs.get(key)
+        if arr is None:
+            arr = self._runs[key] = _ids(ids)
+        return arr
+
+    def _assemble(self, plan: list[_Piece], encoded: Iterator[np.ndarray]) -> list[Segment]:
+        """Segments from a plan, its texts taken in order from `encoded`; merges adjacent template tokens."""
         out: list[Segment] = []
         pending: list[int] = []  # template ids waiting to be merged
         pending_think = -1
-        texts = iter(encoded)
         for kind, think, payload in plan:
             if isinstance(payload, tuple):
                 if pending and think != pending_think:
-                    out.append(Segment(SEG_TEMPLATE, _ids(pending), pending_think))
+                    out.append(Segment(SEG_TEMPLATE, self._run(pending), pending_think))
                     pending = []
                 pending += payload
                 pending_think = think
                 continue
-            ids = next(texts)
+            ids = next(encoded)
             if len(ids) == 0:
                 continue
             if pending:
-                out.append(Segment(SEG_TEMPLATE, _ids(pending), pending_think))
+                out.append(Segment(SEG_TEMPLATE, self._run(pending), pending_think))
                 pending = []
             out.append(Segment(kind, ids, think))
         if pending:
-            out.append(Segment(SEG_TEMPLATE, _ids(pending), pending_think))
+            out.append(Segment(SEG_TEMPLATE, self._run(pending), pending_think))
         return out
 
     # encoding ----------------------------------------------------------------------------------------------------
@@ -113,13 +119,8 @@ class ChatTemplate:
         """Segments of many samples, all their texts encoded in one `encode_batch` call."""
         plans = [self._plan(s) for s in samples]
         texts = [p for plan in plans for _, _, p in plan if isinstance(p, str)]
-        encoded = self.encode_texts(texts)
-        out, pos = [], 0
-        for plan in plans:
-            n = sum(isinstance(p, str) for _, _, p in plan)
-            out.append(self._assemble(plan, encoded[pos : pos + n]))
-            pos += n
-        return out
+        encoded = iter(self.encode_texts(texts))  # consumed in order by the plans
+        return [self._assemble(plan, encoded) for plan in plans]
 
     def decode(self, ids: Sequence[int] | np.ndarray, skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)

@@ -74,7 +74,8 @@ class CCAttention(nn.Module):
         std = self.cfg.initializer_range
         nn.init.normal_(self.qkv_weight, std=std)
         nn.init.normal_(self.o_proj.weight, std=std / math.sqrt(2 * self.cfg.num_layers))
-        # conv taps: identity on the current token plus small noise, so CCA starts close to plain attention
+        # conv taps (init unpublished): identity on the current token plus small noise, so q~/k~ start as
+        # projections of the current token (plus the qk-mean term); the HF loader overwrites all of this
         nn.init.normal_(self.conv_dw_weight, std=std)
         self.conv_dw_weight[:, :, -1] += 1.0
         nn.init.normal_(self.conv_gr_weight, std=std)
@@ -88,7 +89,9 @@ class CCAttention(nn.Module):
         """Depthwise then per-head grouped causal conv over time; qk [B, S, C] -> [B, S, C]."""
         k0, k1 = self.cfg.cca_time0, self.cfg.cca_time1
         w_dw = self.conv_dw_weight[:, 0, :]  # [C, k0]; tap j multiplies x[t - (k0 - 1 - j)]
-        d = self.conv_dw_bias + sum(shift_time(qk, k0 - 1 - j, valid[k0 - 1 - j], None) * w_dw[:, j] for j in range(k0))
+        d = self.conv_dw_bias + sum(
+            shift_time(qk, k0 - 1 - j, valid[k0 - 1 - j], None) * w_dw[:, j] for j in range(k0)
+        )
         # grouped conv: its input before a boundary is the depthwise output of all-zero (padded) inputs = its bias
         taps = torch.stack([shift_time(d, k1 - 1 - j, valid[k1 - 1 - j], self.conv_dw_bias) for j in range(k1)], dim=2)
         b, s, c = qk.shape

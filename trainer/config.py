@@ -39,7 +39,8 @@ class ModelConfig:
     # Router: the extra "skip" class of the released model (softmax over E + 1, bias frozen at -1).
     router_skip_class: bool = True
 
-    # Training-time deviations; defaults = reference behaviour (what loaded HF weights expect).
+    # Training-time deviations; defaults = reference behaviour (what loaded HF weights expect). The presets are
+    # training configs and set key_temp_init=1.0; `from_scratch()` also turns on the per-document flags.
     key_temp_init: float = 0.0  # HF placeholder; from-scratch training must start at 1.0 (linear temperature)
     doc_reset: bool = False  # reset conv / value-shift state at document boundaries (needs doc_ids)
     doc_causal: bool = False  # document-causal attention mask (needs doc_ids)
@@ -127,7 +128,7 @@ class ModelConfig:
 
     @classmethod
     def from_hf(cls, hf: Any, **overrides: Any) -> ModelConfig:
-        """Build from a transformers `ZayaConfig` (or its dict); only full-attention ("hybrid") layers are supported."""
+        """Build from a transformers `ZayaConfig` (or its dict); only full-attention ("hybrid") layers supported."""
         d = hf if isinstance(hf, dict) else hf.to_dict()
 
         def need(cond: bool, what: str) -> None:
@@ -210,8 +211,10 @@ def small(vocab_size: int = 32_768, **overrides: Any) -> ModelConfig:
 
 
 def zaya1_8b(**overrides: Any) -> ModelConfig:
-    """The published ZAYA1-8B shape (4K-context phase: rope theta 10k)."""
-    return ModelConfig(**overrides)
+    """The published ZAYA1-8B shape (4K-context phase: rope theta 10k), initialised for training (T = 1)."""
+    kw: dict[str, Any] = dict(key_temp_init=1.0)
+    kw.update(overrides)
+    return ModelConfig(**kw)
 
 
 PRESETS = {"tiny": tiny, "small": small, "zaya1-8b": zaya1_8b}

@@ -88,7 +88,9 @@ def from_hf_state_dict(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
 def _read_folder(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     config = json.loads((path / "config.json").read_text())
     index = path / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
+    files = (
+        sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
+    )
     sd: dict[str, torch.Tensor] = {}
     for f in files:
         sd.update(load_file(str(path / f)))
@@ -150,13 +152,17 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
 
 
 def _clean_key(k: str) -> str:
-    for prefix in ("_orig_mod.", "module."):  # torch.compile / DDP wrappers
-        k = k.replace(prefix, "")
+    changed = True
+    while changed:  # torch.compile / DDP wrapper prefixes
+        changed = False
+        for prefix in ("_orig_mod.", "module."):
+            if k.startswith(prefix):
+                k, changed = k[len(prefix) :], True
     return k
 
 
 def export_checkpoint_to_hf(run_dir: str | Path, out_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
-    """Latest checkpoint of a training run (RUN_DIR/config.json["model"] + checkpoints/step_N/model.pt) -> HF folder."""
+    """Latest checkpoint of a run (RUN_DIR/config.json["model"] + checkpoints/step_N/model.pt) -> HF folder."""
     run = Path(run_dir)
     cfg_file = run / "config.json"
     if not cfg_file.exists():

@@ -280,13 +280,17 @@ class ShardLoader:
         start = g * self.global_batch + self.rank * per_rank
         return range(start, start + per_rank)
 
-    def next_global_batch(self) -> list[Batch]:
-        """This rank's micro-batches of the next global batch; advances the state by one global batch."""
-        g = self.consumed // self.global_batch
+    def global_batch_at(self, g: int) -> list[Batch]:
+        """This rank's micro-batches of global batch g (a pure function of g: safe to prefetch)."""
         idx = self.rank_samples(g)
         out = []
         for m in range(0, len(idx), self.micro_batch):
             out.append(collate([self.window(k) for k in idx[m : m + self.micro_batch]], self.seq_len))
+        return out
+
+    def next_global_batch(self) -> list[Batch]:
+        """This rank's micro-batches of the next global batch; advances the state by one global batch."""
+        out = self.global_batch_at(self.consumed // self.global_batch)
         self.consumed += self.global_batch
         return out
 
@@ -304,6 +308,36 @@ class ShardLoader:
             if state[key] != mine[key]:
                 raise ValueError(f"loader state mismatch on resume: {key} was {state[key]!r}, now {mine[key]!r}")
         self.consumed = int(state["consumed"])
+
+
+class Prefetcher:
+    """Builds the next global batch in a background thread while the current one trains; the loader state
+    advances only when a batch is handed out, so checkpoints stay exact. `pin` pins host memory for async copies."""
+
+    def __init__(self, loader: ShardLoader, pin: bool = False) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.loader, self.pin = loader, pin
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+        self.pending: tuple[int, Any] | None = None
+
+    def _build(self, g: int) -> list[Batch]:
+        batches = self.loader.global_batch_at(g)
+        if self.pin:
+            batches = [Batch(*(t.pin_memory() for t in b.__dict__.values())) for b in batches]
+        return batches
+
+    def next(self) -> list[Batch]:
+        g = self.loader.consumed // self.loader.global_batch
+        if self.pending is None or self.pending[0] != g:
+            self.pending = (g, self.pool.submit(self._build, g))
+        out = self.pending[1].result()
+        self.loader.consumed += self.loader.global_batch
+        self.pending = (g + 1, self.pool.submit(self._build, g + 1))
+        return out
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def eval_batches(

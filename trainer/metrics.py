@@ -11,6 +11,7 @@ N_active = matmul weights one token meets: every 2-D weight except the embedding
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import sys
@@ -19,6 +20,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from trainer.balancing import balance_metrics
 
 # Dense bf16 peak TFLOP/s (no sparsity) by device-name substring; unknown devices get MFU null.
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "MI300X": 1307.0, "MI325X": 1307.0}
@@ -139,3 +142,43 @@ class MetricsLog:
         if rec.get("event"):
             parts.insert(1, str(rec["event"]))
         return " | ".join(parts)
+
+
+class RouterProbe:
+    """Forward hooks on the router MLPs: mean normalised entropy of the router softmax per layer, on the training
+    forwards of steps that get logged (`active`); sums stay on the device (no host sync inside the forward)."""
+
+    def __init__(self, model: nn.Module) -> None:  # a ZayaLM
+        self.routers = model.routers()
+        self.active = False
+        self.sums: list[torch.Tensor | float] = [0.0] * len(self.routers)
+        self.count = [0] * len(self.routers)
+        self.handles = [r.router_mlp.register_forward_hook(self._hook(i)) for i, r in enumerate(self.routers)]
+
+    def _hook(self, i: int) -> Any:
+        def hook(_m: nn.Module, _inp: Any, logits: torch.Tensor) -> None:
+            if not (self.active and torch.is_grad_enabled()):
+                return
+            with torch.no_grad():
+                p = torch.softmax(logits.float(), -1)
+                ent = -(p * p.clamp_min(1e-30).log()).sum(-1) / math.log(p.shape[-1])
+                self.sums[i] = self.sums[i] + ent.sum().double()
+                self.count[i] += ent.numel()
+
+        return hook
+
+    def per_layer(self, counts: torch.Tensor) -> list[dict[str, float]]:
+        """Balance metrics of each layer for the logged step; resets the entropy sums."""
+        ent = [float(s) / max(n, 1) for s, n in zip(self.sums, self.count)]
+        rows = []
+        for i, r in enumerate(self.routers):
+            m = balance_metrics(counts[i])
+            b = r.balancing_biases[: r.num_experts].detach().float().cpu()
+            rows.append({
+                "max_violation": m["max_violation"], "cv": m["cv"], "entropy": m["entropy"],
+                "dead_experts": m["dead_experts"], "router_entropy": ent[i],
+                "bias_mean": b.mean().item(), "bias_std": b.std(unbiased=False).item(), "bias_max": b.max().item(),
+            })  # fmt: skip
+        self.sums = [0.0] * len(self.routers)
+        self.count = [0] * len(self.routers)
+        return rows

@@ -163,7 +163,7 @@ class ZayaLM(nn.Module):
     ) -> ZayaOutput:
         """input_ids [B, S] long; position_ids [B, S] (restart per document when given, else 0..S-1);
         doc_ids [B, S] int (document index within the window; used by doc_causal / doc_reset);
-        labels [B, S] already shifted (labels[t] = target of position t, -100 ignored); loss_mask [B, S] (0 = ignore)."""
+        labels [B, S] already shifted (labels[t] = target of position t, -100 ignored); loss_mask [B, S] (0 = skip)."""
         cfg = self.cfg
         b, s = input_ids.shape
         x = self.embed_tokens(input_ids)
@@ -209,4 +209,3 @@ class ZayaLM(nn.Module):
     def num_params(self, embeddings: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
         return n if embeddings else n - self.embed_tokens.weight.numel()
-

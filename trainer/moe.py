@@ -30,7 +30,7 @@ class RouterMLP(nn.Module):
 
 
 class Router(nn.Module):
-    """r = down(x) (+ gamma * r_prev: EDA), p = softmax_fp32(MLP(RMSNorm(r))), expert = argmax(p + b), gate = p[expert].
+    """r = down(x) (+ gamma * r_prev: EDA), p = softmax_fp32(MLP(RMSNorm(r))), e = argmax(p + b), gate = p[e].
 
     `balancing_biases` (fp32 buffer, one per class; the skip class is frozen at -1) only affects the selection.
     `bias_exp_avg` / `bias_exp_avg_sq` hold the Adam moments of the balancing update (trainer/balancing.py).
@@ -55,7 +55,7 @@ class Router(nn.Module):
     def forward(
         self, x: torch.Tensor, prev: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x [N, d] -> gate [N] (0 for skip), expert index [N] (skip mapped to 0), r for the next router, counts [E]."""
+        """x [N, d] -> gate [N] (0 for skip), expert [N] (skip mapped to 0), r for the next router, counts [E]."""
         r = self.down_proj(x)
         if self.use_eda and prev is not None:
             r = r + prev * self.router_states_scale
@@ -181,9 +181,7 @@ class MoE(nn.Module):
         self.gate = Router(cfg, use_eda)
         self.experts = Experts(cfg)
 
-    def forward(
-        self, x: torch.Tensor, prev: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [B, S, d] normed -> (output [B, S, d], router state for the next layer, counts [E])."""
         b, s, d = x.shape
         gate, idx, r, counts = self.gate(x.reshape(b * s, d), None if prev is None else prev.reshape(b * s, -1))

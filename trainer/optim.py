@@ -131,7 +131,7 @@ def lr_multiplier(step: int, kind: str, warmup: int, total: int, min_ratio: floa
     if kind == "constant":
         return 1.0
     if kind == "cosine":
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        progress = min(1.0, (step - warmup) / max(1, total - warmup - 1))  # min_ratio at the last step
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     if kind == "wsd":
         decay_steps = max(1, round(decay_fraction * total))

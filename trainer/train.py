@@ -19,6 +19,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,10 @@ from torch import nn
 
 from trainer import checkpoint as C
 from trainer import distributed as D
-from trainer.balancing import balance_metrics, update_model_biases
+from trainer.balancing import update_model_biases
 from trainer.config import ModelConfig
-from trainer.loader import Batch, ShardLoader, Source, check_sources, eval_batches, has_val
-from trainer.metrics import MetricsLog, balance_summary, flops_per_token, memory_gib, peak_flops
+from trainer.loader import Batch, Prefetcher, ShardLoader, Source, check_sources, eval_batches, has_val
+from trainer.metrics import MetricsLog, RouterProbe, balance_summary, flops_per_token, memory_gib, peak_flops
 from trainer.model import ZayaLM
 from trainer.optim import Schedule, build_optimizer, clip_grad_norm
 from trainer.trainconfig import DataSource, RunConfig, load_run_config
@@ -135,44 +136,6 @@ def autocast_ctx(device: torch.device, precision: str) -> contextlib.AbstractCon
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-class RouterProbe:
-    """Forward hooks on the router MLPs: mean normalised entropy of the router softmax per layer (training only)."""
-
-    def __init__(self, model: ZayaLM) -> None:
-        self.routers = model.routers()
-        self.sums = torch.zeros(len(self.routers), dtype=torch.float64)
-        self.count = torch.zeros(len(self.routers), dtype=torch.float64)
-        self.handles = [r.router_mlp.register_forward_hook(self._hook(i)) for i, r in enumerate(self.routers)]
-
-    def _hook(self, i: int) -> Any:
-        def hook(_m: nn.Module, _inp: Any, logits: torch.Tensor) -> None:
-            if not torch.is_grad_enabled():
-                return
-            with torch.no_grad():
-                p = torch.softmax(logits.float(), -1)
-                ent = -(p * p.clamp_min(1e-30).log()).sum(-1) / math.log(p.shape[-1])
-                self.sums[i] += ent.sum().item()
-                self.count[i] += ent.numel()
-
-        return hook
-
-    def per_layer(self, counts: torch.Tensor) -> list[dict[str, float]]:
-        """Balance metrics of each layer for the logged step; resets the entropy sums."""
-        ent = (self.sums / self.count.clamp_min(1)).tolist()
-        rows = []
-        for i, r in enumerate(self.routers):
-            m = balance_metrics(counts[i])
-            b = r.balancing_biases[: r.num_experts].detach().float().cpu()
-            rows.append({
-                "max_violation": m["max_violation"], "cv": m["cv"], "entropy": m["entropy"],
-                "dead_experts": m["dead_experts"], "router_entropy": ent[i],
-                "bias_mean": b.mean().item(), "bias_std": b.std(unbiased=False).item(), "bias_max": b.max().item(),
-            })  # fmt: skip
-        self.sums.zero_()
-        self.count.zero_()
-        return rows
-
-
 # --- steps ---------------------------------------------------------------------------------------------------------
 
 
@@ -181,8 +144,8 @@ def segment_sums(token_loss: torch.Tensor, batch: Batch) -> torch.Tensor:
     tl = token_loss.detach().float()
     out = []
     for kind in (ANSWER, REASONING):
-        sel = batch.label_segment == kind
-        out += [tl[sel].sum(), sel.sum().to(tl.dtype)]
+        sel = (batch.label_segment == kind).to(tl.dtype)  # a product, not a boolean index: no host sync on GPU
+        out += [(tl * sel).sum(), sel.sum()]
     return torch.stack(out)
 
 
@@ -215,161 +178,227 @@ def evaluate(
     }
 
 
-def train(cfg: RunConfig, run_dir: Path, resume: bool, env: D.DistEnv) -> dict[str, Any]:
-    t = cfg.train
-    log = MetricsLog(run_dir, enabled=env.is_main)
-    sources = [Source.open(d.path, d.weight, cache_dir=run_dir / "data_cache") for d in t.data]
-    mcfg, seq_len = resolve_model_config(cfg, sources)
-    if t.global_batch_tokens % seq_len:
-        raise ValueError(f"train.global_batch_tokens {t.global_batch_tokens} is not a multiple of seq_len {seq_len}")
-    global_batch = t.global_batch_tokens // seq_len
-    if global_batch % (env.world_size * t.micro_batch):
-        raise ValueError(
-            f"global batch of {global_batch} windows ({t.global_batch_tokens} tokens / seq_len {seq_len}) is not a "
-            f"multiple of ranks {env.world_size} x train.micro_batch {t.micro_batch}"
+@dataclass
+class StepStats:
+    """One optimizer step, reduced over micro-batches and ranks."""
+
+    loss: float  # mean over the global batch's trained tokens
+    seg: torch.Tensor  # [answer loss sum, answer tokens, reasoning loss sum, reasoning tokens]
+    counts: torch.Tensor  # [layers, experts] tokens routed
+    grad_norm: float | None
+    ok: bool  # finite loss and gradient norm: the update was applied
+
+
+def new_window() -> dict[str, Any]:
+    """Sums over the steps between two log records."""
+    return {"t0": time.perf_counter(), "steps": 0, "loss": 0.0, "seg": torch.zeros(4, dtype=torch.float64)}
+
+
+class Trainer:
+    """One run: data, model, optimizer and schedule built from the config (and the latest checkpoint on resume)."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, resume: bool, env: D.DistEnv) -> None:
+        t = self.t = cfg.train
+        self.cfg, self.run_dir, self.env = cfg, run_dir, env
+        self.log = MetricsLog(run_dir, enabled=env.is_main)
+        self.sources = self._open_sources()
+        self.mcfg, self.seq_len = resolve_model_config(cfg, self.sources)
+        if t.global_batch_tokens % self.seq_len:
+            raise ValueError(
+                f"train.global_batch_tokens {t.global_batch_tokens} is not a multiple of seq_len {self.seq_len}"
+            )
+        gb = t.global_batch_tokens // self.seq_len
+        if gb % (env.world_size * t.micro_batch):
+            raise ValueError(
+                f"global batch of {gb} windows ({t.global_batch_tokens} tokens / seq_len {self.seq_len}) is not a "
+                f"multiple of ranks {env.world_size} x train.micro_batch {t.micro_batch}"
+            )
+        self.loader = ShardLoader(self.sources, self.seq_len, gb, t.micro_batch, env.rank, env.world_size, t.seed)
+
+        torch.manual_seed(t.seed)  # identical init on every rank
+        with env.device:  # initialise on the device: no full fp32 copy in host memory per rank
+            self.raw = ZayaLM(self.mcfg)
+        self.probe = RouterProbe(self.raw)
+        self.model = wrap_model(self.raw, env, t.parallel)
+        if t.compile:
+            self.raw.compile()
+        self.optimizer = build_optimizer(self.raw, t.optimizer)
+        s = t.schedule
+        self.sched = Schedule(self.optimizer, s.kind, s.warmup_steps, s.total_steps or t.steps, s.min_lr_ratio,
+                              s.decay_fraction)  # fmt: skip
+        self.step, self.bal_step, self.skipped, self.bad_in_a_row = 0, 0, 0, 0
+        self._resume(resume)
+        self.fpt = flops_per_token(self.raw, self.seq_len)
+        self.peak = peak_flops(env.device)
+        self._announce()
+
+    def _open_sources(self) -> list[Source]:
+        sources: list[Source] = []
+        for turn in (True, False):  # rank 0 first: it fills the local cache of remote (fsspec) data for the others
+            if self.env.is_main == turn:
+                sources = [Source.open(d.path, d.weight, cache_dir=self.run_dir / "data_cache") for d in self.t.data]
+            D.barrier()
+        return sources
+
+    def _resume(self, resume: bool) -> None:
+        ckpt = C.latest_checkpoint(self.run_dir)
+        if ckpt is not None and not resume:
+            raise ValueError(
+                f"{self.run_dir} already has checkpoints ({ckpt.name}): pass --resume, or use another --out"
+            )
+        if ckpt is not None:
+            state = C.load_checkpoint(ckpt, self.raw, self.optimizer, self.env.rank)
+            self.step, self.bal_step, self.skipped = state["step"], state["balancing_step"], state["skipped_steps"]
+            self.sched.load_state_dict(state["scheduler"])
+            self.loader.load_state_dict(state["loader"])
+            self.log.print(f"resumed from {ckpt} at step {self.step} ({self.loader.consumed} samples consumed)")
+        elif resume:
+            self.log.print(f"--resume: no checkpoint under {self.run_dir}/checkpoints, starting from scratch")
+        self.log.truncate(self.step)  # records past the checkpoint belong to the interrupted attempt
+
+    def _announce(self) -> None:
+        env, t, raw, gb = self.env, self.t, self.raw, self.loader.global_batch
+        resolved = {"model": self.mcfg.to_dict(), "train": t.model_dump(), "seq_len": self.seq_len, "global_batch": gb}
+        if env.is_main:
+            (self.run_dir / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
+        info = D.backend_info()
+        self.log.print(
+            f"ZAYA1 {raw.num_params() / 1e6:.2f}M params ({raw.num_params(False) / 1e6:.2f}M w/o embedding) | "
+            f"device {env.device} x{env.world_size} ({t.parallel if env.distributed else 'single'}) | torch "
+            f"{info['torch']} cuda {info['cuda']} hip {info['hip']} | seq_len {self.seq_len} | global batch {gb} "
+            f"windows = {env.world_size} ranks x {self.loader.accum_steps} accum x {t.micro_batch} | "
+            f"{self.fpt / 1e6:.1f} MFLOP/token"
         )
-    loader = ShardLoader(sources, seq_len, global_batch, t.micro_batch, env.rank, env.world_size, t.seed)
+        self.log.record({"step": self.step, "event": "resume" if self.step else "start", "backend": info,
+                         "params": raw.num_params(), "flops_per_token": self.fpt, "world_size": env.world_size,
+                         "global_batch": gb})  # fmt: skip
 
-    torch.manual_seed(t.seed)  # identical init on every rank
-    with env.device:  # initialise on the device: no full fp32 copy in host memory per rank
-        raw = ZayaLM(mcfg)
-    probe = RouterProbe(raw)
-    model = wrap_model(raw, env, t.parallel)
-    if t.compile:
-        raw.compile()
-    optimizer = build_optimizer(raw, t.optimizer)
-    total = t.schedule.total_steps or t.steps
-    sched = Schedule(optimizer, t.schedule.kind, t.schedule.warmup_steps, total, t.schedule.min_lr_ratio,
-                     t.schedule.decay_fraction)  # fmt: skip
-
-    step, bal_step, skipped = 0, 0, 0
-    ckpt = C.latest_checkpoint(run_dir)
-    if ckpt is not None and not resume:
-        raise ValueError(f"{run_dir} already has checkpoints ({ckpt.name}): pass --resume, or use another --out")
-    if ckpt is not None:
-        state = C.load_checkpoint(ckpt, raw, optimizer, env.rank)
-        step, bal_step, skipped = state["step"], state["balancing_step"], state["skipped_steps"]
-        sched.load_state_dict(state["scheduler"])
-        loader.load_state_dict(state["loader"])
-        log.print(f"resumed from {ckpt} at step {step} ({loader.consumed} samples consumed)")
-    elif resume:
-        log.print(f"--resume: no checkpoint under {run_dir}/checkpoints, starting from scratch")
-    if env.is_main:
-        log.truncate(step)  # records past the checkpoint belong to the interrupted attempt
-
-    resolved = {"model": mcfg.to_dict(), "train": t.model_dump(), "seq_len": seq_len, "global_batch": global_batch}
-    if env.is_main:
-        (run_dir / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
-    fpt = flops_per_token(raw, seq_len)
-    peak = peak_flops(env.device)
-    info = D.backend_info()
-    log.print(
-        f"ZAYA1 {raw.num_params() / 1e6:.2f}M params ({raw.num_params(False) / 1e6:.2f}M w/o embedding) | "
-        f"device {env.device} x{env.world_size} ({t.parallel if env.distributed else 'single'}) | torch "
-        f"{info['torch']} cuda {info['cuda']} hip {info['hip']} | seq_len {seq_len} | global batch {global_batch} "
-        f"windows = {env.world_size} ranks x {loader.accum_steps} accum x {t.micro_batch} | "
-        f"{fpt / 1e6:.1f} MFLOP/token"
-    )
-    log.record({"step": step, "event": "resume" if step else "start", "backend": info, "params": raw.num_params(),
-                "flops_per_token": fpt, "world_size": env.world_size, "global_batch": global_batch})  # fmt: skip
-
-    consecutive_bad = 0
-    window = {"t0": time.perf_counter(), "steps": 0, "loss": 0.0, "seg": torch.zeros(4, dtype=torch.float64)}
-    last: dict[str, Any] = {}
-    while step < t.steps:
-        micro = loader.next_global_batch()
-        n_tok = D.all_reduce_sum(torch.tensor([sum(b.num_loss_tokens for b in micro)], dtype=torch.float64,
-                                              device=env.device)).item()  # fmt: skip
-        lr_mult = sched.apply()
-        stats = torch.zeros(5, dtype=torch.float64, device=env.device)  # loss sum, answer / reasoning sums
-        counts = torch.zeros(mcfg.num_layers, mcfg.num_experts, dtype=torch.long, device=env.device)
+    def train_step(self, micro: list[Batch]) -> StepStats:
+        """Forward/backward over this rank's micro-batches, reductions over ranks, then the updates (if finite)."""
+        env, t, dev = self.env, self.t, self.env.device
+        local_tokens = torch.tensor([sum(b.num_loss_tokens for b in micro)], dtype=torch.float64, device=dev)
+        n_tok = max(D.all_reduce_sum(local_tokens).item(), 1.0)
+        sums = torch.zeros(5, dtype=torch.float64, device=dev)  # loss, answer / reasoning sums and counts
+        counts = torch.zeros(self.mcfg.num_layers, self.mcfg.num_experts, dtype=torch.long, device=dev)
         for i, batch in enumerate(micro):
-            batch = batch.to(env.device)
+            batch = batch.to(dev)
             sync = i == len(micro) - 1
-            if hasattr(raw, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter only on the last micro-batch
-                raw.set_requires_gradient_sync(sync)
-            no_sync = model.no_sync() if (not sync and hasattr(model, "no_sync")) else contextlib.nullcontext()
+            if hasattr(self.raw, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter on the last micro-batch
+                self.raw.set_requires_gradient_sync(sync)
+            no_sync = self.model.no_sync() if not sync and hasattr(self.model, "no_sync") else contextlib.nullcontext()
             with no_sync:
-                with autocast_ctx(env.device, t.precision):
-                    out = forward(model, batch)
-                # mean over the global batch's trained tokens; DDP / FSDP average gradients over ranks, hence * world
-                loss = out.token_loss.sum() * (env.world_size / max(n_tok, 1.0))
-                loss.backward()
-            stats[0] += out.token_loss.detach().double().sum()
-            stats[1:] += segment_sums(out.token_loss, batch).double()
+                with autocast_ctx(dev, t.precision):
+                    out = forward(self.model, batch)
+                # mean over the global batch's trained tokens; DDP/FSDP average gradients over ranks: hence * world
+                (out.token_loss.sum() * (env.world_size / n_tok)).backward()
+            sums[0] += out.token_loss.detach().double().sum()
+            sums[1:] += segment_sums(out.token_loss, batch).double()
             counts += out.expert_counts.detach()
-        D.all_reduce_sum(stats)
+        D.all_reduce_sum(sums)
         D.all_reduce_sum(counts)
-        step_loss = stats[0].item() / max(n_tok, 1.0)
+        loss = sums[0].item() / n_tok
         grad_norm = (
-            clip_grad_norm(raw.parameters(), t.optimizer.grad_clip).item() if math.isfinite(step_loss) else None
+            clip_grad_norm(self.raw.parameters(), t.optimizer.grad_clip).item() if math.isfinite(loss) else None
         )
-        ok = math.isfinite(step_loss) and grad_norm is not None and math.isfinite(grad_norm)
+        ok = math.isfinite(loss) and grad_norm is not None and math.isfinite(grad_norm)
         if ok:
-            optimizer.step()
-            bal_step += 1
+            self.optimizer.step()
+            self.bal_step += 1
             b = t.balancing
-            update_model_biases(raw.balance_state(), counts, bal_step, b.mode, lr=b.lr, betas=b.betas, eps=b.eps)
-            consecutive_bad = 0
-        else:
-            skipped += 1
-            consecutive_bad += 1
-            log.record({"step": step + 1, "event": "skipped_nonfinite", "loss": step_loss, "grad_norm": grad_norm})
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        sched.advance()
-        if consecutive_bad >= t.max_nonfinite:
+            update_model_biases(self.raw.balance_state(), counts, self.bal_step, b.mode, lr=b.lr, betas=b.betas,
+                                eps=b.eps)  # fmt: skip
+        self.optimizer.zero_grad(set_to_none=True)
+        return StepStats(loss, sums[1:].cpu(), counts.cpu(), grad_norm, ok)
+
+    def _after_step(self, st: StepStats) -> None:
+        """Count the step; skip-logging and stopping on non-finite losses."""
+        self.step += 1
+        self.sched.advance()
+        if st.ok:
+            self.bad_in_a_row = 0
+            return
+        self.skipped += 1
+        self.bad_in_a_row += 1
+        self.log.record({"step": self.step, "event": "skipped_nonfinite", "loss": st.loss, "grad_norm": st.grad_norm})
+        if self.bad_in_a_row >= self.t.max_nonfinite:
             raise TrainingStopped(
-                f"stopping at step {step}: {consecutive_bad} consecutive non-finite losses/gradients "
-                f"(train.max_nonfinite = {t.max_nonfinite}); lower the learning rate or inspect the data, then "
+                f"stopping at step {self.step}: {self.bad_in_a_row} consecutive non-finite losses/gradients "
+                f"(train.max_nonfinite = {self.t.max_nonfinite}); lower the learning rate or inspect the data, then "
                 f"--resume from the last checkpoint"
             )
-        if ok:
-            window["steps"] += 1
-            window["loss"] += step_loss
-            window["seg"] += stats[1:].cpu()
 
-        if step % t.log_every == 0 or step == t.steps:
-            dt = time.perf_counter() - window["t0"]
-            n = max(window["steps"], 1)
-            tps = t.global_batch_tokens * window["steps"] / dt if dt > 0 else None
-            seg = window["seg"].tolist()
-            rec: dict[str, Any] = {
-                "step": step,
-                "loss": window["loss"] / n if window["steps"] else None,
-                "loss_answer": seg[0] / seg[1] if seg[1] else None,
-                "loss_reasoning": seg[2] / seg[3] if seg[3] else None,
-                "lr": t.optimizer.lr * lr_mult,
-                "grad_norm": grad_norm,
-                "tokens": loader.consumed * seq_len,
-                "tokens_per_s": tps,
-                "mfu": fpt * tps / (peak * env.world_size) if (peak and tps) else None,
-                "skipped_steps": skipped,
-                **memory_gib(env.device),
-            }
-            layers = probe.per_layer(counts.cpu())
-            rec.update(balance_summary(layers))
-            rec["balance_layers"] = layers
-            rec["key_temperature_mean"] = float(
-                torch.stack([blk.self_attn.temp.detach().float().mean().cpu() for blk in raw.layers]).mean()
-            ) if not env.distributed or t.parallel == "ddp" else None  # fmt: skip
-            log.record(rec)
-            last = rec
-            window = {"t0": time.perf_counter(), "steps": 0, "loss": 0.0, "seg": torch.zeros(4, dtype=torch.float64)}
+    def _record(self, window: dict[str, Any], st: StepStats, lr_mult: float) -> dict[str, Any]:
+        """The metrics.jsonl record of the steps since the last one (window sums)."""
+        dt = time.perf_counter() - window["t0"]
+        n = window["steps"]
+        tps = self.t.global_batch_tokens * n / dt if dt > 0 and n else None
+        seg = window["seg"].tolist()
+        rec: dict[str, Any] = {
+            "step": self.step,
+            "loss": window["loss"] / n if n else None,
+            "loss_answer": seg[0] / seg[1] if seg[1] else None,
+            "loss_reasoning": seg[2] / seg[3] if seg[3] else None,
+            "lr": self.t.optimizer.lr * lr_mult,
+            "grad_norm": st.grad_norm,
+            "tokens": self.loader.consumed * self.seq_len,
+            "tokens_per_s": tps,
+            "mfu": self.fpt * tps / (self.peak * self.env.world_size) if (self.peak and tps) else None,
+            "skipped_steps": self.skipped,
+            **memory_gib(self.env.device),
+        }
+        layers = self.probe.per_layer(st.counts)
+        rec.update(balance_summary(layers))
+        rec["balance_layers"] = layers
+        if not (self.env.distributed and self.t.parallel == "fsdp"):  # FSDP2 parameters are shards
+            temps = torch.stack([blk.self_attn.temp.detach().float().mean() for blk in self.raw.layers])
+            rec["key_temperature_mean"] = temps.mean().item()
+        return rec
 
-        final = step == t.steps
-        if has_val(sources) and ((t.eval_every and step % t.eval_every == 0) or final):
-            ev = evaluate(model, cfg, sources, seq_len, env)
-            log.record({"step": step, **ev})
-            last.update(ev)
-        if (t.checkpoint_every and step % t.checkpoint_every == 0) or final:
-            state = {"step": step, "balancing_step": bal_step, "skipped_steps": skipped,
-                     "scheduler": sched.state_dict(), "loader": loader.state_dict()}  # fmt: skip
-            path = C.save_checkpoint(run_dir, step, raw, optimizer, state, env.rank, t.keep_checkpoints)
-            log.print(f"checkpoint {path}")
-        if window["steps"] == 0:  # throughput excludes eval and checkpoint time
-            window["t0"] = time.perf_counter()
-    return last
+    def save(self) -> Path:
+        state = {"step": self.step, "balancing_step": self.bal_step, "skipped_steps": self.skipped,
+                 "scheduler": self.sched.state_dict(), "loader": self.loader.state_dict()}  # fmt: skip
+        path = C.save_checkpoint(self.run_dir, self.step, self.raw, self.optimizer, state, self.env.rank,
+                                 self.t.keep_checkpoints)  # fmt: skip
+        self.log.print(f"checkpoint {path}")
+        return path
+
+    def fit(self) -> dict[str, Any]:
+        """Train up to train.steps; log, evaluate and checkpoint on schedule. Returns the last records."""
+        t = self.t
+        window, last = new_window(), {}
+        prefetch = Prefetcher(self.loader, pin=self.env.device.type == "cuda") if t.prefetch else None
+        try:
+            while self.step < t.steps:
+                micro = prefetch.next() if prefetch is not None else self.loader.next_global_batch()
+                lr_mult = self.sched.apply()
+                self.probe.active = (self.step + 1) % t.log_every == 0 or self.step + 1 == t.steps
+                st = self.train_step(micro)
+                self._after_step(st)
+                if st.ok:
+                    window["steps"] += 1
+                    window["loss"] += st.loss
+                    window["seg"] += st.seg
+                final = self.step == t.steps
+                if self.step % t.log_every == 0 or final:
+                    last = self._record(window, st, lr_mult)
+                    self.log.record(last)
+                    window = new_window()
+                if has_val(self.sources) and ((t.eval_every and self.step % t.eval_every == 0) or final):
+                    ev = evaluate(self.model, self.cfg, self.sources, self.seq_len, self.env)
+                    self.log.record({"step": self.step, **ev})
+                    last.update(ev)
+                if (t.checkpoint_every and self.step % t.checkpoint_every == 0) or final:
+                    self.save()
+                if window["steps"] == 0:  # throughput excludes eval and checkpoint time
+                    window["t0"] = time.perf_counter()
+        finally:
+            if prefetch is not None:
+                prefetch.close()
+        return last
+
+
+def train(cfg: RunConfig, run_dir: Path, resume: bool, env: D.DistEnv) -> dict[str, Any]:
+    return Trainer(cfg, run_dir, resume, env).fit()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,6 +75,7 @@ class TrainConfig(Strict):
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun; FSDP2 = torch.distributed.fsdp.fully_shard
     compile: bool = False
+    prefetch: bool = True  # build the next global batch in a background thread
     log_every: int = Field(10, ge=1)
     eval_every: int = Field(0, ge=0)  # 0 = only at the end (when shards-val/ exists)
     eval_windows: int = Field(64, ge=1)  # validation windows per source
