@@ -141,11 +141,12 @@ def test_bad_manifest_exits_2_with_the_key(corpus, tmp_path):
     assert proc.returncode == 2 and "pack.seq_lenn: unknown key" in proc.stderr
 
 
-def test_retrim_reuses_the_tokenised_corpus(finished):
+def test_retrim_and_remix_reuse_the_tokenised_corpus(finished):
     # last: it re-trims the shared output in place
     manifest, out, _ = finished
     raw = yaml.safe_load(manifest.read_text())
     raw["trim"] = {"context": raw["pack"]["seq_len"] // 2}
+    raw["mixture"] = {"by": "domain", "shares": {"reasoning": 0.8}, "others": "keep"}  # upsampling: copies
     retrim = manifest.with_name("retrim.yaml")
     retrim.write_text(yaml.safe_dump(raw))
     proc = reasonpipe("run", str(retrim))
@@ -153,3 +154,6 @@ def test_retrim_reuses_the_tokenised_corpus(finished):
     assert skipped and not any("pack" in line for line in skipped)
     index = json.loads((out / "index.json").read_text())
     assert index["trim"]["context"] == raw["trim"]["context"]
+    assert abs(index["mixture"]["achieved"]["reasoning"]["share"] - 0.8) < 0.03
+    mixture = next(row for row in index["stages"] if row["label"] == "mixture")
+    assert mixture["extra"]["copies_added"] > 0 and check_identity(index["stages"]) == []

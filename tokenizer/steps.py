@@ -222,9 +222,10 @@ class MixtureSample(PipelineStep):
             self.stat_update("copies", value=k)
             if k > 1:
                 self.stat_update("repeated", f"repeated_{group}")
+            # copies are made before the original moves on: later steps mutate its metadata
+            extra = [replace(doc, id=f"{doc.id}#{c}", metadata={**doc.metadata, "copy_of": doc.id}) for c in range(1, k)]
             yield doc
-            for c in range(1, k):
-                yield replace(doc, id=f"{doc.id}#{c}", metadata={**doc.metadata, "copy_of": doc.id})
+            yield from extra
 
 
 class PackWriter(PipelineStep):
