@@ -258,6 +258,7 @@ def main() -> None:
             for i, batch in enumerate([*batches, None]):
                 order = names[i % 4 :] + names[: i % 4]
                 for k in order:
+                    time.sleep(0.05)  # let the previous path's idle tokenizer threads stop spinning (off the clocks)
                     st = runners[k].batch(batch) if batch is not None else runners[k].finish()
                     times[k][rep, i] = sum(st.values(), np.zeros(2))
                     if k == "b":

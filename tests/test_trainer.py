@@ -216,6 +216,9 @@ def test_peak_flops_table(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"train": {"global_batch_tokens": 1000}}, "global_batch_tokens 1000 is not a multiple of seq_len 256"),
         ({"train": {"micro_batch": 3}}, "not a multiple of ranks 1 x train.micro_batch 3"),
         ({"train": {"optimizer": {"name": "sgd"}}}, "train.optimizer.name: Input should be 'adamw' or 'muon'"),
+        ({"model": {"preset": "tiny", "hidden_size": "wide"}}, "model.hidden_size: Input should be a valid integer"),
+        ({"model": {"preset": "tiny", "num_key_value_heads": 3}}, "must be a multiple of num_key_value_heads=3"),
+        ({"model": {"preset": "tiny", "hidden": 8}}, "model: unknown keys ['hidden']; allowed: 'preset' and"),
     ],
 )
 def test_config_errors_are_precise(tmp_path: Path, shards, capsys, patch: dict, message: str) -> None:

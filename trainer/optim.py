@@ -120,7 +120,7 @@ def build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
     if cfg.name == "adamw":
         for g in groups:
             g.pop("use_muon")
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, foreach=False)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)  # foreach on GPU
     return MuonAdamW(groups, cfg.lr, tuple(cfg.betas), cfg.eps, cfg.weight_decay, cfg.momentum, cfg.ns_steps)
 
 
@@ -174,5 +174,5 @@ class Schedule:
 def clip_grad_norm(params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
     """Global grad norm (DTensor-aware via torch's implementation); clips when max_norm > 0."""
     params = [p for p in params if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"), foreach=False)
-    return _full(norm) if hasattr(norm, "full_tensor") else norm
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+    return _full(norm)

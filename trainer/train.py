@@ -254,6 +254,9 @@ class Trainer:
             self.log.print(f"resumed from {ckpt} at step {self.step} ({self.loader.consumed} samples consumed)")
         elif resume:
             self.log.print(f"--resume: no checkpoint under {self.run_dir}/checkpoints, starting from scratch")
+        if ckpt is None and self.mcfg.key_temp_init == 0:
+            self.log.print("warning: model.key_temp_init = 0 (the HF loading placeholder) zeroes the keys at init; "
+                           "training from scratch should set model.key_temp_init: 1.0")  # fmt: skip
         self.log.truncate(self.step)  # records past the checkpoint belong to the interrupted attempt
 
     def _announce(self) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from trainer.config import PRESETS, ModelConfig, preset
 
@@ -110,23 +110,33 @@ class RunConfig(Strict):
         unknown = sorted(set(fields) - known)
         if unknown:
             raise ValueError(f"model: unknown keys {unknown}; allowed: 'preset' and {sorted(known)}")
-        if name is None:
-            return ModelConfig.from_dict(fields)
-        if name not in PRESETS:
+        if name is not None and name not in PRESETS:
             raise ValueError(f"model.preset: unknown preset {name!r}; allowed: {sorted(PRESETS)}")
-        if vocab_size is not None and "vocab_size" not in fields and name != "zaya1-8b":
+        if name is not None and vocab_size is not None and "vocab_size" not in fields and name != "zaya1-8b":
             fields["vocab_size"] = vocab_size
-        return preset(name, **fields)
+        base = preset(name).to_dict() if name is not None else {}
+        try:  # pydantic checks the dataclass field types (and runs its __post_init__ checks)
+            return TypeAdapter(ModelConfig).validate_python({**base, **fields})
+        except ValidationError as e:
+            raise ValueError("\n  ".join(error_lines(e, prefix="model"))) from None
+
+
+def error_lines(err: ValidationError, prefix: str = "") -> list[str]:
+    """One line per error: dotted key, what is wrong (allowed values), what was found."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in ([prefix] if prefix else []) + list(e["loc"]))
+        msg = e["msg"].removeprefix("Value error, ")
+        found = e.get("input")
+        if e["type"] == "value_error" or isinstance(found, dict):  # the message already names key and value
+            lines.append(f"{loc}: {msg}" if loc else msg)
+        else:
+            lines.append(f"{loc}: {msg} (found {json.dumps(found, default=str)[:80]})")
+    return lines
 
 
 def format_error(err: ValidationError, source: str) -> str:
-    lines = [f"invalid training config {source}:"]
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        found = e.get("input")
-        found_s = json.dumps(found, default=str)[:80] if not isinstance(found, dict) else "{...}"
-        lines.append(f"  {loc}: {e['msg']} (found {found_s})")
-    return "\n".join(lines)
+    return "\n  ".join([f"invalid training config {source}:", *error_lines(err)])
 
 
 def load_run_config(path: str | Path | None, preset_name: str | None) -> RunConfig:
