@@ -1,7 +1,8 @@
 """Throughput of reasonpipe's tokenise + trim + pack + write path against raw `Tokenizer.encode_batch` and
 datatrove's `DocumentTokenizer`, on the same documents, as ratios measured in one run.
 
-    (a)  raw `Tokenizer.encode_batch` over the documents' texts (and `encode_batch_fast`, for reference)
+    (a)  raw `Tokenizer.encode_batch` over the documents' texts (and `encode_batch_fast`, for reference), with the
+         tokenizer.json loaded as is
     (b)  ours: chat template segment encoding (batched) -> token cache write + read -> AP trim -> pack -> Arrow shards
          (the pure functions + ShardWriter that TokenizeToCache / CacheReader / APTrim / PackWriter wrap; no executor)
     (c)  datatrove `DocumentTokenizer` (local tokenizer.json, EOS appended, no shuffling) writing its .ds files
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 from datatrove.data import Document  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
 
 from tokenizer.cache import CacheWriter, read_cache  # noqa: E402
 from tokenizer.packing import Packer  # noqa: E402
@@ -45,7 +47,7 @@ from tokenizer.writer import pack_item  # noqa: E402
 from trimming.core import trim  # noqa: E402
 
 REAL = Path("/work/shared/data/real")
-BATCH = 1024
+BATCH = 1024  # documents per encode batch (all paths)
 
 
 def _jsonl(name: str) -> list[dict]:
@@ -144,7 +146,7 @@ class Ours:
         self.n = 0
 
     def batch(self, docs: list[Document]) -> dict[str, np.ndarray]:
-        stages, t0 = {}, clock()
+        t0 = clock()
         segments = self.template.encode_many(docs)
         t1 = clock()
         path = self.out / "cache" / f"{self.n:05d}.arrow"  # run 1 writes the cache ...
@@ -235,6 +237,7 @@ def main() -> None:
         tok_path = save_tokenizer(tok, work / "tokenizer.json")
         tok = load_tokenizer(tok_path)
         template = ChatTemplate(tok, resolve_template(tok))
+        plain = Tokenizer.from_file(str(tok_path))  # (a) as a user loads it: no template, no literal-specials switch
         print(f"tokenizer: byte-level BPE, vocab {tok.get_vocab_size()}, trained in {time.perf_counter() - t0:.1f}s")
         print(f"threads: tokenizers may use {os.cpu_count()} CPU cores (RAYON default); machine shared, take ratios")
         # the corpus is held in memory here (a run streams it): keep the collector from re-scanning it
@@ -249,8 +252,8 @@ def main() -> None:
         stage_log: list[list[dict]] = []
         for rep in range(args.repeat):
             runners = {
-                "a": Raw(tok, fast=False),
-                "a_fast": Raw(tok, fast=True),
+                "a": Raw(plain, fast=False),
+                "a_fast": Raw(plain, fast=True),
                 "b": Ours(template, args.seq_len, work / "ours"),
                 "c": Datatrove(tok_path, work / "datatrove"),
             }

@@ -134,6 +134,17 @@ def test_literal_think_tags_in_text_stay_text(tpl: ChatTemplate) -> None:
     assert segments_ids(segs).tolist().count(t.think_close) == 1
 
 
+def test_literal_specials_with_many_special_tokens(tok: Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tokenizers with many special tokens scan texts with one regex: same result as the substring scan."""
+    monkeypatch.setattr(ChatTemplate, "REGEX_ABOVE", 0)
+    tpl = ChatTemplate(tok, resolve_template(tok))
+    assert tpl._special_re is not None
+    texts = ["plain text", "a <think> b", "x</think>", "<|user|> said", "no tags"]
+    got = [ids.tolist() for ids in tpl.encode_texts(texts)]
+    assert got == [tok.encode(t, add_special_tokens=False).ids for t in texts]  # tok encodes specials as text
+    assert tok.token_to_id("<think>") not in got[1]
+
+
 def test_assistant_without_reasoning_and_empty_texts(tpl: ChatTemplate) -> None:
     segs = tpl.encode(chat("Hi", None, "Hello"))
     assert [s.kind for s in segs] == [SEG_TEMPLATE, SEG_PROMPT, SEG_TEMPLATE, SEG_ANSWER, SEG_TEMPLATE]

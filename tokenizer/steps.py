@@ -223,7 +223,9 @@ class MixtureSample(PipelineStep):
             if k > 1:
                 self.stat_update("repeated", f"repeated_{group}")
             # copies are made before the original moves on: later steps mutate its metadata
-            extra = [replace(doc, id=f"{doc.id}#{c}", metadata={**doc.metadata, "copy_of": doc.id}) for c in range(1, k)]
+            extra = [
+                replace(doc, id=f"{doc.id}#{c}", metadata={**doc.metadata, "copy_of": doc.id}) for c in range(1, k)
+            ]
             yield doc
             yield from extra
 
