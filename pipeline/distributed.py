@@ -29,8 +29,11 @@ def _run_rank(executor: PipelineExecutor, rank: int) -> PipelineStats:
 @cache
 def dask_client(scheduler_address: str | None, workers: int):
     """One client per driver process: an existing cluster, or a LocalCluster of `workers` single-threaded processes."""
+    import logging
+
     from distributed import Client, LocalCluster
 
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # the driver shows its own progress
     if scheduler_address:
         return Client(scheduler_address)
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)

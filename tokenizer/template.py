@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from tokenizer.vocab import TemplateTokens
+from tokenizer.vocab import TemplateTokens, prepare
 from trimming.core import SEG_ANSWER, SEG_PROMPT, SEG_REASONING, SEG_TEMPLATE, SEG_TEXT, Segment
 
 ROLES = ("system", "user", "assistant")
@@ -45,7 +45,7 @@ class ChatTemplate:
         self._runs: dict[tuple[int, ...], np.ndarray] = {}  # template token runs, shared read-only arrays
         # Texts that contain a special token's string must encode it as text (`encode_special_tokens`), which costs
         # ~7% of encoding time; they are rare, so only they go through a second instance with that switch on.
-        spec = tokenizer.to_str()
+        spec = prepare(tokenizer).to_str()  # idempotent on loaded or trained tokenizers
         self._plain, self._literal = Tokenizer.from_str(spec), Tokenizer.from_str(spec)
         self._plain.encode_special_tokens, self._literal.encode_special_tokens = False, True
         specials = sorted({t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special})
