@@ -60,11 +60,6 @@ class Plan:
     sources: list[InputSource]
     labels: list[tuple[str, str]]  # (label, stage name) in pipeline order, for accounting
 
-    @property
-    def tokenizer_path(self) -> str:
-        cfg = self.loaded.manifest.tokenizer
-        return os.path.join(self.prep_dir, "tokenizer.json") if cfg.train else self.loaded.resolve(str(cfg.path))
-
 
 def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -39,15 +39,20 @@ def _tokens_dir(prep_dir: str) -> str:
     return os.path.join(prep_dir, "tokens")
 
 
+def tokenizer_file(loaded: LoadedManifest, prep_dir: str) -> str:
+    """The tokenizer.json a run encodes with: the one it trains (in its prep folder) or the manifest's own."""
+    tok = loaded.manifest.tokenizer
+    path = os.path.join(prep_dir, "tokenizer.json") if tok.train else loaded.resolve(str(tok.path))
+    return os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
+
+
 def add_prep_runs(chain, loaded: LoadedManifest, prep_dir: str, canonical: str) -> None:
     """Append the tokenizer-training run (when the manifest trains one) and the tokenise-to-cache run."""
     from tokenizer.steps import TokenizeToCache
 
     m = loaded.manifest
     tok = m.tokenizer
-    path = os.path.join(prep_dir, "tokenizer.json") if tok.train else loaded.resolve(str(tok.path))
-    if os.path.isdir(path):
-        path = os.path.join(path, "tokenizer.json")
+    path = tokenizer_file(loaded, prep_dir)
     if tok.train:
         chain.add_run(
             "tokenizer", [DocReader(canonical, True), TrainTokenizer(tok.train, tok.template, m.seed, path)], 1
@@ -60,12 +65,7 @@ def add_prep_runs(chain, loaded: LoadedManifest, prep_dir: str, canonical: str) 
     chain.add_run("tokenize", steps, m.executor.tasks)
 
 
-def _tokenizer_path(plan: Plan) -> str:
-    path = plan.tokenizer_path
-    return os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
-
-
-def trimmed_tokens_by_group(plan: Plan, marker, newlines) -> dict[str, int]:
+def trimmed_tokens_by_group(plan: Plan, marker: list[int] | None, newlines: list[int] | None) -> dict[str, int]:
     """Tokens per mixture group once trimmed at this manifest's budget (what the shards will hold), from the cache."""
     import glob
 
@@ -73,6 +73,8 @@ def trimmed_tokens_by_group(plan: Plan, marker, newlines) -> dict[str, int]:
     from trimming.core import trim
 
     m = plan.loaded.manifest
+    marker = np.asarray(marker, dtype=np.uint32) if marker else None
+    newlines = np.asarray(newlines, dtype=np.uint32) if newlines else None
     totals: dict[str, int] = {}
     for path in sorted(glob.glob(os.path.join(_tokens_dir(plan.prep_dir), "*.arrow"))):
         for sample in read_cache(path):
@@ -85,7 +87,7 @@ def trimmed_tokens_by_group(plan: Plan, marker, newlines) -> dict[str, int]:
     return totals
 
 
-def _rates(plan: Plan, marker, newlines) -> dict[str, float]:
+def _rates(plan: Plan, marker: list[int] | None, newlines: list[int] | None) -> dict[str, float]:
     from tokenizer.mixture import mixture_rates
 
     mix = plan.loaded.manifest.mixture
@@ -120,17 +122,15 @@ def pack_runs(plan: Plan) -> list[RunSpec]:
         from tokenizer.vocab import load_tokenizer, newline_ids, resolve_template
         from trimming.step import APTrim
 
-        tok = load_tokenizer(_tokenizer_path(plan))
+        tok = load_tokenizer(tokenizer_file(plan.loaded, plan.prep_dir))
         special = resolve_template(tok, m.tokenizer.template).as_dict()
         marker = tok.encode(m.trim.marker, add_special_tokens=False).ids if m.trim.marker else None
         newlines = newline_ids(tok) if m.trim.snap_newline else None
-        marker_arr = np.asarray(marker, dtype=np.uint32) if marker else None
-        newline_arr = np.asarray(newlines, dtype=np.uint32) if newlines else None
         mix = m.mixture
         return [
             CacheReader(_tokens_dir(plan.prep_dir)),
             Progress("pack"),
-            MixtureSample(_rates(plan, marker_arr, newline_arr), mix.by if mix else "domain", m.seed),
+            MixtureSample(_rates(plan, marker, newlines), mix.by if mix else "domain", m.seed),
             APTrim(m.context, m.trim.policy, marker, m.trim.snap_newline, newlines, exclusion_writer(trim_excl)),
             PackWriter(
                 out,
@@ -190,7 +190,9 @@ def finalize(plan: Plan, table: list[dict]) -> dict:
     place_exclusions(plan)
     out = os.path.join(plan.pack_dir, "out")
     excl = os.path.join(plan.pack_dir, "exclusions", "trim")
-    return finalize_output(out, plan.output_dir, _tokenizer_path(plan), extra, m.tokenizer.template, excl)
+    return finalize_output(
+        out, plan.output_dir, tokenizer_file(plan.loaded, plan.prep_dir), extra, m.tokenizer.template, excl
+    )
 
 
 def place_exclusions(plan: Plan) -> None:
