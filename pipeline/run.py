@@ -96,6 +96,9 @@ def run_manifest(loaded: LoadedManifest, limit: int | None = None, force: bool =
         return plan
     os.makedirs(plan.output_dir, exist_ok=True)
     console.print(f"reasonpipe run {loaded.manifest.name}: {len(plan.runs)} datatrove runs -> {plan.output_dir}")
+    for inp, source in zip(loaded.manifest.inputs, plan.sources):
+        if inp.schema_ == "auto":
+            console.print(f"input {source.name}: schema auto -> {source.schema} (from its first records)")
     execute(plan)
     from pipeline import tail
 
