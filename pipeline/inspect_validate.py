@@ -15,7 +15,6 @@ Checks (each problem names where it is and what is wrong):
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
 
 from pipeline.inspect_stats import ATOMIC_STATUSES, SPLIT_DIRS, flat, samples_frame
+from tokenizer.shards import sha256_file, shard_schema
 
 CHUNK_ROWS = 1024  # windows checked at once (bounds memory on long windows)
 
@@ -100,19 +100,6 @@ class IndexModel(BaseModel):
     stages: list[dict[str, Any]]
 
 
-def shard_schema(seq_len: int) -> pa.Schema:
-    """The contract's shard columns (extra columns are allowed after these)."""
-    return pa.schema(
-        [
-            ("input_ids", pa.list_(pa.uint32(), seq_len)),
-            ("loss_mask", pa.list_(pa.uint8(), seq_len)),
-            ("segment", pa.list_(pa.uint8(), seq_len)),
-            ("doc_offsets", pa.list_(pa.uint32())),
-            ("sample_ids", pa.list_(pa.string())),
-        ]
-    )
-
-
 SAMPLES_COLUMNS = {
     "id": pa.string(),
     "source": pa.string(),
@@ -135,14 +122,6 @@ def _same_type(found: pa.DataType, expected: pa.DataType) -> bool:
     if pa.types.is_string(expected):
         return pa.types.is_string(found) or pa.types.is_large_string(found) or pa.types.is_string_view(found)
     return found.equals(expected)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------- index

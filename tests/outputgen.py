@@ -24,6 +24,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from tokenizer.shards import COLUMNS as SHARD_SCHEMA_COLUMNS
+from tokenizer.shards import sha256_file, shard_schema
+
 SPECIALS = [
     "<|bos|>",
     "<|eos|>",
@@ -273,27 +276,6 @@ def pack(atomic: list[tuple], plain: list[tuple], seq_len: int, pad: int) -> Pac
 
 
 # ---------------------------------------------------------------------------------------------------- writing
-SHARD_SCHEMA_COLUMNS = ["input_ids", "loss_mask", "segment", "doc_offsets", "sample_ids"]
-
-
-def shard_schema(seq_len: int) -> pa.Schema:
-    return pa.schema(
-        [
-            ("input_ids", pa.list_(pa.uint32(), seq_len)),
-            ("loss_mask", pa.list_(pa.uint8(), seq_len)),
-            ("segment", pa.list_(pa.uint8(), seq_len)),
-            ("doc_offsets", pa.list_(pa.uint32())),
-            ("sample_ids", pa.list_(pa.string())),
-        ]
-    )
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_shards(
