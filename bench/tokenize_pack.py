@@ -3,17 +3,20 @@ datatrove's `DocumentTokenizer`, on the same documents, as ratios measured in on
 
     (a)  raw `Tokenizer.encode_batch` over the documents' texts (and `encode_batch_fast`, for reference), with the
          tokenizer.json loaded as is
-    (b)  ours: chat template segment encoding (batched) -> token cache write + read -> AP trim -> pack -> Arrow shards
-         (the pure functions + ShardWriter that TokenizeToCache / CacheReader / APTrim / PackWriter wrap; no executor)
-    (c)  datatrove `DocumentTokenizer` (local tokenizer.json, EOS appended, no shuffling) writing its .ds files
+    (b)  ours: chat template segment encoding (`encode_ahead`, as TokenizeToCache does) -> token cache write, then
+         cache read -> AP trim -> pack -> Arrow shards (the pure functions + ShardWriter that TokenizeToCache /
+         CacheReader / APTrim / PackWriter wrap; no executor)
+    (c)  datatrove `DocumentTokenizer` (local tokenizer.json, EOS appended, no shuffling) writing its .ds file
 
-Corpus: /work/shared/data/real (GSM8K and Marco-o1 as chat samples with reasoning, 5% of GSM8K given long traces
-built from the R1 thinking samples so that trimming happens; PEPs, HoTT, Stacks, code as plain documents), or a
-generated corpus when that folder is absent. Throughput = input text bytes (UTF-8 of `doc.text`) per second; every
-measurement is repeated, interleaved batch by batch, and per batch the fastest repetition counts. Both wall time
-and process CPU time (all threads) are reported: on a shared machine the CPU ratios are the steadier ones.
+Every path streams the whole corpus in batches of the same size (`--batch` documents), in one process, with the
+same tokenizer thread pool (RAYON default: all cores). Corpus: /work/shared/data/real (GSM8K and Marco-o1 as chat
+samples with reasoning, 5% of GSM8K given long traces built from the R1 thinking samples so that trimming happens;
+PEPs, HoTT, Stacks, code as plain documents), or a generated corpus when that folder is absent. Throughput = input
+text bytes (UTF-8 of `doc.text`) per second. Each repetition runs every path once, in a rotating order (so the load
+of the shared machine hits every path alike); per path the fastest repetition counts, wall time and process CPU time
+(all threads) separately: on a shared machine the CPU ratios are the steadier ones.
 
-    .venv/bin/python bench/tokenize_pack.py [--seq-len 4096] [--vocab 16384] [--repeat 3] [--limit 0]
+    .venv/bin/python bench/tokenize_pack.py [--seq-len 4096] [--vocab 16384] [--repeat 3] [--batch 2048] [--limit 0]
 """
 
 from __future__ import annotations
@@ -35,19 +38,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 from datatrove.data import Document  # noqa: E402
+from datatrove.utils.batching import batched  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
 from tokenizer.cache import CacheWriter, read_cache  # noqa: E402
 from tokenizer.packing import Packer  # noqa: E402
 from tokenizer.sample import render_text  # noqa: E402
 from tokenizer.shards import ShardWriter  # noqa: E402
-from tokenizer.template import ChatTemplate  # noqa: E402
+from tokenizer.template import ChatTemplate, encode_ahead  # noqa: E402
 from tokenizer.vocab import load_tokenizer, resolve_template, save_tokenizer, train_tokenizer  # noqa: E402
 from tokenizer.writer import pack_item  # noqa: E402
 from trimming.core import trim  # noqa: E402
 
 REAL = Path("/work/shared/data/real")
-BATCH = 1024  # documents per encode batch (all paths)
 
 
 def _jsonl(name: str) -> list[dict]:
@@ -111,7 +114,7 @@ def generated_corpus(n: int = 20000) -> list[Document]:
     return docs
 
 
-# -- the three paths, each fed one batch of documents at a time -------------------------------------------------
+# -- the paths, each a whole run over the corpus -------------------------------------------------------------------
 
 
 def clock() -> np.ndarray:
@@ -119,98 +122,104 @@ def clock() -> np.ndarray:
     return np.array([time.perf_counter(), time.process_time()])
 
 
-class Raw:
+def thread_clock() -> np.ndarray:
+    """(wall seconds, CPU seconds of the calling thread)."""
+    return np.array([time.perf_counter(), time.thread_time()])
+
+
+def raw(tok: Tokenizer, fast: bool, batches: list[list[Document]], work: Path) -> dict[str, np.ndarray]:
     """(a) / (a'): `Tokenizer.encode_batch` (or `_fast`) over the documents' texts."""
-
-    def __init__(self, tok, fast: bool) -> None:
-        self.encode = tok.encode_batch_fast if fast else tok.encode_batch
-
-    def batch(self, docs: list[Document]) -> dict[str, np.ndarray]:
-        t = clock()
-        self.encode([d.text for d in docs], add_special_tokens=False)
-        return {"encode": clock() - t}
-
-    def finish(self) -> dict[str, np.ndarray]:
-        return {}
+    encode = tok.encode_batch_fast if fast else tok.encode_batch
+    t = clock()
+    for docs in batches:
+        encode([d.text for d in docs], add_special_tokens=False)
+    return {"encode": clock() - t}
 
 
-class Ours:
+class Stages:
+    """Wall and CPU time per stage of (b). Stages run on the main thread and are charged its CPU time; the encoding
+    thread's CPU time (all of the process's CPU time not charged to a main-thread stage) goes to "encode"."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(2))
+        self._start, self._last = clock(), thread_clock()
+
+    def lap(self, stage: str) -> None:
+        now = thread_clock()
+        self.times[stage] += now - self._last
+        self._last = now
+
+    def result(self) -> dict[str, np.ndarray]:
+        wall, cpu = clock() - self._start
+        main = sum(self.times.values(), np.zeros(2))
+        self.times["encode"] += np.array([wall - main[0], cpu - main[1]])
+        return dict(self.times)
+
+
+def ours(
+    template: ChatTemplate, seq_len: int, batches: list[list[Document]], work: Path, counts: dict[str, float]
+) -> dict[str, np.ndarray]:
     """(b): what TokenizeToCache, then CacheReader -> APTrim -> PackWriter do, as plain function calls."""
-
-    def __init__(self, template: ChatTemplate, seq_len: int, out: Path) -> None:
-        shutil.rmtree(out, ignore_errors=True)
-        self.template, self.seq_len, self.out = template, seq_len, out
-        self.packer = Packer(seq_len, template.tokens.pad, buffer_windows=64)
-        self.writer = ShardWriter(out / "shards" / "00000-{k:05d}.arrow", seq_len, rows_per_shard=4096)
-        self.counts: dict[str, float] = defaultdict(int)
-        self.n = 0
-
-    def batch(self, docs: list[Document]) -> dict[str, np.ndarray]:
-        t0 = clock()
-        segments = self.template.encode_many(docs)
-        t1 = clock()
-        path = self.out / "cache" / f"{self.n:05d}.arrow"  # run 1 writes the cache ...
-        self.n += 1
-        with CacheWriter(path) as cache:
+    out = work / "ours"
+    shutil.rmtree(out, ignore_errors=True)
+    st = Stages()
+    cache_path = out / "cache" / "00000.arrow"
+    with CacheWriter(cache_path) as cache:  # run 1 writes the cache ...
+        for docs, encoded in encode_ahead(template, batches):
+            st.lap("encode")  # waiting for the encoding thread
             cache.write(
-                [(d.id, d.metadata["source"], d.metadata["domain"], d.metadata["kind"]) for d in docs], segments
+                [(d.id, d.metadata["source"], d.metadata["domain"], d.metadata["kind"]) for d in docs], encoded
             )
-        t2 = clock()
-        samples = list(read_cache(path))  # ... run 2 reads it back
-        t3 = clock()
+            st.lap("cache write")
+    st.lap("cache write")
+    packer = Packer(seq_len, template.tokens.pad, buffer_windows=64)
+    writer = ShardWriter(out / "shards" / "00000-{k:05d}.arrow", seq_len, rows_per_shard=4096)
+    counts.clear()
+    for samples in batched(read_cache(cache_path), len(batches[0])):  # ... run 2 reads it back
+        st.lap("cache read")
         kept = []
         for sample in samples:
             segs = sample.segments
             if sample.kind == "chat":
-                segs, record = trim(segs, self.seq_len)
-                self.counts[record.status] += 1
+                segs, record = trim(segs, seq_len)
+                counts[record.status] = counts.get(record.status, 0) + 1
             if segs is not None:
                 kept.append((sample, segs))
-        t4 = clock()
+        st.lap("trim")
         windows = []
         for sample, segs in kept:
-            item = pack_item(sample.id, segs, sample.kind == "chat", "all", self.template.tokens)
-            windows += self.packer.add(item)
-        t5 = clock()
+            windows += packer.add(pack_item(sample.id, segs, sample.kind == "chat", "all", template.tokens))
+        st.lap("pack")
         for w in windows:
-            self.writer.write(w)
-        t6 = clock()
-        stages = {"encode": t1 - t0, "cache write": t2 - t1, "cache read": t3 - t2, "trim": t4 - t3}
-        return stages | {"pack": t5 - t4, "shard write": t6 - t5}
-
-    def finish(self) -> dict[str, np.ndarray]:
-        t0 = clock()
-        windows = self.packer.flush()
-        t1 = clock()
-        for w in windows:
-            self.writer.write(w)
-        self.writer.close()
-        p = self.packer
-        self.counts.update(windows=p.windows, real=p.real_tokens, efficiency=p.efficiency)
-        return {"pack": t1 - t0, "shard write": clock() - t1}
+            writer.write(w)
+        st.lap("shard write")
+    windows = packer.flush()
+    st.lap("pack")
+    for w in windows:
+        writer.write(w)
+    writer.close()
+    st.lap("shard write")
+    counts.update(windows=packer.windows, real=packer.real_tokens, efficiency=packer.efficiency)
+    return st.result()
 
 
-class Datatrove:
+def datatrove(tok_path: Path, batch_size: int, batches: list[list[Document]], work: Path) -> dict[str, np.ndarray]:
     """(c): datatrove's DocumentTokenizer (what its run() does without shuffling: write_unshuffled)."""
+    from datatrove.pipeline.tokens.tokenizer import DocumentTokenizer
 
-    def __init__(self, tok_path: Path, out: Path) -> None:
-        from datatrove.pipeline.tokens.tokenizer import DocumentTokenizer
-
-        shutil.rmtree(out, ignore_errors=True)
-        self.step = DocumentTokenizer(
-            str(out), tokenizer_name_or_path=str(tok_path), eos_token="<|eos|>", shuffle_documents=False
-        )
-        self.step.tokenizer  # noqa: B018  (loaded once, outside the clocks)
-        self.n = 0
-
-    def batch(self, docs: list[Document]) -> dict[str, np.ndarray]:
-        t = clock()
-        self.step.write_unshuffled(iter(docs), f"{self.n:05d}.ds")
-        self.n += 1
-        return {"tokenize+write": clock() - t}
-
-    def finish(self) -> dict[str, np.ndarray]:
-        return {}
+    out = work / "datatrove"
+    shutil.rmtree(out, ignore_errors=True)
+    step = DocumentTokenizer(
+        str(out),
+        tokenizer_name_or_path=str(tok_path),
+        eos_token="<|eos|>",
+        shuffle_documents=False,
+        batch_size=batch_size,
+    )
+    step.tokenizer  # noqa: B018  (loaded outside the clock)
+    t = clock()
+    step.write_unshuffled((d for docs in batches for d in docs), "00000.ds")
+    return {"tokenize+write": clock() - t}
 
 
 def main() -> None:
@@ -218,6 +227,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=4096)
     ap.add_argument("--vocab", type=int, default=16384)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=2048, help="documents per encode batch (every path)")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N documents (0: all)")
     args = ap.parse_args()
 
@@ -239,41 +249,39 @@ def main() -> None:
         template = ChatTemplate(tok, resolve_template(tok))
         plain = Tokenizer.from_file(str(tok_path))  # (a) as a user loads it: no template, no literal-specials switch
         print(f"tokenizer: byte-level BPE, vocab {tok.get_vocab_size()}, trained in {time.perf_counter() - t0:.1f}s")
-        print(f"threads: tokenizers may use {os.cpu_count()} CPU cores (RAYON default); machine shared, take ratios")
+        print(
+            f"threads: tokenizers may use {os.cpu_count()} CPU cores (RAYON default) on every path; "
+            f"batches of {args.batch} documents; machine shared, take ratios"
+        )
         # the corpus is held in memory here (a run streams it): keep the collector from re-scanning it
         gc.collect()
         gc.freeze()
 
-        # interleaved batch by batch (path order rotating), so that the load of the shared machine hits every path
-        # alike; per batch and path the fastest repetition counts (wall and CPU separately)
-        batches = [docs[i : i + BATCH] for i in range(0, len(docs), BATCH)]
-        names = ["a", "a_fast", "b", "c"]
-        times = {k: np.full((args.repeat, len(batches) + 1, 2), np.inf) for k in names}
-        stage_log: list[list[dict]] = []
+        batches = [docs[i : i + args.batch] for i in range(0, len(docs), args.batch)]
+        counts: dict[str, float] = {}  # (b)'s trim and packing counts
+        paths = {
+            "a": lambda: raw(plain, False, batches, work),
+            "a_fast": lambda: raw(plain, True, batches, work),
+            "b": lambda: ours(template, args.seq_len, batches, work, counts),
+            "c": lambda: datatrove(tok_path, args.batch, batches, work),
+        }
+        names = list(paths)
+        # warm-up, off the clocks: first-use costs (lazy imports in pyarrow/datatrove, thread pools) are not paid by
+        # whichever path happens to run first
+        warm = [batches[0][:64]]
+        raw(plain, False, warm, work)
+        ours(template, args.seq_len, warm, work, {})
+        datatrove(tok_path, args.batch, warm, work)
+        times = {k: np.full((args.repeat, 2), np.inf) for k in names}
+        stage_log: list[dict[str, np.ndarray]] = []
         for rep in range(args.repeat):
-            runners = {
-                "a": Raw(plain, fast=False),
-                "a_fast": Raw(plain, fast=True),
-                "b": Ours(template, args.seq_len, work / "ours"),
-                "c": Datatrove(tok_path, work / "datatrove"),
-            }
-            log = []
-            for i, batch in enumerate([*batches, None]):
-                order = names[i % 4 :] + names[: i % 4]
-                for k in order:
-                    time.sleep(0.05)  # let the previous path's idle tokenizer threads stop spinning (off the clocks)
-                    st = runners[k].batch(batch) if batch is not None else runners[k].finish()
-                    times[k][rep, i] = sum(st.values(), np.zeros(2))
-                    if k == "b":
-                        log.append(st)
-            stage_log.append(log)
-            counts = runners["b"].counts
-        best = {k: v.min(axis=0).sum(axis=0) for k, v in times.items()}
-        # stage shares of (b): per batch, the repetition with its fastest wall time
-        best_stages: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(2))
-        for i, rep in enumerate(times["b"][:, :, 0].argmin(axis=0)):
-            for stage, secs in stage_log[rep][i].items():
-                best_stages[stage] += secs
+            for k in names[rep % 4 :] + names[: rep % 4]:  # rotating order
+                time.sleep(0.2)  # let the previous path's idle tokenizer threads stop spinning (off the clocks)
+                st = paths[k]()
+                times[k][rep] = sum(st.values(), np.zeros(2))
+                if k == "b":
+                    stage_log.append(st)
+        best = {k: v.min(axis=0) for k, v in times.items()}
 
         print(f"\nseq_len {args.seq_len}: {counts['windows']} windows, {counts['real']} real tokens, "
               f"packing efficiency {counts['efficiency']:.4f}")  # fmt: skip
@@ -296,9 +304,13 @@ def main() -> None:
             a, a_fast, b, c = (best[k][i] for k in ("a", "a_fast", "b", "c"))
             print(f"{name:4s}: (b)/(a) = {a / b:.2f} (goal >= 0.8)   (b)/(c) = {c / b:.2f} (goal >= 1)   "
                   f"(b)/(a') = {a_fast / b:.2f}")  # fmt: skip
-        total = sum(best_stages.values())
-        print(f"\nstage shares of (b) (fastest repetition per batch; wall {total[0]:.2f}s, cpu {total[1]:.2f}s):")
-        for stage, (w, c) in sorted(best_stages.items(), key=lambda kv: -kv[1][1]):
+        fastest = stage_log[int(times["b"][:, 0].argmin())]
+        total = sum(fastest.values())
+        print(
+            f"\nstage shares of (b) (its fastest repetition; wall {total[0]:.2f}s, cpu {total[1]:.2f}s; encode wall ="
+        )
+        print("  time spent waiting for the encoding thread, encode cpu = that thread's work):")
+        for stage, (w, c) in sorted(fastest.items(), key=lambda kv: -kv[1][1]):
             print(
                 f"  {stage:12s} wall {w:6.2f}s {100 * w / total[0]:5.1f}%   cpu {c:6.2f}s {100 * c / total[1]:5.1f}%"
             )

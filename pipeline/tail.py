@@ -151,27 +151,11 @@ def pack_runs(plan: Plan) -> list[RunSpec]:
     return [run]
 
 
-def mixture_row(plan: Plan) -> dict:
-    """The mixture's accounting row: read + copies added = kept + sampled out."""
-    from pipeline.accounting import run_stats
-
-    pack = next(r for r in plan.runs if r.phase == "pack")
-    stats = run_stats(pack.logging_dir)
-    s = stats[2] if len(stats) > 2 else {}
-    read, kept = int(s.get("read", 0)), int(s.get("copies", 0))
-    out = int(s.get("sampled_out", 0))
-    row = {"label": "mixture", "stage": "mixture", "read": read, "kept": kept, "rejected": {"sampled_out": out}}
-    return row | {"duplicates": 0, "extra": {"copies_added": kept - (read - out)}}
-
-
 def finalize(plan: Plan, table: list[dict]) -> dict:
     """Assemble OUTPUT (shards, samples, tokenizer, index.json) from the pack run's folder."""
     from tokenizer.index import finalize_output
 
     m = plan.loaded.manifest
-    for i, row in enumerate(table):
-        if row["label"] == "mixture":
-            table[i] = mixture_row(plan)
     decont = {}
     for row in table:
         for key, value in row["extra"].items():

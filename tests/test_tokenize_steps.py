@@ -284,7 +284,11 @@ def test_mixture_sample_determinism_and_counts() -> None:
     again = [d.id for d in MixtureSample(RATES, "domain", SEED).run(iter(docs))]
     assert out == again
     stats = step.stats
-    assert stats["read"].total == len(docs) and stats["copies"].total == len(out)
+    assert stats["total"].total == len(docs) and stats["forwarded"].total == len(out)
+    # accounting identity the pipeline checks: read + copies added = kept + sampled out
+    added = stats["copies_added"].total if "copies_added" in stats.stats else 0
+    dropped = stats["dropped_sampled_out"].total if "dropped_sampled_out" in stats.stats else 0
+    assert len(docs) + added == len(out) + dropped
     math_out = sum(1 for i in out if i.startswith("gsm8k"))
     assert 1.3 * 160 < math_out < 1.9 * 160  # rate 1.6 in expectation
     with pytest.raises(ValueError, match="rates must be >= 0"):

@@ -15,7 +15,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 from tokenizer.config import TokenizerConfig
 from tokenizer.packing import Packer, PackItem
-from tokenizer.template import ChatTemplate, assistant_flags, segments_ids
+from tokenizer.template import ChatTemplate, assistant_flags, encode_ahead, segments_ids
 from tokenizer.vocab import (
     DEFAULT_TEMPLATE,
     load_tokenizer,
@@ -156,6 +156,52 @@ def test_assistant_without_reasoning_and_empty_texts(tpl: ChatTemplate) -> None:
     assert segments_ids(empty).tolist() == [t.bos, t.user, t.end_turn, t.assistant, t.end_turn, t.eos]
     with pytest.raises(ValueError, match="role 'tool'"):
         tpl.encode({"kind": "chat", "turns": [{"role": "tool", "content": "x"}]})
+
+
+def _mixed_samples() -> list:
+    """Plain texts, single/multi-turn chats, empty texts, literal special-token strings: every planning branch."""
+    texts = corpus(40)
+    samples: list = [texts[0], "", "literal <|eos|> and <think> in plain text", {"text": texts[1]}]
+    samples += [chat(texts[2][:200], texts[3], "42"), chat("q", None, "a", turns=3, system="be brief")]
+    samples += [chat("", "", ""), chat("Why </think>?", "step <|bos|> 1", "done", turns=2)]
+    samples += [{"kind": "chat", "turns": [{"role": "assistant", "content": "", "reasoning": "only a trace"}]}]
+    return samples + texts[4:]
+
+
+def test_batch_columns_match_per_sample_encoding(tpl: ChatTemplate) -> None:
+    """The columnar batch encoding is exact: the same segments as encoding each sample alone, consistent columns."""
+    samples = _mixed_samples()
+    enc = tpl.encode_batch(samples)
+    assert len(enc.doc_segs) == len(enc.n_tokens) == len(samples)
+    assert int(enc.seg_len.sum()) == len(enc.ids) == int(enc.n_tokens.sum())
+    assert len(enc.seg_kind) == len(enc.seg_len) == len(enc.seg_think) == int(enc.doc_segs.sum())
+    assert not enc.ids.flags.writeable and enc.ids.dtype == np.uint32
+    batched = enc.segments()
+    for sample, segs in zip(samples, batched):
+        alone = tpl.encode(sample)
+        assert [(s.kind, s.think, s.ids.tolist()) for s in segs] == [(s.kind, s.think, s.ids.tolist()) for s in alone]
+        assert all(len(s.ids) > 0 for s in segs)  # empty texts give no segment
+        # template runs are merged: no two adjacent template segments of the same think block
+        assert not any(a.kind == b.kind == SEG_TEMPLATE and a.think == b.think for a, b in zip(segs, segs[1:]))
+    assert [sum(len(s.ids) for s in segs) for segs in batched] == enc.n_tokens.tolist()
+    assert tpl.encode_batch([]).segments() == []
+
+
+@pytest.mark.parametrize("ahead", [1, 2, 3])
+def test_encode_ahead_in_order_and_errors_in_place(tpl: ChatTemplate, ahead: int) -> None:
+    samples = _mixed_samples()
+    batches = [samples[i : i + 7] for i in range(0, len(samples), 7)]
+    got = list(encode_ahead(tpl, iter(batches), ahead=ahead))
+    assert [b for b, _ in got] == batches
+    for batch, enc in got:
+        want = tpl.encode_batch(batch)
+        assert np.array_equal(enc.ids, want.ids) and np.array_equal(enc.seg_len, want.seg_len)
+        assert np.array_equal(enc.seg_kind, want.seg_kind) and np.array_equal(enc.seg_think, want.seg_think)
+    bad = [batches[0], [{"kind": "chat", "turns": [{"role": "tool", "content": "x"}]}], batches[1]]
+    stream = encode_ahead(tpl, iter(bad), ahead=ahead)
+    assert next(stream)[0] == batches[0]  # the batches before a bad one come through
+    with pytest.raises(ValueError, match="role 'tool'"):
+        next(stream)
 
 
 def test_template_segments_trim_keeping_the_answer(tok: Tokenizer, tpl: ChatTemplate) -> None:

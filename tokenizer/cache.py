@@ -9,7 +9,8 @@ One Arrow IPC stream file per task, one row per sample:
     seg_len                    list<uint32>    tokens of each segment
     seg_think                  list<int16>     think-block index of each segment (-1: none)
 
-Reading memory-maps the file: segment ids are read-only numpy views into it. No datatrove here.
+Writing takes an `EncodedBatch` (the template encodes straight into these columns, no per-segment objects); reading
+memory-maps the file and builds `Segment`s (for trimming) whose ids are read-only numpy views into it. No datatrove.
 """
 
 from __future__ import annotations
@@ -50,37 +51,51 @@ class CachedSample:
     segments: list[Segment]
 
 
-def _list_array(lengths: Sequence[int], values: np.ndarray, type_: pa.DataType) -> pa.Array:
+@dataclass(frozen=True)
+class EncodedBatch:
+    """Samples encoded as the cache's columns (what `ChatTemplate.encode_batch` returns): no per-segment objects.
+
+    `ids` holds every sample's tokens back to back; segment j has `seg_len[j]` tokens, code `seg_kind[j]` and
+    think-block index `seg_think[j]`; sample i has `doc_segs[i]` segments and `n_tokens[i]` tokens.
+    """
+
+    ids: np.ndarray  # uint32, read-only
+    seg_kind: np.ndarray  # uint8
+    seg_len: np.ndarray  # uint32
+    seg_think: np.ndarray  # int16
+    doc_segs: np.ndarray  # int64
+    n_tokens: np.ndarray  # uint32
+
+    def segments(self) -> list[list[Segment]]:
+        """Per sample, its `Segment`s (ids are read-only views into `ids`)."""
+        ends = np.cumsum(self.seg_len, dtype=np.int64).tolist()
+        kinds, thinks = self.seg_kind.tolist(), self.seg_think.tolist()
+        segs = [Segment(k, self.ids[a:b], t) for k, a, b, t in zip(kinds, [0, *ends[:-1]], ends, thinks)]
+        bounds = np.cumsum(self.doc_segs).tolist()
+        return [segs[a:b] for a, b in zip([0, *bounds[:-1]], bounds)]
+
+
+def _list_array(lengths: np.ndarray, values: np.ndarray, type_: pa.DataType) -> pa.Array:
     offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=type_))
 
 
-def cache_batch(meta: Sequence[tuple[str, Any, Any, Any]], segments: Sequence[Sequence[Segment]]) -> pa.RecordBatch:
-    """A record batch of samples: `meta` = (id, source, domain, kind) per sample, `segments` its segment list."""
-    flat = [s for segs in segments for s in segs]
-    seg_lens = np.fromiter((len(s.ids) for s in flat), dtype=np.uint32, count=len(flat))
-    per_doc_segs = [len(segs) for segs in segments]
-    bounds = np.zeros(len(segments) + 1, dtype=np.int64)
-    np.cumsum(per_doc_segs, out=bounds[1:])
-    cum = np.zeros(len(flat) + 1, dtype=np.int64)
-    np.cumsum(seg_lens, out=cum[1:])
-    n_tokens = (cum[bounds[1:]] - cum[bounds[:-1]]).astype(np.uint32)
-    ids = np.concatenate([s.ids for s in flat]).astype(np.uint32, copy=False) if flat else np.zeros(0, np.uint32)
-    kinds = np.fromiter((s.kind for s in flat), dtype=np.uint8, count=len(flat))
-    thinks = np.fromiter((s.think for s in flat), dtype=np.int16, count=len(flat))
+def cache_batch(meta: Sequence[tuple[str, Any, Any, Any]], encoded: EncodedBatch) -> pa.RecordBatch:
+    """A record batch of samples: `meta` = (id, source, domain, kind) per sample, `encoded` their columns."""
     cols = list(zip(*meta)) if meta else [(), (), (), ()]
+    e = encoded
     return pa.record_batch(
         [
             pa.array(cols[0], pa.string()),
             pa.array(cols[1], pa.string()),
             pa.array(cols[2], pa.string()),
             pa.array(cols[3], pa.string()),
-            pa.array(n_tokens),
-            _list_array(n_tokens, ids, pa.uint32()),
-            _list_array(per_doc_segs, kinds, pa.uint8()),
-            _list_array(per_doc_segs, seg_lens, pa.uint32()),
-            _list_array(per_doc_segs, thinks, pa.int16()),
+            pa.array(e.n_tokens, pa.uint32()),
+            _list_array(e.n_tokens, e.ids, pa.uint32()),
+            _list_array(e.doc_segs, e.seg_kind, pa.uint8()),
+            _list_array(e.doc_segs, e.seg_len, pa.uint32()),
+            _list_array(e.doc_segs, e.seg_think, pa.int16()),
         ],
         schema=CACHE_SCHEMA,
     )
@@ -97,9 +112,9 @@ class CacheWriter:
         self._writer = pa.ipc.new_stream(self._sink, CACHE_SCHEMA)
         self.rows = 0
 
-    def write(self, meta: Sequence[tuple[str, Any, Any, Any]], segments: Sequence[Sequence[Segment]]) -> None:
+    def write(self, meta: Sequence[tuple[str, Any, Any, Any]], encoded: EncodedBatch) -> None:
         if meta:
-            self._writer.write_batch(cache_batch(meta, segments))
+            self._writer.write_batch(cache_batch(meta, encoded))
             self.rows += len(meta)
 
     def close(self) -> None:
@@ -128,18 +143,14 @@ def read_cache(path: str | Path) -> Iterator[CachedSample]:
     reader = pa.ipc.open_stream(pa.memory_map(str(path), "r"))
     for batch in reader:
         kind_col = batch.column("seg_kind")
-        ids = _np(batch.column("ids").flatten())  # the batch's segments back to back
-        seg_off = _np(kind_col.offsets)
-        seg_off = (seg_off - seg_off[0]).tolist()
-        kinds = _np(kind_col.flatten()).tolist()
-        lens = _np(batch.column("seg_len").flatten())
-        thinks = _np(batch.column("seg_think").flatten()).tolist()
+        encoded = EncodedBatch(
+            ids=_np(batch.column("ids").flatten()),  # the batch's segments back to back
+            seg_kind=_np(kind_col.flatten()),
+            seg_len=_np(batch.column("seg_len").flatten()),
+            seg_think=_np(batch.column("seg_think").flatten()),
+            doc_segs=np.diff(_np(kind_col.offsets)),
+            n_tokens=_np(batch.column("n_tokens")),
+        )
         meta = [batch.column(c).to_pylist() for c in ("id", "source", "domain", "kind")]
-        starts = np.zeros(len(lens) + 1, dtype=np.int64)
-        np.cumsum(lens, out=starts[1:])
-        starts = starts.tolist()
-        for r in range(batch.num_rows):
-            segs = [
-                Segment(kinds[j], ids[starts[j] : starts[j + 1]], thinks[j]) for j in range(seg_off[r], seg_off[r + 1])
-            ]
-            yield CachedSample(meta[0][r], meta[1][r], meta[2][r], meta[3][r], segs)
+        for sample_id, source, domain, kind, segs in zip(*meta, encoded.segments()):
+            yield CachedSample(sample_id, source, domain, kind, segs)

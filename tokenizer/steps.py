@@ -23,13 +23,14 @@ import pyarrow.compute as pc
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
+from datatrove.utils.typeshelper import StatHints
 from tokenizers import Tokenizer
 
 from tokenizer.cache import CacheWriter, read_cache
 from tokenizer.config import TrainConfig
 from tokenizer.mixture import copies
 from tokenizer.shards import Compression, open_shard
-from tokenizer.template import ChatTemplate
+from tokenizer.template import ChatTemplate, encode_ahead
 from tokenizer.vocab import TemplateTokens, load_tokenizer, resolve_template, train_tokenizer
 from tokenizer.writer import PackedOutput, write_json_atomic
 
@@ -62,6 +63,8 @@ class TokenizeToCache(PipelineStep):
 
     Writes `output_folder/{rank:05d}.arrow` (see cache.py) and `output_folder/{rank:05d}.stats.json`: docs and
     tokens in total, by domain, by source and by kind, for mixture planning. Documents pass through unchanged.
+    Batches of `batch_size` documents are encoded ahead in background threads (`encode_ahead`) while this task
+    writes the previous batch and pulls the next ones from upstream; the "batch" time stat counts the writing only.
     """
 
     name = "🔢 tokenize to cache"
@@ -72,7 +75,7 @@ class TokenizeToCache(PipelineStep):
         tokenizer_path: str | Path,
         output_folder: str | Path,
         template_map: dict[str, str] | None = None,
-        batch_size: int = 512,
+        batch_size: int = 2048,
     ) -> None:
         super().__init__()
         self.tokenizer_path = str(tokenizer_path)
@@ -88,16 +91,14 @@ class TokenizeToCache(PipelineStep):
         }
         docs = tokens = 0
         with CacheWriter(self.output_folder / f"{rank:05d}.arrow") as writer:
-            for batch in batched(data, self.batch_size):
+            for batch, encoded in encode_ahead(template, batched(data, self.batch_size)):
                 with self.track_time("batch"):
-                    segments = template.encode_many(batch)
                     meta = [
                         (d.id, d.metadata.get("source"), d.metadata.get("domain"), d.metadata.get("kind"))
                         for d in batch
                     ]
-                    writer.write(meta, segments)
-                for (_, source, domain, kind), segs in zip(meta, segments):
-                    n = sum(len(s.ids) for s in segs)
+                    writer.write(meta, encoded)
+                for (_, source, domain, kind), n in zip(meta, encoded.n_tokens.tolist()):
                     docs, tokens = docs + 1, tokens + n
                     counts["by_domain"][str(domain)] += n
                     counts["by_source"][str(source)] += n
@@ -191,6 +192,7 @@ class MixtureSample(PipelineStep):
 
     The rate of a sample is `rates[metadata[by]]` (`default_rate` for groups not listed). Copy 0 keeps the id;
     copy k > 0 gets id `<id>#k` and `metadata["copy_of"] = <id>` (validation routing keeps copies together).
+    Counters: `total`, `forwarded` (copies out), `dropped_sampled_out`, `copies_added`, per-group details.
     """
 
     name = "🎛️ mixture sample"
@@ -215,13 +217,15 @@ class MixtureSample(PipelineStep):
         for doc in data:
             group = str(doc.metadata.get(self.by))
             k = copies(doc.id, self.rates.get(group, self.default_rate), self.seed)
-            self.stat_update("read")
+            # standard counters, so the pipeline's accounting reads: total + copies_added = forwarded + dropped
+            self.stat_update(StatHints.total)
             if k == 0:
-                self.stat_update("sampled_out", f"sampled_out_{group}")
+                self.stat_update(StatHints.dropped, "dropped_sampled_out", f"sampled_out_{group}")
                 continue
-            self.stat_update("copies", value=k)
+            self.stat_update(StatHints.forwarded, value=k)
             if k > 1:
-                self.stat_update("repeated", f"repeated_{group}")
+                self.stat_update("copies_added", value=k - 1)
+                self.stat_update(f"repeated_{group}")
             # copies are made before the original moves on: later steps mutate its metadata
             extra = [
                 replace(doc, id=f"{doc.id}#{c}", metadata={**doc.metadata, "copy_of": doc.id}) for c in range(1, k)

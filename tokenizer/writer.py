@@ -80,10 +80,7 @@ def pack_item(
 ) -> PackItem:
     """The packer's view of a sample: its tokens, per-token segment codes and loss mask."""
     ids = np.concatenate([s.ids for s in segments]) if len(segments) > 1 else np.asarray(segments[0].ids)
-    seg = np.repeat(
-        np.fromiter((s.kind for s in segments), np.uint8, len(segments)),
-        np.fromiter((len(s.ids) for s in segments), np.int64, len(segments)),
-    )
+    seg = np.repeat(np.array([s.kind for s in segments], np.uint8), [len(s.ids) for s in segments])
     flags = assistant_flags(segments, tokens) if loss_mask == "assistant" else None
     return PackItem(sample_id, ids, seg, loss_mask_for(seg, loss_mask, flags), atomic)
 
