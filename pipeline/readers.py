@@ -13,6 +13,7 @@ import csv
 import io
 import sys
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,10 +39,12 @@ class InputSource:
     max_record_bytes: int = 8 << 20
 
 
-class BadRecord(Exception):
-    def __init__(self, reason: str, raw: bytes | str):
-        super().__init__(reason)
-        self.reason, self.raw = reason, raw
+@dataclass(frozen=True)
+class BadRecord:
+    """Stands in the record stream for a record that could not be read, with the reason and its raw bytes."""
+
+    reason: str
+    raw: bytes | str
 
 
 def _open(path: str, mode: str = "rb"):
@@ -131,8 +134,6 @@ def iter_records(source: InputSource, path: str) -> Iterator[Any]:
     """Records of one file (a `BadRecord` stands for each record that could not be read)."""
     try:
         yield from RECORD_READERS[source.format](path, source.max_record_bytes)
-    except BadRecord as bad:  # pragma: no cover - readers yield, not raise, bad records
-        yield bad
     except Exception as exc:  # an unreadable file (truncated parquet, bad gzip...) is one counted rejection
         yield BadRecord("unreadable_file", f"{path}: {type(exc).__name__}: {exc}")
 
@@ -175,8 +176,6 @@ class InputReader(PipelineStep):
                 yield source, path, index, record
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        from contextlib import nullcontext
-
         with self.exclusion_writer or nullcontext() as writer:
             for source, path, index, record in self._records(rank, world_size):
                 self.stat_update(StatHints.total)
