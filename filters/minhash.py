@@ -16,7 +16,7 @@ from datatrove.data import Document
 from pydantic import Field
 
 from filters.minhash_core import lsh_threshold, ngram_hashes, token_hashes
-from filters.minhash_steps import GramSignatureWriter, LshBuckets, RemovalFilter, VerifyCluster
+from filters.minhash_steps import GramSignatureWriter, build_lsh_dedup
 from filters.normalize import Normalization, prepare
 from filters.stage import BuildContext, Chain, Stage, StageOptions, register
 
@@ -85,14 +85,8 @@ class MinhashStage(Stage):
     extra_runs = 3  # buckets, verify+cluster, and the filtering streaming run (signatures ride the materialize run)
 
     def build(self, opts: MinhashOptions, ctx: BuildContext, chain: Chain) -> None:
-        sig_dir, pairs_dir, removals_dir = (f"{ctx.work_dir}/{d}" for d in ("signatures", "pairs", "removals"))
-        seed = ctx.seed if opts.seed is None else opts.seed
-        chain.add(WordShingleSigner(sig_dir, opts, seed, ctx.domains))
-        folder = chain.materialize()
         bucket_tasks = opts.bucket_tasks or max(1, min(opts.buckets, ctx.tasks))
-        chain.add_run("minhash-buckets", [LshBuckets(sig_dir, pairs_dir, opts.buckets)], tasks=bucket_tasks)
-        chain.add_run("minhash-cluster", [VerifyCluster(sig_dir, pairs_dir, removals_dir, opts.jaccard_threshold)], 1)
-        chain.continue_from(folder, RemovalFilter(removals_dir, "duplicate_near", ctx.exclusion_writer()))
+        build_lsh_dedup(chain, ctx, WordShingleSigner, opts, "minhash", "duplicate_near", bucket_tasks)
 
     def describe(self, opts: MinhashOptions) -> str:
         t = lsh_threshold(opts.buckets, opts.hashes_per_bucket)

@@ -242,3 +242,16 @@ class RemovalFilter(BaseFilter):
         doc.metadata["filter_reason"] = self.reason
         doc.metadata["duplicate_of"] = kept
         return False, self.reason
+
+
+def build_lsh_dedup(chain, ctx, signer_cls, opts, name: str, reason: str, bucket_tasks: int, keep: int = 1) -> None:
+    """The runs shared by the MinHash stages: signatures ride the materialising run, then LSH buckets, then one
+    verify + cluster task, then a streaming run that removes what it chose (`reason`) and continues the pipeline."""
+    sig_dir, pairs_dir, removals_dir = (f"{ctx.work_dir}/{d}" for d in ("signatures", "pairs", "removals"))
+    seed = ctx.seed if opts.seed is None else opts.seed
+    chain.add(signer_cls(sig_dir, opts, seed, ctx.domains))
+    folder = chain.materialize()
+    chain.add_run(f"{name}-buckets", [LshBuckets(sig_dir, pairs_dir, opts.buckets)], tasks=bucket_tasks)
+    cluster = VerifyCluster(sig_dir, pairs_dir, removals_dir, opts.jaccard_threshold, keep=keep)
+    chain.add_run(f"{name}-cluster", [cluster], tasks=1)
+    chain.continue_from(folder, RemovalFilter(removals_dir, reason, ctx.exclusion_writer()))

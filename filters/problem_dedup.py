@@ -22,7 +22,7 @@ from datatrove.data import Document
 from pydantic import Field
 
 from filters.minhash_core import char_ngram_hashes, lsh_threshold
-from filters.minhash_steps import GramSignatureWriter, LshBuckets, RemovalFilter, VerifyCluster
+from filters.minhash_steps import GramSignatureWriter, build_lsh_dedup
 from filters.normalize import Normalization, normalize
 from filters.stage import BuildContext, Chain, Stage, StageOptions, register
 from tokenizer.sample import final_answer_text, is_chat, problem_text, reasoning_text
@@ -101,15 +101,8 @@ class ProblemDedupStage(Stage):
     extra_runs = 3  # buckets, verify+cluster, and the filtering streaming run
 
     def build(self, opts: ProblemDedupOptions, ctx: BuildContext, chain: Chain) -> None:
-        sig_dir, pairs_dir, removals_dir = (f"{ctx.work_dir}/{d}" for d in ("signatures", "pairs", "removals"))
-        seed = ctx.seed if opts.seed is None else opts.seed
-        chain.add(ProblemSigner(sig_dir, opts, seed, ctx.domains))
-        folder = chain.materialize()
-        tasks = max(1, min(opts.buckets, ctx.tasks))
-        chain.add_run("problem-buckets", [LshBuckets(sig_dir, pairs_dir, opts.buckets)], tasks=tasks)
-        cluster = VerifyCluster(sig_dir, pairs_dir, removals_dir, opts.jaccard_threshold, keep=opts.k)
-        chain.add_run("problem-cluster", [cluster], tasks=1)
-        chain.continue_from(folder, RemovalFilter(removals_dir, "duplicate_problem", ctx.exclusion_writer()))
+        bucket_tasks = max(1, min(opts.buckets, ctx.tasks))
+        build_lsh_dedup(chain, ctx, ProblemSigner, opts, "problem", "duplicate_problem", bucket_tasks, keep=opts.k)
 
     def describe(self, opts: ProblemDedupOptions) -> str:
         t = lsh_threshold(opts.buckets, opts.hashes_per_bucket)
