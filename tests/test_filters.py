@@ -10,7 +10,6 @@ import functools
 import json
 import pickle
 import re
-import socket
 import sys
 from pathlib import Path
 
@@ -387,15 +386,6 @@ def test_code_quality_checks_fenced_blocks_of_chat_samples():
 # ---------------------------------------------------------------- datatrove quality stages, offline
 
 QUALITY_STAGES = [GopherQualityStage, GopherRepetitionStage, C4QualityStage, FineWebQualityStage]
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted during an offline test")
-
-    monkeypatch.setattr(socket, "socket", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 GENERATED_PROSE = [

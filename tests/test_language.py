@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import socket
 from pathlib import Path
 
 import pytest
@@ -87,15 +86,6 @@ def doc(text: str, domain: str = "web", i: int = 0) -> Document:
 @pytest.fixture(scope="module")
 def detector() -> LinguaDetector:
     return LinguaDetector(COMPACT_LANGUAGES)
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted during an offline test")
-
-    monkeypatch.setattr(socket, "socket", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def test_accuracy_on_a_small_multilingual_set(detector, no_network, capsys):
