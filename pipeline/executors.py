@@ -27,15 +27,20 @@ def quiet_task_logger(logging_dir, rank: int, local_rank: int = 0, node_rank: in
     return logfile
 
 
+def quiet_logs() -> None:
+    """Only warnings and errors on stderr: the driver shows its own progress instead of datatrove's INFO stream."""
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+
+
 def quiet_close_task_logger(logfile) -> None:
     """End a task's logging without datatrove's reset to a verbose stderr logger."""
     logger.complete()
-    logger.remove()
-    logger.add(sys.stderr, level="WARNING")
+    quiet_logs()
     logfile.close()
 
 
-# applies in worker processes too: they import this module to unpickle LocalExecutor
+# forked local workers inherit these; dask workers import this module through pipeline.distributed
 executor_base.add_task_logger = quiet_task_logger
 executor_base.close_task_logger = quiet_close_task_logger
 
@@ -47,10 +52,6 @@ def exclusion_writer(folder: str):
     return JsonlWriter(folder, output_filename="${rank}.jsonl.gz")
 
 
-class LocalExecutor(LocalPipelineExecutor):
-    """datatrove's local executor; defined here so worker processes import this module (and its quiet logger)."""
-
-
 def local_workers(cfg: ExecutorConfig, tasks: int) -> int:
     workers = cfg.workers if cfg.workers > 0 else (os.cpu_count() or 1)
     return max(1, min(workers, tasks))
@@ -60,7 +61,8 @@ def make_executor(steps: list, tasks: int, logging_dir: str, cfg: ExecutorConfig
     """A datatrove executor for one run; `kind` picks the engine."""
     if cfg.kind == "local":
         workers = local_workers(cfg, tasks)
-        return LocalExecutor(steps, tasks=tasks, workers=workers, logging_dir=logging_dir, start_method="fork")
+        # fork: workers inherit the quiet task logger and start without re-importing the pipeline
+        return LocalPipelineExecutor(steps, tasks=tasks, workers=workers, logging_dir=logging_dir, start_method="fork")
     from pipeline import distributed
 
     return distributed.make_executor(steps, tasks, logging_dir, cfg)

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from pipeline.accounting import check_identity, stage_counts
 from pipeline.compile import Plan, RunSpec, compile_plan
-from pipeline.executors import make_executor
+from pipeline.executors import make_executor, quiet_logs
 from pipeline.manifest import LoadedManifest
 from pipeline.progress import Watcher
 
@@ -44,17 +44,9 @@ def _already_done(plan: Plan) -> bool:
         return json.load(f).get("run_fingerprint") == plan.pack_hash
 
 
-def quiet_driver_logs() -> None:
-    """datatrove's executors log every task's stats at INFO; the driver shows its own progress instead."""
-    from loguru import logger
-
-    logger.remove()
-    logger.add(sys.stderr, level="WARNING")
-
-
 def execute(plan: Plan) -> None:
     cfg = plan.loaded.manifest.executor
-    quiet_driver_logs()
+    quiet_logs()
     for i, run in enumerate(plan.runs, 1):
         title = f"[{i}/{len(plan.runs)}] {run.name}"
         if run_complete(run):
