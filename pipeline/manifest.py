@@ -181,7 +181,7 @@ class ManifestError(Exception):
         super().__init__(f"invalid manifest {path}:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def _describe(err: dict, raw: Any) -> str:
+def _describe(err: dict) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         return "unknown key (remove it or check its spelling)"
@@ -194,13 +194,11 @@ def _describe(err: dict, raw: Any) -> str:
     return msg
 
 
-def _problems(exc: ValidationError, prefix: tuple, lines: dict, path: Path, raw: Any) -> list[str]:
-    out = []
-    for err in exc.errors():
-        loc = prefix + tuple(p for p in err["loc"] if p not in ("function-after[_resolve_existing(), Path]",))
-        line = line_of(lines, loc)
-        out.append(f"{path.name}:{line or '?'}: {format_path(loc)}: {_describe(err, raw)}")
-    return out
+def _problems(exc: ValidationError, lines: dict, path: Path) -> list[str]:
+    return [
+        f"{path.name}:{line_of(lines, err['loc']) or '?'}: {format_path(err['loc'])}: {_describe(err)}"
+        for err in exc.errors()
+    ]
 
 
 def _check_stages(raw_stages: Any, base_dir: Path) -> tuple[list[StageSpec], list[tuple[tuple, str]]]:
@@ -229,7 +227,7 @@ def _check_stages(raw_stages: Any, base_dir: Path) -> tuple[list[StageSpec], lis
         try:
             opts = cls.Options.model_validate(entry[name] or {}, context={"base_dir": base_dir})
         except ValidationError as exc:
-            problems += [(loc + (name,) + tuple(e["loc"]), _describe(e, entry)) for e in exc.errors()]
+            problems += [(loc + (name,) + tuple(e["loc"]), _describe(e)) for e in exc.errors()]
             continue
         label = f"{i + 1:02d}-{entry.get('label', name)}"
         specs.append(StageSpec(name, label, opts, tuple(domains) if domains else None))
@@ -279,7 +277,7 @@ def load_manifest(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     try:
         manifest = Manifest.model_validate(raw, context={"base_dir": path.parent})
     except ValidationError as exc:
-        problems = _problems(exc, (), lines, path, raw) + problems
+        problems = _problems(exc, lines, path) + problems
     if problems:
         raise ManifestError(path, problems)
     return LoadedManifest(manifest, specs, path, raw)
