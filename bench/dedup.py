@@ -30,25 +30,25 @@ from datatrove.pipeline.writers import JsonlWriter  # noqa: E402
 from dedupdata import REAL, generated_texts, planted_corpus, real_texts  # noqa: E402
 from stagekit import LocalChain, read_docs  # noqa: E402
 
-import filters.decontaminate  # noqa: E402,F401  (registers the stage)
-import filters.exact_dedup  # noqa: E402,F401
-import filters.problem_dedup  # noqa: E402,F401
-from filters.minhash import MinhashOptions, WordShingleSigner  # noqa: E402
-from filters.minhash_steps import LshBuckets, RemovalFilter, VerifyCluster  # noqa: E402
-from filters.stage import REGISTRY, BuildContext  # noqa: E402
-from tokenizer.sample import render_text  # noqa: E402
+import reasonpipe.filters.decontaminate  # noqa: E402,F401  (registers the stage)
+import reasonpipe.filters.exact_dedup  # noqa: E402,F401
+import reasonpipe.filters.problem_dedup  # noqa: E402,F401
+from reasonpipe.filters.minhash import MinhashOptions, WordShingleSigner  # noqa: E402
+from reasonpipe.filters.minhash_steps import LshBuckets, RemovalFilter, VerifyCluster  # noqa: E402
+from reasonpipe.filters.stage import REGISTRY, BuildContext  # noqa: E402
+from reasonpipe.sample import render_text  # noqa: E402
 
 
 class DocioChain(LocalChain):
     """The chain with the pipeline's own intermediate format (pipeline/docio.py: orjson, gzip level 1)."""
 
     def reader(self, folder: str):
-        from pipeline.docio import DocReader
+        from reasonpipe.pipeline.docio import DocReader
 
         return DocReader(folder)
 
     def writer(self, folder: str):
-        from pipeline.docio import DocWriter
+        from reasonpipe.pipeline.docio import DocWriter
 
         return DocWriter(folder)
 

@@ -59,7 +59,7 @@ def main() -> None:
         gen = time.perf_counter() - t
         files = sorted(out.glob("shards*/*.arrow"))
         size = sum(f.stat().st_size for f in files)
-        py = [sys.executable, "-m", "pipeline.inspect_cli", str(out), "--color", "never"]
+        py = [sys.executable, "-m", "reasonpipe.pipeline.inspect_cli", str(out), "--color", "never"]
         default, c1 = timed(py, args.repeat)
         validate, c2 = timed([*py, "--validate"], args.repeat)
         json_view, _ = timed([*py, "--json"], args.repeat)

@@ -31,10 +31,10 @@ from collections.abc import Callable
 
 import torch
 
-from trainer.balancing import balance_metrics
-from trainer.config import ModelConfig, preset
-from trainer.hf_interop import to_hf_state_dict
-from trainer.model import ZayaLM
+from reasonpipe.trainer.balancing import balance_metrics
+from reasonpipe.trainer.config import ModelConfig, preset
+from reasonpipe.trainer.hf_interop import rename_to_hf
+from reasonpipe.trainer.model import ZayaLM
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "MI300X": 1307.0, "MI300": 1307.0}
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         from transformers import ZayaConfig, ZayaForCausalLM
     except ImportError:  # transformers without models.zaya
         impls = []
-    hf_state = to_hf_state_dict(ours)
+    hf_state = rename_to_hf(ours.state_dict(), ours.cfg)
     for impl in impls:
         ref = ZayaForCausalLM._from_config(ZayaConfig(**cfg.to_hf_dict()), attn_implementation="sdpa",
                                            experts_implementation=impl,

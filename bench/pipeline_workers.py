@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.manifest import load_manifest  # noqa: E402
-from pipeline.run import run_manifest  # noqa: E402
+from reasonpipe.pipeline.manifest import load_manifest  # noqa: E402
+from reasonpipe.pipeline.run import run_manifest  # noqa: E402
 
 
 def timed_run(manifest: str, out: str, kind: str, tasks: int, workers: int) -> tuple[float, int, int]:

@@ -41,14 +41,14 @@ from datatrove.data import Document  # noqa: E402
 from datatrove.utils.batching import batched  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
-from tokenizer.cache import CacheWriter, read_cache  # noqa: E402
-from tokenizer.packing import Packer  # noqa: E402
-from tokenizer.sample import render_text  # noqa: E402
-from tokenizer.shards import ShardWriter  # noqa: E402
-from tokenizer.template import ChatTemplate, encode_ahead  # noqa: E402
-from tokenizer.vocab import load_tokenizer, resolve_template, save_tokenizer, train_tokenizer  # noqa: E402
-from tokenizer.writer import pack_item  # noqa: E402
-from trimming.core import trim  # noqa: E402
+from reasonpipe.sample import render_text  # noqa: E402
+from reasonpipe.tokenizer.cache import CacheWriter, read_cache  # noqa: E402
+from reasonpipe.tokenizer.packing import Packer  # noqa: E402
+from reasonpipe.tokenizer.shards import ShardWriter  # noqa: E402
+from reasonpipe.tokenizer.template import ChatTemplate, encode_ahead  # noqa: E402
+from reasonpipe.tokenizer.vocab import load_tokenizer, resolve_template, save_tokenizer, train_tokenizer  # noqa: E402
+from reasonpipe.tokenizer.writer import pack_item  # noqa: E402
+from reasonpipe.trimming.core import trim  # noqa: E402
 
 REAL = Path("/work/shared/data/real")
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def synthetic_output(root: Path, vocab: int, seq_len: int, windows: int, seed: int = 0) -> Path:
-    from tokenizer.shards import ShardWriter
+    from reasonpipe.tokenizer.shards import ShardWriter
 
     rng = np.random.default_rng(seed)
     ids = np.minimum(rng.zipf(1.2, size=(windows, seq_len)), vocab - 1).astype(np.uint32)
@@ -49,7 +49,7 @@ def synthetic_output(root: Path, vocab: int, seq_len: int, windows: int, seed: i
 
 def loader_tokens_per_s(data: str, seq_len: int, global_batch: int, seconds: float = 2.0) -> float:
     """Tokens/s of the shard loader alone (order, memory-mapped reads, collation) building the same global batches."""
-    from trainer.loader import ShardLoader, Source
+    from reasonpipe.trainer.loader import ShardLoader, Source
 
     loader = ShardLoader([Source.open(data)], seq_len, global_batch, global_batch, seed=1)
     loader.next_global_batch()  # open the shards
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", help="run directory (default: a temporary one)")
     args = ap.parse_args(argv)
 
-    from trainer import train as T
+    from reasonpipe.trainer import train as T
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

@@ -23,9 +23,9 @@ from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from pydantic import Field, model_validator
 
-from filters.minhash_core import ngram_hashes, token_hashes
-from filters.normalize import Normalization, prepare
-from filters.stage import BuildContext, Chain, ExistingPath, Stage, StageOptions, register
+from reasonpipe.filters.minhash_core import ngram_hashes, token_hashes
+from reasonpipe.filters.normalize import Normalization, prepare
+from reasonpipe.filters.stage import BuildContext, Chain, ExistingPath, Stage, StageOptions, register
 
 
 class BenchmarkFile(StageOptions):

@@ -16,9 +16,9 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from pydantic import Field
 
-from filters.minhash_steps import RemovalFilter, write_removals
-from filters.normalize import Normalization, normalize
-from filters.stage import BuildContext, Chain, Stage, StageOptions, register
+from reasonpipe.filters.minhash_steps import RemovalFilter, write_removals
+from reasonpipe.filters.normalize import Normalization, normalize
+from reasonpipe.filters.stage import BuildContext, Chain, Stage, StageOptions, register
 
 
 class ExactDedupOptions(StageOptions):

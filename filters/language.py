@@ -15,8 +15,8 @@ from typing import Literal, Protocol
 
 from pydantic import Field, field_validator, model_validator
 
-from filters.base import DomainFilter
-from filters.stage import BuildContext, Chain, ExistingPath, Stage, StageOptions, register
+from reasonpipe.filters.base import DomainFilter
+from reasonpipe.filters.stage import BuildContext, Chain, ExistingPath, Stage, StageOptions, register
 
 # The detector's default languages when none are given: loading all 75 lingua languages is slow and rarely useful.
 COMPACT_LANGUAGES = ("en", "zh", "es", "fr", "de", "ru", "ja", "ko", "pt", "it")

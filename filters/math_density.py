@@ -15,8 +15,8 @@ from collections.abc import Iterable
 
 from pydantic import Field
 
-from filters.base import DomainFilter
-from filters.stage import BuildContext, Chain, Stage, StageOptions, register
+from reasonpipe.filters.base import DomainFilter
+from reasonpipe.filters.stage import BuildContext, Chain, Stage, StageOptions, register
 
 DEFAULT_THRESHOLD = 0.02
 

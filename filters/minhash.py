@@ -15,10 +15,10 @@ import numpy as np
 from datatrove.data import Document
 from pydantic import Field
 
-from filters.minhash_core import lsh_threshold, ngram_hashes, token_hashes
-from filters.minhash_steps import GramSignatureWriter, build_lsh_dedup
-from filters.normalize import Normalization, prepare
-from filters.stage import BuildContext, Chain, Stage, StageOptions, register
+from reasonpipe.filters.minhash_core import lsh_threshold, ngram_hashes, token_hashes
+from reasonpipe.filters.minhash_steps import GramSignatureWriter, build_lsh_dedup
+from reasonpipe.filters.normalize import Normalization, prepare
+from reasonpipe.filters.stage import BuildContext, Chain, Stage, StageOptions, register
 
 _NUMBER = re.compile(r"\d+")
 

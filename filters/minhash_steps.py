@@ -25,7 +25,7 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
-from filters.minhash_core import MinHasher, band_pairs, greedy_keep, jaccard, unique_pairs
+from reasonpipe.filters.minhash_core import MinHasher, band_pairs, greedy_keep, jaccard, unique_pairs
 
 
 def _gid(rank: int, index: np.ndarray) -> np.ndarray:

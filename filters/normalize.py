@@ -16,7 +16,7 @@ import unicodedata
 from functools import cache
 from typing import Literal
 
-from filters.stage import StageOptions
+from reasonpipe.filters.stage import StageOptions
 
 OPERATORS = "+-*/=<>^%&|~\\"
 _TOKEN = re.compile(r"[0-9A-Za-z_\x80-\U0010ffff]+|[" + re.escape(OPERATORS) + "]")

@@ -21,11 +21,11 @@ import numpy as np
 from datatrove.data import Document
 from pydantic import Field
 
-from filters.minhash_core import char_ngram_hashes, lsh_threshold
-from filters.minhash_steps import GramSignatureWriter, build_lsh_dedup
-from filters.normalize import Normalization, normalize
-from filters.stage import BuildContext, Chain, Stage, StageOptions, register
-from tokenizer.sample import final_answer_text, is_chat, problem_text, reasoning_text
+from reasonpipe.filters.minhash_core import char_ngram_hashes, lsh_threshold
+from reasonpipe.filters.minhash_steps import GramSignatureWriter, build_lsh_dedup
+from reasonpipe.filters.normalize import Normalization, normalize
+from reasonpipe.filters.stage import BuildContext, Chain, Stage, StageOptions, register
+from reasonpipe.sample import final_answer_text, is_chat, problem_text, reasoning_text
 
 _NUMBER = re.compile(r"\d+")
 

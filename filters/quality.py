@@ -24,9 +24,9 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.utils.word_tokenizers import WhitespaceTokenizer
 from pydantic import Field
 
-from filters.base import WrappedFilter
-from filters.stage import BuildContext, Chain, Stage, StageOptions, register
-from tokenizer.sample import is_chat
+from reasonpipe.filters.base import WrappedFilter
+from reasonpipe.filters.stage import BuildContext, Chain, Stage, StageOptions, register
+from reasonpipe.sample import is_chat
 
 
 class OfflineWordTokenizer(WhitespaceTokenizer):

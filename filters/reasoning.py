@@ -22,10 +22,17 @@ from collections.abc import Iterable, Sequence
 from datatrove.utils._import_utils import check_required_dependencies
 from pydantic import Field, field_validator
 
-from filters.base import DomainFilter
-from filters.language import COMPACT_LANGUAGES, Detector, LinguaDetector, letter_count, lingua_language, prose
-from filters.stage import BuildContext, Chain, Stage, StageOptions, register
-from tokenizer.sample import final_answer_text, is_chat, problem_text, reasoning_text, turns
+from reasonpipe.filters.base import DomainFilter
+from reasonpipe.filters.language import (
+    COMPACT_LANGUAGES,
+    Detector,
+    LinguaDetector,
+    letter_count,
+    lingua_language,
+    prose,
+)
+from reasonpipe.filters.stage import BuildContext, Chain, Stage, StageOptions, register
+from reasonpipe.sample import final_answer_text, is_chat, problem_text, reasoning_text, turns
 
 # A word: one CJK/kana/hangul character, or a run of other word characters.
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"

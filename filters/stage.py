@@ -14,6 +14,8 @@ from typing import Annotated, ClassVar, Protocol
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
+from reasonpipe.filters.exclusions import exclusion_writer
+
 
 class StageOptions(BaseModel):
     """Base for every stage's options: unknown keys are errors."""
@@ -48,9 +50,7 @@ class BuildContext:
 
     def exclusion_writer(self):
         """A datatrove writer for this stage's rejected documents (pass it to `BaseFilter(exclusion_writer=...)`)."""
-        from datatrove.pipeline.writers import JsonlWriter
-
-        return JsonlWriter(self.exclusions_dir, output_filename="${rank}.jsonl.gz")
+        return exclusion_writer(self.exclusions_dir)
 
     def selected(self, domain: str | None) -> bool:
         """Whether a document of `domain` is subject to this stage."""
@@ -58,7 +58,7 @@ class BuildContext:
 
 
 class Chain(Protocol):
-    """The DAG under construction (implemented by pipeline/compile.py).
+    """The DAG under construction (implemented by pipeline/runs.py).
 
     Steps are appended to the current *streaming run* (documents flow from the readers through every inline step).
     A stage that needs a global view of the data (dedup) calls `materialize()` to end the current run by writing its

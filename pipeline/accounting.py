@@ -11,7 +11,7 @@ import json
 import os
 from collections import Counter, defaultdict
 
-from pipeline.compile import Plan
+from reasonpipe.pipeline.runs import Plan
 
 
 def _value(stat) -> float:

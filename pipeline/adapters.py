@@ -1,4 +1,4 @@
-"""Adapters: raw records of common public schemas -> the canonical sample (see tokenizer/sample.py).
+"""Adapters: raw records of common public schemas -> the canonical sample (see sample.py, `reasonpipe.sample`).
 
 Pure functions: `adapt(record, schema, fields) -> (text, metadata)` or `AdaptError(reason)`. Schemas:
 - messages: chat `messages` (or ShareGPT `conversations` with from/value); reasoning as `<think>...</think>` (or
@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tokenizer.sample import render_text
+from reasonpipe.sample import render_text
 
 CANDIDATES: dict[str, tuple[str, ...]] = {
     "messages": ("messages", "conversations", "conversation", "dialog"),

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from pipeline.manifest import ManifestError
+from reasonpipe.pipeline.manifest import ManifestError
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -23,29 +23,29 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.manifest import load_manifest
-    from pipeline.run import run_manifest
+    from reasonpipe.pipeline.manifest import load_manifest
+    from reasonpipe.pipeline.run import run_manifest
 
     run_manifest(load_manifest(args.manifest, _overrides(args)), limit=args.limit, force=args.force)
     return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from pipeline.manifest import load_manifest
-    from pipeline.plan import print_plan
+    from reasonpipe.pipeline.manifest import load_manifest
+    from reasonpipe.pipeline.plan import print_plan
 
     print_plan(load_manifest(args.manifest, _overrides(args)), limit=args.limit)
     return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from pipeline.inspect_cli import run_inspect
+    from reasonpipe.pipeline.inspect_cli import run_inspect
 
     return run_inspect(args)
 
 
 def cmd_export_hf(args: argparse.Namespace) -> int:
-    from trainer.hf_interop import export_checkpoint_to_hf
+    from reasonpipe.trainer.export import export_checkpoint_to_hf
 
     export_checkpoint_to_hf(args.run_dir, args.out_dir)
     print(f"wrote {args.out_dir} (loads with transformers' ZayaForCausalLM.from_pretrained)")
@@ -53,7 +53,7 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
 
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> int:
-    from pipeline.tokenizer_cli import train_from_files
+    from reasonpipe.pipeline.tokenizer_cli import train_from_files
 
     train_from_files(args.inputs, args.out, args.vocab_size, args.field, args.sample_docs)
     return 0
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("inspect", help="summarise, decode, validate, plot or compare a run's output")
-    from pipeline.inspect_cli import add_inspect_args
+    from reasonpipe.pipeline.inspect_cli import add_inspect_args
 
     add_inspect_args(p)
     p.set_defaults(func=cmd_inspect)
@@ -102,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:  # the trainer owns its flags (and runs under torchrun as `python -m trainer.train`)
-        from trainer.train import main as train_main
+    if argv[:1] == [
+        "train"
+    ]:  # the trainer owns its flags (and runs under torchrun as `python -m reasonpipe.trainer.train`)
+        from reasonpipe.trainer.train import main as train_main
 
         return train_main(argv[1:]) or 0
     args = build_parser().parse_args(argv)

@@ -13,52 +13,18 @@ import glob
 import hashlib
 import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from filters.stage import BuildContext
-from pipeline.docio import DocReader, DocWriter
-from pipeline.manifest import LoadedManifest, infer_format, is_url
-from pipeline.readers import InputReader, InputSource, iter_records
-from pipeline.registry import stage_class
-from pipeline.steps import Adapt, Normalize, Progress
-
-TOOL_VERSION = "0.1.0"
-
-
-@dataclass
-class RunSpec:
-    """One datatrove run: its steps (or a builder called right before it runs), tasks and logging folder."""
-
-    name: str
-    phase: str  # "prep" | "pack"
-    tasks: int
-    logging_dir: str
-    steps: list | Callable[[], list] = field(default_factory=list)
-    labels: dict[int, str] = field(default_factory=dict)  # step index -> accounting label
-    note: str = ""
-
-    def build(self) -> list:
-        if callable(self.steps):
-            self.steps = self.steps()
-        for step in self.steps:  # progress files live in the run's logging folder
-            if isinstance(step, Progress):
-                step.folder = os.path.join(self.logging_dir, "progress")
-        return self.steps
-
-
-@dataclass
-class Plan:
-    loaded: LoadedManifest
-    output_dir: str
-    prep_dir: str
-    pack_dir: str
-    prep_hash: str
-    pack_hash: str
-    runs: list[RunSpec]
-    sources: list[InputSource]
-    labels: list[tuple[str, str]]  # (label, stage name) in pipeline order, for accounting
+from reasonpipe import __version__
+from reasonpipe.filters.exclusions import exclusion_writer
+from reasonpipe.filters.stage import BuildContext
+from reasonpipe.pipeline import tail
+from reasonpipe.pipeline.docio import DocWriter
+from reasonpipe.pipeline.manifest import LoadedManifest, infer_format, is_url
+from reasonpipe.pipeline.readers import InputReader, InputSource, iter_records
+from reasonpipe.pipeline.registry import stage_class
+from reasonpipe.pipeline.runs import Chain, Plan
+from reasonpipe.pipeline.steps import Adapt, Normalize, Progress
 
 
 def _hash(obj) -> str:
@@ -70,7 +36,7 @@ def fingerprints(loaded: LoadedManifest, limit: int | None) -> tuple[str, str]:
     raw = loaded.raw
     m = loaded.manifest
     prep = {k: raw.get(k) for k in ("inputs", "stages", "tokenizer", "seed")}
-    prep |= {"tasks": m.executor.tasks, "limit": limit, "version": TOOL_VERSION, "base": str(loaded.base_dir)}
+    prep |= {"tasks": m.executor.tasks, "limit": limit, "version": __version__, "base": str(loaded.base_dir)}
     pack = {"prep": _hash(prep), "trim": m.trim.model_dump(), "pack": m.pack.model_dump(), "context": m.context}
     pack |= {"mixture": m.mixture.model_dump() if m.mixture else None, "output": m.output.model_dump()}
     return _hash(prep), _hash(pack)
@@ -78,7 +44,7 @@ def fingerprints(loaded: LoadedManifest, limit: int | None) -> tuple[str, str]:
 
 def resolve_sources(loaded: LoadedManifest) -> list[InputSource]:
     """List every input's files (sorted) and fix its format and schema (`auto` looks at the first records)."""
-    from pipeline.adapters import detect_schema
+    from reasonpipe.pipeline.adapters import detect_schema
 
     sources = []
     for inp in loaded.manifest.inputs:
@@ -110,52 +76,6 @@ def resolve_sources(loaded: LoadedManifest) -> list[InputSource]:
     return sources
 
 
-class Chain:
-    """Builds the runs; implements the `filters.stage.Chain` protocol that stages use."""
-
-    def __init__(self, prep_dir: str, tasks: int):
-        self.prep_dir, self.tasks = prep_dir, tasks
-        self.runs: list[RunSpec] = []
-        self.current: list = []
-        self.current_labels: dict[int, str] = {}
-        self.label: str | None = None
-        self._materialized = 0
-
-    def _logdir(self, name: str) -> str:
-        return os.path.join(self.prep_dir, "runs", f"{len(self.runs):02d}-{name}")
-
-    def add(self, *steps) -> None:
-        for step in steps:
-            if self.label is not None:
-                self.current_labels[len(self.current)] = self.label
-            self.current.append(step)
-
-    def close(self, name: str, *tail) -> None:
-        """End the current streaming run (with `tail` steps appended unlabelled)."""
-        steps, labels = self.current + list(tail), self.current_labels
-        self.runs.append(RunSpec(name, "prep", self.tasks, self._logdir(name), steps, labels))
-        self.current, self.current_labels = [], {}
-
-    def materialize(self) -> str:
-        folder = os.path.join(self.prep_dir, "docs", f"{self._materialized:02d}-{self.label}")
-        self._materialized += 1
-        self.close(f"stream-{self.label}", DocWriter(folder))
-        return folder
-
-    def reader(self, folder: str) -> DocReader:
-        return DocReader(folder)
-
-    def add_run(self, name: str, steps: list, tasks: int) -> None:
-        labels = {i: self.label for i in range(len(steps))} if self.label else {}
-        self.runs.append(RunSpec(name, "prep", tasks, self._logdir(name), steps, labels))
-
-    def continue_from(self, folder: str, *steps) -> None:
-        saved, self.label = self.label, None
-        self.add(DocReader(folder), Progress("continue"))
-        self.label = saved
-        self.add(*steps)
-
-
 def compile_plan(loaded: LoadedManifest, limit: int | None = None) -> Plan:
     """Every datatrove run of the manifest, in execution order."""
     m = loaded.manifest
@@ -173,8 +93,6 @@ def compile_plan(loaded: LoadedManifest, limit: int | None = None) -> Plan:
         work = os.path.join(prep_dir, "stages", label)
         return BuildContext(label, work, os.path.join(excl, label), m.executor.tasks, m.seed, domains)
 
-    from pipeline.executors import exclusion_writer
-
     chain.label = "read"
     chain.add(InputReader(sources, limit, exclusion_writer(os.path.join(excl, "read"))))
     chain.label = None
@@ -191,8 +109,6 @@ def compile_plan(loaded: LoadedManifest, limit: int | None = None) -> Plan:
     chain.label = None
     canonical = os.path.join(prep_dir, "canonical")
     chain.close("canonical", DocWriter(canonical))
-
-    from pipeline import tail
 
     tail.add_prep_runs(chain, loaded, prep_dir, canonical)
     plan = Plan(loaded, output_dir, prep_dir, pack_dir, prep_hash, pack_hash, chain.runs, sources, labels)

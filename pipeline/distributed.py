@@ -17,8 +17,8 @@ from functools import cache
 from datatrove.executor.base import PipelineExecutor
 from datatrove.utils.stats import PipelineStats
 
-import pipeline.executors  # noqa: F401  (quiet task logger, also in worker processes)
-from pipeline.manifest import ExecutorConfig
+from reasonpipe.pipeline import tasklogs  # noqa: F401  (the quiet task logger, also in worker processes)
+from reasonpipe.pipeline.manifest import ExecutorConfig
 
 
 def _run_rank(executor: PipelineExecutor, rank: int) -> PipelineStats:

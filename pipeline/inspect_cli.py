@@ -82,7 +82,7 @@ def _console(color: str) -> Console:
 
 def run_inspect(args: argparse.Namespace) -> int:
     """Run `reasonpipe inspect` with parsed args; returns the exit code."""
-    from pipeline import inspect_render as render
+    from reasonpipe.pipeline import inspect_render as render
 
     console = _console(args.color)
     rich = console.is_terminal and not args.json
@@ -99,7 +99,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     }
     code = 0
     if args.validate:
-        from pipeline.inspect_validate import validate
+        from reasonpipe.pipeline.inspect_validate import validate
 
         problems = [p.to_dict() for p in validate(out)]
         report["validation"] = {"ok": not problems, "problems": problems}
@@ -123,8 +123,8 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 def _views(args: argparse.Namespace, report: dict[str, Any], console: Console, rich: bool) -> None:
     """Fill `report` with the views asked for (and print them unless --json)."""
-    from pipeline import inspect_render as render
-    from pipeline.inspect_stats import compare_stats, compute_stats
+    from reasonpipe.pipeline import inspect_render as render
+    from reasonpipe.pipeline.inspect_stats import compare_stats, compute_stats
 
     out: Path = args.output
     report["stats"] = stats = compute_stats(out, args.top)
@@ -140,7 +140,7 @@ def _views(args: argparse.Namespace, report: dict[str, Any], console: Console, r
         if not args.json:
             render.render_sections(render.compare_sections(report["compare"]), console, rich)
     if args.plot:
-        from pipeline.inspect_plots import make_plots
+        from reasonpipe.pipeline.inspect_plots import make_plots
 
         report["plots"] = make_plots(out, stats, args.plot)
         if not args.json:
@@ -148,7 +148,7 @@ def _views(args: argparse.Namespace, report: dict[str, Any], console: Console, r
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (`python -m pipeline.inspect_cli OUTPUT ...`) until the reasonpipe CLI wires it."""
+    """`python -m reasonpipe.pipeline.inspect_cli OUTPUT ...`: the same as `reasonpipe inspect`."""
     parser = argparse.ArgumentParser(prog="reasonpipe inspect", description=__doc__.split("\n")[0])
     add_inspect_args(parser)
     return run_inspect(parser.parse_args(argv))

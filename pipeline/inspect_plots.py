@@ -7,7 +7,7 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.inspect_stats import samples_frame
+from reasonpipe.pipeline.inspect_stats import samples_frame
 
 PLOT_FILES = ("lengths.png", "mixture.png", "shard_tokens.png", "rejections.png")
 

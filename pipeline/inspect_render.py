@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.inspect_stats import SEGMENT_NAMES, flat, load_index, read_shard
+from reasonpipe.pipeline.inspect_stats import flat, load_index, read_shard
+from reasonpipe.segments import SEGMENT_NAMES
 
 SEGMENT_STYLES = {
     "pad": "dim",

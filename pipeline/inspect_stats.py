@@ -17,7 +17,6 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-SEGMENT_NAMES = {0: "pad", 1: "text", 2: "prompt", 3: "reasoning", 4: "answer", 5: "template"}
 SPLIT_DIRS = {"train": "shards", "val": "shards-val"}
 ATOMIC_STATUSES = ("fit", "trimmed")  # chat samples that must sit whole in one window
 

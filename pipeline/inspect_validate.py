@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
 
-from pipeline.inspect_stats import ATOMIC_STATUSES, SPLIT_DIRS, flat, samples_frame
-from tokenizer.shards import sha256_file, shard_schema
+from reasonpipe.pipeline.inspect_stats import ATOMIC_STATUSES, SPLIT_DIRS, flat, samples_frame
+from reasonpipe.tokenizer.shards import sha256_file, shard_schema
 
 CHUNK_ROWS = 1024  # windows checked at once (bounds memory on long windows)
 

@@ -17,13 +17,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from filters.stage import StageOptions
-from pipeline.registry import stage_class, stage_names
-from pipeline.yamlpos import format_path, key_lines, line_of
-from tokenizer.config import TokenizerConfig
-from tokenizer.mixture import MixtureConfig
-from tokenizer.packing import PackConfig
-from trimming.config import TrimConfig
+from reasonpipe.filters.stage import StageOptions
+from reasonpipe.pipeline.registry import stage_class, stage_names
+from reasonpipe.pipeline.yamlpos import format_path, key_lines, line_of
+from reasonpipe.tokenizer.config import TokenizerConfig
+from reasonpipe.tokenizer.mixture import MixtureConfig
+from reasonpipe.tokenizer.packing import PackConfig
+from reasonpipe.trimming.config import TrimConfig
 
 FORMATS = ("jsonl", "parquet", "arrow", "csv", "hf_disk")
 SCHEMAS = ("messages", "problem_solution", "prompt_completion", "text", "auto")

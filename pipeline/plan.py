@@ -7,9 +7,9 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.compile import compile_plan
-from pipeline.manifest import LoadedManifest
-from pipeline.registry import stage_class
+from reasonpipe.pipeline.compile import compile_plan
+from reasonpipe.pipeline.manifest import LoadedManifest
+from reasonpipe.pipeline.registry import stage_class
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
@@ -35,12 +35,12 @@ def print_plan(loaded: LoadedManifest, limit: int | None = None) -> None:
         table.add_row(str(i), run.name, run.phase, str(run.tasks), steps + (f"  [{run.note}]" if run.note else ""))
     console.print(table)
     if m.mixture is not None:
-        from pipeline.tail import predicted_mixture
+        from reasonpipe.pipeline.tail import predicted_mixture
 
         shares = predicted_mixture(plan)
         console.print("mixture (predicted token shares): " + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()))
     if m.executor.kind == "slurm":
-        from pipeline.distributed import sbatch_scripts
+        from reasonpipe.pipeline.distributed import sbatch_scripts
 
         for name, script in sbatch_scripts(plan):
             console.print(f"--- sbatch script for {name} ---\n{script}")

@@ -6,14 +6,14 @@ import importlib
 import pkgutil
 from functools import cache
 
-import filters
-from filters.stage import REGISTRY, Stage
+from reasonpipe import filters
+from reasonpipe.filters.stage import REGISTRY, Stage
 
 
 @cache
 def _load() -> dict[str, type[Stage]]:
     for mod in sorted(pkgutil.iter_modules(filters.__path__), key=lambda m: m.name):
-        importlib.import_module(f"filters.{mod.name}")
+        importlib.import_module(f"reasonpipe.filters.{mod.name}")
     return REGISTRY
 
 

@@ -10,11 +10,14 @@ import time
 
 from rich.console import Console
 
-from pipeline.accounting import check_identity, stage_counts
-from pipeline.compile import Plan, RunSpec, compile_plan
-from pipeline.executors import make_executor, quiet_logs
-from pipeline.manifest import LoadedManifest
-from pipeline.progress import Watcher
+from reasonpipe.pipeline import tail
+from reasonpipe.pipeline.accounting import check_identity, stage_counts
+from reasonpipe.pipeline.compile import compile_plan
+from reasonpipe.pipeline.executors import make_executor
+from reasonpipe.pipeline.manifest import LoadedManifest
+from reasonpipe.pipeline.progress import Watcher
+from reasonpipe.pipeline.runs import Plan, RunSpec
+from reasonpipe.pipeline.tasklogs import quiet_logs
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
@@ -92,8 +95,6 @@ def run_manifest(loaded: LoadedManifest, limit: int | None = None, force: bool =
         if inp.schema_ == "auto":
             console.print(f"input {source.name}: schema auto -> {source.schema} (from its first records)")
     execute(plan)
-    from pipeline import tail
-
     table = stage_counts(plan)
     index = tail.finalize(plan, table)
     print_accounting(table)

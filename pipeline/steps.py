@@ -11,8 +11,8 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
-from pipeline.adapters import AdaptError, adapt
-from tokenizer.sample import render_text
+from reasonpipe.pipeline.adapters import AdaptError, adapt
+from reasonpipe.sample import render_text
 
 
 class Adapt(BaseFilter):

@@ -9,10 +9,10 @@ import numpy as np
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from pipeline.compile import Plan, RunSpec
-from pipeline.docio import DocReader
-from pipeline.manifest import LoadedManifest
-from pipeline.steps import Progress
+from reasonpipe.pipeline.docio import DocReader
+from reasonpipe.pipeline.manifest import LoadedManifest
+from reasonpipe.pipeline.runs import Plan, RunSpec
+from reasonpipe.pipeline.steps import Progress
 
 
 class TrainTokenizer(PipelineStep):
@@ -26,8 +26,8 @@ class TrainTokenizer(PipelineStep):
         self.cfg, self.template, self.seed, self.path = cfg, template, seed, path
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        from tokenizer.steps import train_from_documents
-        from tokenizer.vocab import save_tokenizer
+        from reasonpipe.tokenizer.steps import train_from_documents
+        from reasonpipe.tokenizer.vocab import save_tokenizer
 
         with self.track_time("tokenizer"):
             save_tokenizer(train_from_documents(data, self.cfg, self.template, self.seed), self.path)
@@ -48,7 +48,7 @@ def tokenizer_file(loaded: LoadedManifest, prep_dir: str) -> str:
 
 def add_prep_runs(chain, loaded: LoadedManifest, prep_dir: str, canonical: str) -> None:
     """Append the tokenizer-training run (when the manifest trains one) and the tokenise-to-cache run."""
-    from tokenizer.steps import TokenizeToCache
+    from reasonpipe.tokenizer.steps import TokenizeToCache
 
     m = loaded.manifest
     tok = m.tokenizer
@@ -69,8 +69,8 @@ def trimmed_tokens_by_group(plan: Plan, marker: list[int] | None, newlines: list
     """Tokens per mixture group once trimmed at this manifest's budget (what the shards will hold), from the cache."""
     import glob
 
-    from tokenizer.cache import read_cache
-    from trimming.core import trim
+    from reasonpipe.tokenizer.cache import read_cache
+    from reasonpipe.trimming.core import trim
 
     m = plan.loaded.manifest
     marker = np.asarray(marker, dtype=np.uint32) if marker else None
@@ -88,7 +88,7 @@ def trimmed_tokens_by_group(plan: Plan, marker: list[int] | None, newlines: list
 
 
 def _rates(plan: Plan, marker: list[int] | None, newlines: list[int] | None) -> dict[str, float]:
-    from tokenizer.mixture import mixture_rates
+    from reasonpipe.tokenizer.mixture import mixture_rates
 
     mix = plan.loaded.manifest.mixture
     if mix is None:
@@ -98,7 +98,7 @@ def _rates(plan: Plan, marker: list[int] | None, newlines: list[int] | None) -> 
 
 def predicted_mixture(plan: Plan) -> dict[str, float]:
     """Token shares the mixture will give: exact once the corpus is tokenised, else estimated from input bytes."""
-    from tokenizer.mixture import mixture_rates, predicted_shares
+    from reasonpipe.tokenizer.mixture import mixture_rates, predicted_shares
 
     mix = plan.loaded.manifest.mixture
     if any(r.name == "tokenize" and os.path.isdir(os.path.join(r.logging_dir, "completions")) for r in plan.runs):
@@ -117,10 +117,10 @@ def pack_runs(plan: Plan) -> list[RunSpec]:
     trim_excl = os.path.join(plan.pack_dir, "exclusions", "trim")
 
     def build() -> list:
-        from pipeline.executors import exclusion_writer
-        from tokenizer.steps import CacheReader, MixtureSample, PackWriter
-        from tokenizer.vocab import load_tokenizer, newline_ids, resolve_template
-        from trimming.step import APTrim
+        from reasonpipe.filters.exclusions import exclusion_writer
+        from reasonpipe.tokenizer.steps import CacheReader, MixtureSample, PackWriter
+        from reasonpipe.tokenizer.vocab import load_tokenizer, newline_ids, resolve_template
+        from reasonpipe.trimming.step import APTrim
 
         tok = load_tokenizer(tokenizer_file(plan.loaded, plan.prep_dir))
         special = resolve_template(tok, m.tokenizer.template).as_dict()
@@ -153,7 +153,7 @@ def pack_runs(plan: Plan) -> list[RunSpec]:
 
 def finalize(plan: Plan, table: list[dict]) -> dict:
     """Assemble OUTPUT (shards, samples, tokenizer, index.json) from the pack run's folder."""
-    from tokenizer.index import finalize_output
+    from reasonpipe.tokenizer.index import finalize_output
 
     m = plan.loaded.manifest
     decont = {}

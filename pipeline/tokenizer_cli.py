@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.manifest import infer_format
-from pipeline.readers import BadRecord, InputSource, iter_records
+from reasonpipe.pipeline.manifest import infer_format
+from reasonpipe.pipeline.readers import BadRecord, InputSource, iter_records
 
 
 def iter_texts(paths: list[str], field: str) -> Iterator[str]:
@@ -25,7 +25,7 @@ def iter_texts(paths: list[str], field: str) -> Iterator[str]:
 def train_from_files(paths: list[str], out: str, vocab_size: int, field: str, sample_docs: int | None) -> Path:
     from itertools import islice
 
-    from tokenizer.vocab import save_tokenizer, train_tokenizer
+    from reasonpipe.tokenizer.vocab import save_tokenizer, train_tokenizer
 
     texts = iter_texts(paths, field)
     tok = train_tokenizer(islice(texts, sample_docs) if sample_docs else texts, vocab_size)

@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from tokenizer.shards import COLUMNS as SHARD_SCHEMA_COLUMNS
-from tokenizer.shards import sha256_file, shard_schema
+from reasonpipe.tokenizer.shards import COLUMNS as SHARD_SCHEMA_COLUMNS
+from reasonpipe.tokenizer.shards import sha256_file, shard_schema
 
 SPECIALS = [
     "<|bos|>",

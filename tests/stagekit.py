@@ -10,9 +10,7 @@ Rejected documents are in `tmp_path/exclusions/*.jsonl.gz` (see `read_exclusions
 
 from __future__ import annotations
 
-import importlib
 import os
-import pkgutil
 import tempfile
 from pathlib import Path
 
@@ -21,8 +19,8 @@ from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 
-import filters
-from filters.stage import REGISTRY, BuildContext
+from reasonpipe.filters.stage import BuildContext
+from reasonpipe.pipeline.registry import stage_class
 
 _FILE = "${rank}.jsonl.gz"
 
@@ -101,15 +99,6 @@ class LocalChain:
         return stats
 
 
-def _load_stage_modules() -> None:
-    """Import every module of filters/ (as the lead's registry does) so their stages register."""
-    for module in pkgutil.iter_modules(filters.__path__):
-        try:
-            importlib.import_module(f"filters.{module.name}")
-        except Exception:  # another helper's module in progress must not break unrelated tests
-            pass
-
-
 def read_docs(folder: str | Path, tasks: int, suffix: str = ".jsonl.gz") -> list[Document]:
     """Documents of `{rank}{suffix}` files, rank by rank."""
     docs: list[Document] = []
@@ -135,9 +124,7 @@ def run_stage(
 ) -> tuple[list[Document], dict[str, float]]:
     """Run stage `stage_name` with `options` on `docs` split over `tasks` tasks; see the module docstring."""
     tmp_path = Path(tmp_path or tempfile.mkdtemp(prefix="stagekit-"))
-    if stage_name not in REGISTRY:
-        _load_stage_modules()
-    stage = REGISTRY[stage_name]()
+    stage = stage_class(stage_name)()
     opts = stage.Options.model_validate(options, context={"base_dir": str(tmp_path)})
     input_folder = tmp_path / "input"
     with JsonlWriter(str(input_folder), output_filename=_FILE) as writer:

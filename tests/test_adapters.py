@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.adapters import AdaptError, adapt, boxed, detect_schema, split_solution
+from reasonpipe.pipeline.adapters import AdaptError, adapt, boxed, detect_schema, split_solution
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 

@@ -17,7 +17,7 @@ import pytest
 import zstandard
 from corpus import load_generator, make_corpus, write_manifest
 
-from filters.normalize import Normalization, tokens
+from reasonpipe.filters.normalize import Normalization, tokens
 
 DEMO = Path(__file__).resolve().parent.parent / "data" / "demo"
 gen = load_generator()

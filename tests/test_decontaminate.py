@@ -15,7 +15,7 @@ from dedupdata import REAL, generated_texts, real_texts
 from pydantic import ValidationError
 from stagekit import read_exclusions, run_stage
 
-from filters.decontaminate import DecontaminateOptions
+from reasonpipe.filters.decontaminate import DecontaminateOptions
 
 
 def light_perturbation(text: str, rng: random.Random, change_word: bool = True) -> str:

@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stagekit import read_exclusions, run_stage
 
-from filters.minhash import MinhashOptions, MinhashStage
-from filters.minhash_core import MinHasher, band_pairs, greedy_keep, jaccard, ngram_hashes, token_hashes
-from filters.normalize import Normalization, normalize, prepare, tokens
-from tokenizer.sample import render_text
+from reasonpipe.filters.minhash import MinhashOptions, MinhashStage
+from reasonpipe.filters.minhash_core import MinHasher, band_pairs, greedy_keep, jaccard, ngram_hashes, token_hashes
+from reasonpipe.filters.normalize import Normalization, normalize, prepare, tokens
+from reasonpipe.sample import render_text
 
 NORM = Normalization()
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from corpus import make_corpus, write_manifest
 
-from pipeline.distributed import dask_client, sbatch_scripts
-from pipeline.manifest import load_manifest
-from pipeline.run import run_manifest
+from reasonpipe.pipeline.distributed import dask_client, sbatch_scripts
+from reasonpipe.pipeline.manifest import load_manifest
+from reasonpipe.pipeline.run import run_manifest
 
 
 def digests(out: Path) -> dict[str, str]:
@@ -67,7 +67,7 @@ def test_slurm_plan_prints_sbatch_scripts(corpus, tmp_path):
         output={"path": str(tmp_path / "out")},
         executor={"kind": "slurm", "tasks": 4, "slurm": {"partition": "mi300", "time": "02:00:00", "qos": "high"}},
     )
-    from pipeline.compile import compile_plan
+    from reasonpipe.pipeline.compile import compile_plan
 
     scripts = dict(sbatch_scripts(compile_plan(load_manifest(path))))
     first = next(iter(scripts.values()))

@@ -20,18 +20,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from filters.base import DomainFilter
-from filters.code_quality import CodeLimits, CodeQualityFilter, code_verdict, looks_like_python, python_syntax_ok
-from filters.language import LinguaDetector
-from filters.math_density import DEFAULT_THRESHOLD, MathDensityFilter, math_density
-from filters.quality import (
+from reasonpipe.filters.base import DomainFilter
+from reasonpipe.filters.code_quality import (
+    CodeLimits,
+    CodeQualityFilter,
+    code_verdict,
+    looks_like_python,
+    python_syntax_ok,
+)
+from reasonpipe.filters.language import LinguaDetector
+from reasonpipe.filters.math_density import DEFAULT_THRESHOLD, MathDensityFilter, math_density
+from reasonpipe.filters.quality import (
     C4QualityStage,
     FineWebQualityStage,
     GopherQualityStage,
     GopherRepetitionStage,
     OfflineWordTokenizer,
 )
-from filters.reasoning import (
+from reasonpipe.filters.reasoning import (
     ReasoningOptions,
     ReasoningQualityFilter,
     compression_ratio,
@@ -39,8 +45,8 @@ from filters.reasoning import (
     ends_cleanly,
     words,
 )
-from filters.stage import BuildContext
-from tokenizer.sample import render_text
+from reasonpipe.filters.stage import BuildContext
+from reasonpipe.sample import render_text
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"  # shared/ beside the repository
 
@@ -474,7 +480,6 @@ def test_offline_word_tokenizer_splits_like_spacy_on_punctuation():
 
 
 def test_reasoning_stage_through_the_registry(tmp_path):
-    import filters.reasoning  # noqa: F401  (registers; stagekit swallows import errors)
     from tests.stagekit import read_exclusions, run_stage
 
     docs = traces()[:4]
@@ -513,7 +518,7 @@ class CollectingChain:
     ],
 )
 def test_every_stage_builds_from_the_registry_and_pickles(name, tmp_path):
-    from pipeline.registry import stage_class
+    from reasonpipe.pipeline.registry import stage_class
 
     stage = stage_class(name)()
     ctx = BuildContext(f"01-{name}", str(tmp_path / "work"), str(tmp_path / "excl"), 2, 0, ("math", "web"))
@@ -527,7 +532,6 @@ def test_every_stage_builds_from_the_registry_and_pickles(name, tmp_path):
 
 
 def test_c4_stage_through_the_registry_keeps_exact_accounting(tmp_path):
-    import filters.quality  # noqa: F401
     from tests.stagekit import run_stage
 
     docs = pep_documents(12) + [plain_doc("lorem ipsum dolor sit amet. " * 10), plain_doc("   ")]

@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 from outputgen import make_output, rewrite_shard
 
-from pipeline.inspect_cli import main
-from pipeline.inspect_stats import compute_stats
-from pipeline.inspect_validate import validate
+from reasonpipe.pipeline.inspect_cli import main
+from reasonpipe.pipeline.inspect_stats import compute_stats
+from reasonpipe.pipeline.inspect_validate import validate
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -125,7 +125,7 @@ def test_sample_markers_and_determinism(base: Path, capsys: pytest.CaptureFixtur
 def test_sample_json_runs_cover_windows(base: Path, capsys: pytest.CaptureFixture) -> None:
     from tokenizers import Tokenizer
 
-    from pipeline.inspect_stats import flat, read_shard
+    from reasonpipe.pipeline.inspect_stats import flat, read_shard
 
     tok = Tokenizer.from_file(str(base / "tokenizer.json"))
     _, rep = run_json(capsys, base, "--sample", 5, "--seed", 2, "--split", "val")
@@ -227,7 +227,7 @@ def test_validate_unindexed_shard_and_bad_token(out: Path, capsys: pytest.Captur
 
 def _atomic_last_docs(out: Path) -> pl.DataFrame:
     """Atomic samples that are the last document of their window, with the window's document count."""
-    from pipeline.inspect_stats import read_shard
+    from reasonpipe.pipeline.inspect_stats import read_shard
 
     df = samples(out).filter(pl.col("status").is_in(["fit", "trimmed"]) & (pl.col("split") == "train"))
     rows = []
@@ -361,12 +361,12 @@ def real_stack_output(root: Path) -> Path:
     from datatrove.pipeline.writers.jsonl import JsonlWriter
     from outputgen import fake_stages, synthetic_corpus
 
-    from tokenizer.config import TrainConfig
-    from tokenizer.index import finalize_output
-    from tokenizer.sample import render_text
-    from tokenizer.steps import CacheReader, PackWriter, TokenizeToCache, train_from_documents
-    from tokenizer.vocab import load_tokenizer, resolve_template, save_tokenizer
-    from trimming.step import APTrim
+    from reasonpipe.sample import render_text
+    from reasonpipe.tokenizer.config import TrainConfig
+    from reasonpipe.tokenizer.index import finalize_output
+    from reasonpipe.tokenizer.steps import CacheReader, PackWriter, TokenizeToCache, train_from_documents
+    from reasonpipe.tokenizer.vocab import load_tokenizer, resolve_template, save_tokenizer
+    from reasonpipe.trimming.step import APTrim
 
     docs = []
     for r in synthetic_corpus(_random.Random(5), 60, 40):

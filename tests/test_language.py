@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from filters.language import (
+from reasonpipe.filters.language import (
     COMPACT_LANGUAGES,
     LanguageFilter,
     LanguageOptions,
@@ -209,7 +209,6 @@ def test_fasttext_backend_with_a_local_model(tmp_path, no_network):
 
 
 def test_language_stage_through_the_registry(tmp_path):
-    import filters.language  # noqa: F401  (registers; stagekit swallows import errors)
     from tests.stagekit import read_exclusions, run_stage
 
     docs = [doc(t, i=i) for i, t in enumerate(SAMPLES["en"] + SAMPLES["de"])]

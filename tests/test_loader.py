@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from shardgen import make_shards
 
-from trainer.loader import (
+from reasonpipe.trainer.loader import (
     IGNORE,
     GlobalOrder,
     Prefetcher,

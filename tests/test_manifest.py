@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.manifest import ManifestError, load_manifest
+from reasonpipe.pipeline.manifest import ManifestError, load_manifest
 
 GOOD = """\
 name: t

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenizer.mixture import MixtureConfig, copies, mixture_rates, predicted_shares
+from reasonpipe.tokenizer.mixture import MixtureConfig, copies, mixture_rates, predicted_shares
 
 
 def corpus(rng: np.random.Generator) -> list[tuple[str, str, int]]:

@@ -11,13 +11,13 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trainer.attention import same_doc_masks
-from trainer.balancing import balance_metrics, update_bias, update_model_biases
-from trainer.config import ModelConfig, preset, tiny
-from trainer.hf_interop import export_checkpoint_to_hf, load_hf
-from trainer.layers import rope_cos_sin
-from trainer.model import ZayaLM, chunked_linear_cross_entropy, document_causal_mask
-from trainer.params import count_params
+from reasonpipe.trainer.attention import same_doc_masks
+from reasonpipe.trainer.balancing import balance_metrics, update_bias, update_model_biases
+from reasonpipe.trainer.config import ModelConfig, preset, tiny
+from reasonpipe.trainer.export import export_checkpoint_to_hf
+from reasonpipe.trainer.layers import rope_cos_sin
+from reasonpipe.trainer.model import ZayaLM, chunked_linear_cross_entropy, document_causal_mask
+from reasonpipe.trainer.params import count_params
 
 VOCAB = 97
 
@@ -287,7 +287,7 @@ def test_export_checkpoint_round_trip(tmp_path) -> None:
     out = export_checkpoint_to_hf(run, tmp_path / "hf")
     hf_cfg = json.loads((out / "config.json").read_text())
     assert hf_cfg["model_type"] == "zaya" and hf_cfg["num_hidden_layers"] == m.cfg.num_layers
-    back = load_hf(out).eval()
+    back = ZayaLM.from_hf(out).eval()
     ids = torch.randint(0, VOCAB, (2, 12))
     torch.testing.assert_close(back(ids).logits, m.eval()(ids).logits)
     for a, b in zip(back.balance_state(), m.balance_state()):

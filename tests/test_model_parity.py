@@ -8,9 +8,9 @@ import torch
 pytest.importorskip("transformers.models.zaya")
 from transformers import ZayaConfig, ZayaForCausalLM  # noqa: E402
 
-from trainer.config import tiny  # noqa: E402
-from trainer.hf_interop import rename_to_hf  # noqa: E402
-from trainer.model import ZayaLM  # noqa: E402
+from reasonpipe.trainer.config import tiny  # noqa: E402
+from reasonpipe.trainer.hf_interop import rename_to_hf  # noqa: E402
+from reasonpipe.trainer.model import ZayaLM  # noqa: E402
 
 VOCAB = 128
 SHAPES = {

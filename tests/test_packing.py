@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tokenizer.packing import PackConfig, Packer, PackItem, Window, loss_mask_for
+from reasonpipe.tokenizer.packing import PackConfig, Packer, PackItem, Window, loss_mask_for
 
 PAD = 0
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"

@@ -17,9 +17,9 @@ import pytest
 import yaml
 from corpus import make_corpus, write_manifest
 
-from pipeline.accounting import check_identity
+from reasonpipe.pipeline.accounting import check_identity
 
-CLI = [sys.executable, "-m", "pipeline.cli"]
+CLI = [sys.executable, "-m", "reasonpipe.pipeline.cli"]
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tokenizer.shards import ShardSet, ShardWriter, open_shard, sha256_file, shard_schema
+from reasonpipe.tokenizer.shards import ShardSet, ShardWriter, open_shard, sha256_file, shard_schema
 
 SEQ = 64
 

@@ -14,13 +14,13 @@ import pytest
 from datatrove.data import Document
 from datatrove.pipeline.writers.jsonl import JsonlWriter
 
-from tokenizer.cache import read_cache
-from tokenizer.config import TrainConfig
-from tokenizer.index import finalize_output
-from tokenizer.mixture import copies
-from tokenizer.sample import render_text
-from tokenizer.shards import ShardSet, open_shard, sha256_file
-from tokenizer.steps import (
+from reasonpipe.sample import render_text
+from reasonpipe.tokenizer.cache import read_cache
+from reasonpipe.tokenizer.config import TrainConfig
+from reasonpipe.tokenizer.index import finalize_output
+from reasonpipe.tokenizer.mixture import copies
+from reasonpipe.tokenizer.shards import ShardSet, open_shard, sha256_file
+from reasonpipe.tokenizer.steps import (
     CacheReader,
     MixtureSample,
     PackWriter,
@@ -28,9 +28,9 @@ from tokenizer.steps import (
     cache_token_stats,
     train_from_documents,
 )
-from tokenizer.template import ChatTemplate
-from tokenizer.vocab import load_tokenizer, resolve_template, save_tokenizer
-from trimming.step import APTrim
+from reasonpipe.tokenizer.template import ChatTemplate
+from reasonpipe.tokenizer.vocab import load_tokenizer, resolve_template, save_tokenizer
+from reasonpipe.trimming.step import APTrim
 
 REAL = Path("/work/shared/data/real")
 SEQ, CONTEXT, RATES, SEED = 256, 256, {"math": 1.6, "web": 0.7}, 3
@@ -305,6 +305,7 @@ def test_train_from_documents_ignores_input_order() -> None:
 
 def test_output_passes_the_contract_validator(built: tuple[Path, dict]) -> None:
     """Cross-check against `reasonpipe inspect --validate` (the AP invariant, shard and samples contract)."""
-    inspect_validate = pytest.importorskip("pipeline.inspect_validate")
+    from reasonpipe.pipeline import inspect_validate
+
     root, _ = built
     assert [str(p) for p in inspect_validate.validate(root / "out")] == []

@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from tokenizer.config import TokenizerConfig
-from tokenizer.packing import Packer, PackItem
-from tokenizer.template import ChatTemplate, assistant_flags, encode_ahead, segments_ids
-from tokenizer.vocab import (
+from reasonpipe.segments import SEG_ANSWER, SEG_PROMPT, SEG_REASONING, SEG_TEMPLATE, SEG_TEXT
+from reasonpipe.tokenizer.config import TokenizerConfig
+from reasonpipe.tokenizer.packing import Packer, PackItem
+from reasonpipe.tokenizer.template import ChatTemplate, assistant_flags, encode_ahead, segments_ids
+from reasonpipe.tokenizer.vocab import (
     DEFAULT_TEMPLATE,
     load_tokenizer,
     newline_ids,
@@ -24,7 +25,7 @@ from tokenizer.vocab import (
     save_tokenizer,
     train_tokenizer,
 )
-from trimming.core import SEG_ANSWER, SEG_PROMPT, SEG_REASONING, SEG_TEMPLATE, SEG_TEXT, trim
+from reasonpipe.trimming.core import trim
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 REAL = REAL if REAL.exists() else Path("/work/shared/data/real")

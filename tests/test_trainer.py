@@ -17,11 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from shardgen import make_shards, unigram_entropy
 
-from trainer import train as T
-from trainer.config import ModelConfig
-from trainer.metrics import peak_flops
-from trainer.model import ZayaLM
-from trainer.optim import lr_multiplier, newton_schulz
+from reasonpipe.trainer import train as T
+from reasonpipe.trainer.config import ModelConfig
+from reasonpipe.trainer.metrics import peak_flops
+from reasonpipe.trainer.model import ZayaLM
+from reasonpipe.trainer.optim import lr_multiplier, newton_schulz
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -237,10 +237,12 @@ def test_data_weights_must_pair_with_data(tmp_path: Path, shards, capsys) -> Non
 
 def test_trainer_imports_without_datatrove() -> None:
     code = (
-        "import sys; sys.modules['datatrove'] = None; sys.modules['pipeline'] = None\n"
-        "import trainer.train, trainer.loader, trainer.checkpoint, trainer.optim, trainer.metrics\n"
+        "import sys; sys.modules['datatrove'] = None; sys.modules['reasonpipe.pipeline'] = None\n"
+        "import reasonpipe.trainer.train, reasonpipe.trainer.loader, reasonpipe.trainer.checkpoint\n"
+        "import reasonpipe.trainer.optim, reasonpipe.trainer.metrics\n"
         "import bench.train_small\n"
-        "assert not any(m.startswith(('datatrove', 'pipeline')) and sys.modules[m] for m in sys.modules)\n"
+        "bad = ('datatrove', 'reasonpipe.pipeline', 'reasonpipe.filters')\n"
+        "assert not any(m.startswith(bad) and sys.modules[m] for m in sys.modules)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)

@@ -16,7 +16,7 @@ import torch
 import yaml
 from shardgen import make_shards
 
-from trainer import train as T
+from reasonpipe.trainer import train as T
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 4
@@ -62,7 +62,7 @@ def launch(nproc: int, tmp: Path, data: Path, out: Path, parallel: str, *extra: 
             torch.set_num_threads(threads)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "trainer.train", *args]  # fmt: skip
+           "-m", "reasonpipe.trainer.train", *args]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     return "" if proc.returncode == 0 else proc.stderr[-3000:] + proc.stdout[-2000:]
 

@@ -9,17 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trimming.config import TrimConfig
-from trimming.core import (
-    DROP_REASON,
-    SEG_ANSWER,
-    SEG_PROMPT,
-    SEG_REASONING,
-    SEG_TEMPLATE,
-    Segment,
-    TrimRecord,
-    trim,
-)
+from reasonpipe.segments import SEG_ANSWER, SEG_PROMPT, SEG_REASONING, SEG_TEMPLATE, Segment
+from reasonpipe.trimming.config import TrimConfig
+from reasonpipe.trimming.core import DROP_REASON, TrimRecord, trim
 
 # token ids of a toy chat template (a real tokenizer's special ids play these roles)
 BOS, EOS, USER, ASSISTANT, END_TURN, THINK, UNTHINK, NEWLINE, MARK = 1, 2, 3, 4, 5, 6, 7, 10, 11
@@ -328,7 +320,7 @@ def test_step_trims_forwards_and_counts(tmp_path) -> None:
     from datatrove.data import Document
     from datatrove.pipeline.writers.jsonl import JsonlWriter
 
-    from trimming.step import APTrim
+    from reasonpipe.trimming.step import APTrim
 
     rng = np.random.default_rng(3)
     long_chat = chat(rng, [(20, 500, 20)])

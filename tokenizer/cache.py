@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from trimming.core import Segment
+from reasonpipe.segments import Segment
 
 CACHE_SCHEMA = pa.schema(
     [

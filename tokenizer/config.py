@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tokenizer.vocab import check_template_keys
+from reasonpipe.tokenizer.vocab import check_template_keys
 
 
 class TrainConfig(BaseModel):

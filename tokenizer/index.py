@@ -24,9 +24,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tokenizer.shards import sha256_file
-from tokenizer.vocab import load_tokenizer, resolve_template
-from tokenizer.writer import SAMPLE_SCHEMA, write_json_atomic, write_parquet_atomic
+from reasonpipe.tokenizer.shards import sha256_file
+from reasonpipe.tokenizer.vocab import load_tokenizer, resolve_template
+from reasonpipe.tokenizer.writer import SAMPLE_SCHEMA, write_json_atomic, write_parquet_atomic
 
 FORMAT_VERSION = 1
 SPLIT_DIRS = {"train": "shards", "val": "shards-val"}

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SEG_PAD, SEG_REASONING, SEG_ANSWER, SEG_TEMPLATE = 0, 3, 4, 5
+from reasonpipe.segments import SEG_ANSWER, SEG_PAD, SEG_REASONING, SEG_TEMPLATE
 
 
 class PackConfig(BaseModel):

@@ -26,13 +26,13 @@ from datatrove.utils.batching import batched
 from datatrove.utils.typeshelper import StatHints
 from tokenizers import Tokenizer
 
-from tokenizer.cache import CacheWriter, read_cache
-from tokenizer.config import TrainConfig
-from tokenizer.mixture import copies
-from tokenizer.shards import Compression, open_shard
-from tokenizer.template import ChatTemplate, encode_ahead
-from tokenizer.vocab import TemplateTokens, load_tokenizer, resolve_template, train_tokenizer
-from tokenizer.writer import PackedOutput, write_json_atomic
+from reasonpipe.tokenizer.cache import CacheWriter, read_cache
+from reasonpipe.tokenizer.config import TrainConfig
+from reasonpipe.tokenizer.mixture import copies
+from reasonpipe.tokenizer.shards import Compression, open_shard
+from reasonpipe.tokenizer.template import ChatTemplate, encode_ahead
+from reasonpipe.tokenizer.vocab import TemplateTokens, load_tokenizer, resolve_template, train_tokenizer
+from reasonpipe.tokenizer.writer import PackedOutput, write_json_atomic
 
 
 def _hash_key(seed: int, doc_id: str) -> int:

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from tokenizer.cache import EncodedBatch
-from tokenizer.vocab import TemplateTokens, prepare
-from trimming.core import SEG_ANSWER, SEG_PROMPT, SEG_REASONING, SEG_TEMPLATE, SEG_TEXT, Segment
+from reasonpipe.segments import SEG_ANSWER, SEG_PROMPT, SEG_REASONING, SEG_TEMPLATE, SEG_TEXT, Segment
+from reasonpipe.tokenizer.cache import EncodedBatch
+from reasonpipe.tokenizer.vocab import TemplateTokens, prepare
 
 ROLES = ("system", "user", "assistant")
 

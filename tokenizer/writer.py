@@ -24,11 +24,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tokenizer.packing import Packer, PackItem, loss_mask_for
-from tokenizer.shards import Compression, ShardWriter
-from tokenizer.template import assistant_flags
-from tokenizer.vocab import TemplateTokens
-from trimming.core import SEG_REASONING, Segment
+from reasonpipe.segments import SEG_REASONING, Segment
+from reasonpipe.tokenizer.packing import Packer, PackItem, loss_mask_for
+from reasonpipe.tokenizer.shards import Compression, ShardWriter
+from reasonpipe.tokenizer.template import assistant_flags
+from reasonpipe.tokenizer.vocab import TemplateTokens
 
 SPLITS = ("train", "val")
 SAMPLE_SCHEMA = pa.schema(

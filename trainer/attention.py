@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.config import ModelConfig
-from trainer.layers import apply_partial_rope
+from reasonpipe.trainer.config import ModelConfig
+from reasonpipe.trainer.layers import apply_partial_rope
 
 
 def shift_time(x: torch.Tensor, s: int, valid: torch.Tensor | None, fill: torch.Tensor | None) -> torch.Tensor:

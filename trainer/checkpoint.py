@@ -30,7 +30,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from trainer import distributed as D
+from reasonpipe.trainer import distributed as D
 
 STEP_RE = re.compile(r"^step_(\d{7,})$")
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)

@@ -6,6 +6,7 @@ Our parameter names mirror the reference except the attention projection, which 
           layers.{i}.self_attn.temp        = self_attn.qk_norm.temp
 everything else is the reference key without the leading "model.". Reading a folder needs only safetensors; the
 config is mapped by ModelConfig.from_hf / to_hf_dict. transformers itself is needed only to run the reference.
+This module converts state dicts and configs only; `ZayaLM.from_hf` / `ZayaLM.save_hf` (trainer/model.py) build on it.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from trainer.config import ModelConfig
-from trainer.model import ZayaLM
+from reasonpipe.trainer.config import ModelConfig
 
 _ATTN = "self_attn.qkv_proj."
 _RENAMES = {  # our suffix -> reference suffix (inside model.layers.{i}.self_attn.)
@@ -40,13 +40,9 @@ def _qkv_sizes(cfg: ModelConfig) -> list[int]:
     return [cfg.num_attention_heads * cfg.head_dim, kv, kv // 2, kv // 2]
 
 
-def to_hf_state_dict(model: ZayaLM) -> dict[str, torch.Tensor]:
-    """Our state dict renamed/split to the reference's keys (lm_head omitted when tied, as HF saves it)."""
-    return rename_to_hf(model.state_dict(), model.cfg)
-
-
 def rename_to_hf(named: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Any tensors keyed by our parameter names (weights, grads) -> the reference's keys."""
+    """Any tensors keyed by our parameter names (weights, grads) -> the reference's keys (lm_head omitted when tied,
+    as HF saves it, because ours has no lm_head then)."""
     out: dict[str, torch.Tensor] = {}
     for key, t in named.items():
         if key.endswith(_NOT_EXPORTED):
@@ -97,8 +93,8 @@ def _read_folder(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     return config, sd
 
 
-def load_hf(src: str | Path | nn.Module, **overrides: Any) -> ZayaLM:
-    """ZayaLM carrying the weights of a ZayaForCausalLM instance or a saved folder (config.json + safetensors).
+def read_hf(src: str | Path | nn.Module, **overrides: Any) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """(our config, the weights in our key space) of a ZayaForCausalLM instance or a saved folder.
 
     `overrides` change ModelConfig fields that do not affect weight shapes (e.g. doc_reset, fp32_head).
     """
@@ -107,13 +103,14 @@ def load_hf(src: str | Path | nn.Module, **overrides: Any) -> ZayaLM:
     else:
         hf_cfg, sd = _read_folder(Path(src))
     cfg = ModelConfig.from_hf(hf_cfg, **overrides)
-    model = ZayaLM(cfg)
-    ours = from_hf_state_dict(sd, cfg)
-    missing, unexpected = model.load_state_dict(ours, strict=False)
+    return cfg, from_hf_state_dict(sd, cfg)
+
+
+def check_loaded(missing: list[str], unexpected: list[str]) -> None:
+    """Raise unless `load_state_dict(strict=False)` matched every weight (our balancing moments may be missing)."""
     missing = [k for k in missing if not k.endswith(_NOT_EXPORTED)]
     if missing or unexpected:
         raise KeyError(f"weight mismatch loading ZAYA reference: missing {missing}, unexpected {unexpected}")
-    return model
 
 
 def hf_config_dict(cfg: ModelConfig, dtype: torch.dtype) -> dict[str, Any]:
@@ -129,50 +126,14 @@ def hf_config_dict(cfg: ModelConfig, dtype: torch.dtype) -> dict[str, Any]:
     return d
 
 
-def save_hf(model: ZayaLM, out_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
-    """Write config.json + model.safetensors that `ZayaForCausalLM.from_pretrained(out_dir)` loads."""
+def write_hf(state: dict[str, torch.Tensor], cfg: ModelConfig, out_dir: str | Path, dtype: torch.dtype) -> Path:
+    """Write config.json + model.safetensors (our state dict, renamed) that `ZayaForCausalLM.from_pretrained` loads."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sd = to_hf_state_dict(model)
-    dtype = dtype or model.head_weight.dtype
     tensors = {
         k: (v.to(dtype) if v.is_floating_point() and not k.endswith("balancing_biases") else v).contiguous().cpu()
-        for k, v in sd.items()
+        for k, v in rename_to_hf(state, cfg).items()
     }
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(hf_config_dict(model.cfg, dtype), indent=2, sort_keys=True) + "\n")
+    (out / "config.json").write_text(json.dumps(hf_config_dict(cfg, dtype), indent=2, sort_keys=True) + "\n")
     return out
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path:
-    ckpts = sorted((Path(run_dir) / "checkpoints").glob("step_*/model.pt"))
-    if not ckpts:
-        raise FileNotFoundError(f"no checkpoints/step_*/model.pt under {run_dir}")
-    return ckpts[-1]
-
-
-def _clean_key(k: str) -> str:
-    changed = True
-    while changed:  # torch.compile / DDP wrapper prefixes
-        changed = False
-        for prefix in ("_orig_mod.", "module."):
-            if k.startswith(prefix):
-                k, changed = k[len(prefix) :], True
-    return k
-
-
-def export_checkpoint_to_hf(run_dir: str | Path, out_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
-    """Latest checkpoint of a run (RUN_DIR/config.json["model"] + checkpoints/step_N/model.pt) -> HF folder."""
-    run = Path(run_dir)
-    cfg_file = run / "config.json"
-    if not cfg_file.exists():
-        raise FileNotFoundError(f"{cfg_file} not found (expected the run's config with key 'model')")
-    run_cfg = json.loads(cfg_file.read_text())
-    if "model" not in run_cfg:
-        raise KeyError(f"{cfg_file} has no key 'model' (found {sorted(run_cfg)})")
-    model = ZayaLM(ModelConfig.from_dict(run_cfg["model"]))
-    state = torch.load(latest_checkpoint(run), map_location="cpu", weights_only=True)
-    if "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    model.load_state_dict({_clean_key(k): v for k, v in state.items()})
-    return save_hf(model, out_dir, dtype=dtype)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tokenizer.shards import ShardSet
+from reasonpipe.tokenizer.shards import ShardSet
 
 IGNORE = -100
 MIX_BLOCK = 4096

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.balancing import balance_metrics
+from reasonpipe.trainer.balancing import balance_metrics
 
 # Dense bf16 peak TFLOP/s (no sparsity) by device-name substring; unknown devices get MFU null.
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "MI300X": 1307.0, "MI325X": 1307.0}

@@ -21,10 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from trainer.attention import CCAttention, same_doc_masks
-from trainer.config import ModelConfig
-from trainer.layers import ResidualScaling, RMSNorm, rope_cos_sin
-from trainer.moe import MoE, Router
+from reasonpipe.trainer import hf_interop
+from reasonpipe.trainer.attention import CCAttention, same_doc_masks
+from reasonpipe.trainer.config import ModelConfig
+from reasonpipe.trainer.layers import ResidualScaling, RMSNorm, rope_cos_sin
+from reasonpipe.trainer.moe import MoE, Router
 
 
 @dataclass
@@ -141,16 +142,16 @@ class ZayaLM(nn.Module):
 
     @classmethod
     def from_hf(cls, src: str | Path | nn.Module, **overrides: Any) -> ZayaLM:
-        """Our model with the weights of a transformers ZayaForCausalLM (instance or saved folder)."""
-        from trainer.hf_interop import load_hf
+        """Our model with the weights of a transformers ZayaForCausalLM (instance or saved folder); `overrides` change
+        ModelConfig fields that do not affect weight shapes (e.g. doc_reset, fp32_head)."""
+        cfg, state = hf_interop.read_hf(src, **overrides)
+        model = cls(cfg)
+        hf_interop.check_loaded(*model.load_state_dict(state, strict=False))
+        return model
 
-        return load_hf(src, **overrides)
-
-    def save_hf(self, out_dir: str | Path) -> Path:
+    def save_hf(self, out_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
         """Write config.json + model.safetensors loadable by `ZayaForCausalLM.from_pretrained(out_dir)`."""
-        from trainer.hf_interop import save_hf
-
-        return save_hf(self, out_dir)
+        return hf_interop.write_hf(self.state_dict(), self.cfg, out_dir, dtype or self.head_weight.dtype)
 
     # --- forward ---------------------------------------------------------------------------------------------
     def forward(

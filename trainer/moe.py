@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.config import ModelConfig
-from trainer.layers import RMSNorm
+from reasonpipe.trainer.config import ModelConfig
+from reasonpipe.trainer.layers import RMSNorm
 
 
 class RouterMLP(nn.Module):

@@ -1,6 +1,6 @@
 """Parameter counts of a ModelConfig, computed analytically (no need to allocate an 8B model).
 
-    python -m trainer.params zaya1-8b      # or tiny / small
+    python -m reasonpipe.trainer.params zaya1-8b      # or tiny / small
 Active = everything except the experts a token does not use (top-1: one expert per layer).
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from trainer.config import PRESETS, ModelConfig, preset
+from reasonpipe.trainer.config import PRESETS, ModelConfig, preset
 
 
 def count_params(cfg: ModelConfig) -> dict[str, int]:

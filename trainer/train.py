@@ -2,7 +2,7 @@
 
     reasonpipe train --data OUTPUT [--weight W] [--data OUTPUT2 --weight W2 ...] (--preset NAME | --config FILE)
                      --out RUN_DIR [--steps N] [--resume]
-    torchrun --nproc_per_node=8 -m trainer.train --data OUTPUT --config run.yaml --out RUN_DIR
+    torchrun --nproc_per_node=8 -m reasonpipe.trainer.train --data OUTPUT --config run.yaml --out RUN_DIR
 
 One optimizer step consumes one global batch (global_batch_tokens / seq_len windows), cut into micro-batches over
 ranks and gradient-accumulation steps. The loss is the mean over every trained token of the global batch, whatever
@@ -26,17 +26,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer import checkpoint as C
-from trainer import distributed as D
-from trainer.balancing import update_model_biases
-from trainer.config import ModelConfig
-from trainer.loader import Batch, Prefetcher, ShardLoader, Source, check_sources, eval_batches, has_val
-from trainer.metrics import MetricsLog, RouterProbe, balance_summary, flops_per_token, memory_gib, peak_flops
-from trainer.model import ZayaLM
-from trainer.optim import Schedule, build_optimizer, clip_grad_norm
-from trainer.trainconfig import DataSource, RunConfig, load_run_config
-
-ANSWER, REASONING = 4, 3
+from reasonpipe.segments import SEG_ANSWER, SEG_REASONING
+from reasonpipe.trainer import checkpoint as C
+from reasonpipe.trainer import distributed as D
+from reasonpipe.trainer.balancing import update_model_biases
+from reasonpipe.trainer.config import ModelConfig
+from reasonpipe.trainer.loader import Batch, Prefetcher, ShardLoader, Source, check_sources, eval_batches, has_val
+from reasonpipe.trainer.metrics import (
+    MetricsLog,
+    RouterProbe,
+    balance_summary,
+    flops_per_token,
+    memory_gib,
+    peak_flops,
+)
+from reasonpipe.trainer.model import ZayaLM
+from reasonpipe.trainer.optim import Schedule, build_optimizer, clip_grad_norm
+from reasonpipe.trainer.trainconfig import DataSource, RunConfig, load_run_config
 
 
 class TrainingStopped(RuntimeError):
@@ -143,7 +149,7 @@ def segment_sums(token_loss: torch.Tensor, batch: Batch) -> torch.Tensor:
     """[answer loss sum, answer tokens, reasoning loss sum, reasoning tokens] of one micro-batch."""
     tl = token_loss.detach().float()
     out = []
-    for kind in (ANSWER, REASONING):
+    for kind in (SEG_ANSWER, SEG_REASONING):
         sel = (batch.label_segment == kind).to(tl.dtype)  # a product, not a boolean index: no host sync on GPU
         out += [(tl * sel).sum(), sel.sum()]
     return torch.stack(out)

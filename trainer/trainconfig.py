@@ -23,7 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from trainer.config import PRESETS, ModelConfig, preset
+from reasonpipe.trainer.config import PRESETS, ModelConfig, preset
 
 
 class Strict(BaseModel):

@@ -21,17 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SEG_PAD, SEG_TEXT, SEG_PROMPT, SEG_REASONING, SEG_ANSWER, SEG_TEMPLATE = 0, 1, 2, 3, 4, 5
+from reasonpipe.segments import SEG_REASONING, SEG_TEMPLATE, Segment
 
 DROP_REASON = "answer_exceeds_context"
 POLICIES = ("tail", "middle")
-
-
-@dataclass(frozen=True)
-class Segment:
-    kind: int  # SEG_*
-    ids: np.ndarray  # uint32 token ids
-    think: int = -1  # assistant-turn index of the <think> block this segment belongs to (markers + reasoning), else -1
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers.disk_base import DiskWriter
 
-from trimming.core import POLICIES, TrimRecord, trim
+from reasonpipe.trimming.core import POLICIES, TrimRecord, trim
 
 
 class APTrim(BaseFilter):
