@@ -4,6 +4,11 @@ A plain document has only `text`. A conversational/reasoning sample (`metadata["
 `metadata["turns"]`: a list of `{"role": "system"|"user"|"assistant", "content": str, "reasoning": str | None}` where
 an assistant's `content` is its answer without think tags and `reasoning` the trace without tags. `doc.text` of a chat
 sample is `render_text(turns)`, the plain view that filters and dedup work on.
+
+Other metadata every sample carries: `source` (input name), `domain`, `kind` ("chat" or absent). Chat samples also
+carry `problem_key` (hex hash of the normalised problem: traces of one problem share it; problem dedup gives all the
+traces of a near-duplicate problem group one key), used for validation routing and grouping traces by problem. A
+record's own id, when it has one (`id`, `uuid`, `task_id`, ... or `fields: {id: ...}`), is kept as `upstream_id`.
 """
 
 from __future__ import annotations

@@ -62,6 +62,20 @@ def problem_key(text: str, norm: Normalization) -> str:
     return normalize(text, norm).replace(" ", "")
 
 
+_DEFAULT_NORM = ProblemDedupOptions().normalization
+
+
+def problem_hash(text: str) -> str:
+    """A sample's problem key (`metadata["problem_key"]`): hex xxhash64 of its normalised problem (default options).
+
+    Set on every chat sample when it is normalised (pipeline/steps.py); validation routing and every step that groups
+    traces by problem use it.
+    """
+    from xxhash import xxh64_hexdigest
+
+    return xxh64_hexdigest(problem_key(text, _DEFAULT_NORM).encode())
+
+
 def rank_key(doc: Document, opts: ProblemDedupOptions) -> list:
     """Sort key of a sample within its problem group (smaller = better); see the module docstring."""
     reasoning = len(reasoning_text(doc))

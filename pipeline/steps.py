@@ -11,8 +11,9 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
+from reasonpipe.filters.problem_dedup import problem_hash
 from reasonpipe.pipeline.adapters import AdaptError, adapt
-from reasonpipe.sample import render_text
+from reasonpipe.sample import problem_text, render_text
 
 
 class Adapt(BaseFilter):
@@ -46,7 +47,9 @@ def normalize_text(text: str) -> str:
 
 
 class Normalize(BaseFilter):
-    """Unicode/whitespace normalisation of text and turns; documents left empty are rejected as `empty_text`."""
+    """Unicode/whitespace normalisation of text and turns; documents left empty are rejected as `empty_text`.
+
+    Chat samples also get their problem key (`metadata["problem_key"]`, see `problem_hash`)."""
 
     name = "🧹 normalize"
 
@@ -60,6 +63,7 @@ class Normalize(BaseFilter):
             last = doc.metadata["turns"][-1]
             if not last["content"]:
                 return False, "empty_answer"
+            doc.metadata["problem_key"] = problem_hash(problem_text(doc))
         else:
             doc.text = normalize_text(doc.text)
         return True if doc.text.strip() else (False, "empty_text")
