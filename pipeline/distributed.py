@@ -15,6 +15,7 @@ import time
 from functools import cache
 
 from datatrove.executor.base import PipelineExecutor
+from datatrove.executor.slurm import SlurmPipelineExecutor
 from datatrove.utils.stats import PipelineStats
 
 from reasonpipe.pipeline import tasklogs  # noqa: F401  (the quiet task logger, also in worker processes)
@@ -102,11 +103,17 @@ class WaitingSlurmExecutor:
                 raise RuntimeError(f"slurm job {job} ended with incomplete tasks; see {logs} and the task logs")
 
 
-def _slurm(steps: list, tasks: int, logging_dir: str, cfg: ExecutorConfig):
-    from datatrove.executor.slurm import SlurmPipelineExecutor
+class SlurmExecutor(SlurmPipelineExecutor):
+    """datatrove's Slurm executor, minus directives without a value (no partition: the cluster's default one)."""
 
+    def get_sbatch_args(self, max_array: int = 1) -> dict:
+        args = super().get_sbatch_args(max_array)
+        return {k: v for k, v in args.items() if v is not None}
+
+
+def _slurm(steps: list, tasks: int, logging_dir: str, cfg: ExecutorConfig):
     s = cfg.slurm
-    return SlurmPipelineExecutor(
+    return SlurmExecutor(
         steps,
         tasks=tasks,
         time=s.time,
