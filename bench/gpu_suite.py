@@ -46,7 +46,7 @@ class Shape:
 
 def shape(smoke: bool) -> Shape:
     if smoke:
-        return Shape(preset("tiny", vocab_size=512), batch=2, seq=256, long_seq=2048, steps=2, warmup=1)
+        return Shape(preset("tiny", vocab_size=512), batch=1, seq=128, long_seq=512, steps=1, warmup=1)
     return Shape(preset("small"), batch=4, seq=4096, long_seq=32768, steps=10, warmup=3)
 
 
@@ -95,8 +95,11 @@ def section(title: str, fn: Callable[[], None]) -> None:
     print(f"({time.perf_counter() - t0:.0f}s)\n")
 
 
-def peak_gib(device: torch.device) -> float:
-    return torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+REF = "transformers (sdpa, experts=grouped_mm)"
+
+
+def gib(value: float | None, gpu: bool) -> str:
+    return f"{value:.2f}" if gpu and value is not None else "n/a"
 
 
 def run_step_section(sh: Shape, device: torch.device, compile_: bool) -> float:
@@ -122,20 +125,21 @@ def run_step_section(sh: Shape, device: torch.device, compile_: bool) -> float:
         ref.load_state_dict(rename_to_hf(ours.state_dict(), cfg), strict=False)
         ref.to(device).train()
         ref_inputs = {"input_ids": inputs["input_ids"], "labels": inputs["input_ids"]}
-        steps["transformers (sdpa, grouped_mm, bf16 weights)"] = step_fn(ref, ref_inputs, False)
+        steps[REF] = step_fn(ref, ref_inputs, False)
     except ImportError as e:
         print(f"transformers' ZayaForCausalLM unavailable ({e}): reference skipped\n")
     secs, mem = time_interleaved(steps, device, sh.warmup, sh.steps)
     tokens = sh.batch * sh.seq
     fpt, peak = flops_per_token(cfg, sh.seq), peak_flops(device, None)
-    base = secs.get("transformers (sdpa, grouped_mm, bf16 weights)")
+    base = secs.get(REF)
     rows = []
     for name, s in secs.items():
         mfu = f"{fpt * tokens / s / peak:.1%}" if peak else "n/a"
         speed = f"{base / s:.2f}x" if base else "n/a"
-        rows.append([name, f"{s * 1e3:.1f}", f"{tokens / s:,.0f}", mfu, f"{mem.get(name, float('nan')):.2f}", speed])
+        rows.append([name, f"{s * 1e3:.1f}", f"{tokens / s:,.0f}", mfu, gib(mem.get(name), gpu), speed])
     print(f"`{'tiny' if cfg.hidden_size < 128 else 'small'}` preset, batch {sh.batch} x {sh.seq} tokens, "
-          f"{fpt / 1e9:.3f} GFLOP/token, {'bf16 autocast' if gpu else 'fp32 (CPU smoke)'}\n")  # fmt: skip
+          f"{fpt / 1e9:.3f} GFLOP/token, " + ("ours bf16 autocast, reference bf16 weights" if gpu else "fp32 (smoke)")
+          + "\n")  # fmt: skip
     table(rows, ["implementation", "ms / step", "tokens / s", "MFU", "step peak GiB", "speed vs transformers"])
     return secs["ours (eager)"]
 
@@ -165,7 +169,7 @@ def run_attention_section(sh: Shape, device: torch.device) -> None:
             print(f"backend {name}: unavailable ({type(e).__name__}: {str(e)[:120]})\n")
     secs, mem = time_interleaved(steps, device, sh.warmup, sh.steps)
     tokens = sh.batch * sh.seq
-    rows = [[n, f"{s * 1e3:.1f}", f"{tokens / s:,.0f}", f"{mem.get(n, float('nan')):.2f}"] for n, s in secs.items()]
+    rows = [[n, f"{s * 1e3:.1f}", f"{tokens / s:,.0f}", gib(mem.get(n), gpu)] for n, s in secs.items()]
     print(f"doc_causal windows: batch {sh.batch} x {sh.seq} tokens, 8 documents per window\n")
     table(rows, ["attention_backend", "ms / step", "tokens / s", "step peak GiB"])
 
@@ -183,13 +187,14 @@ def run_long_section(sh: Shape, device: torch.device) -> None:
     if gpu:
         torch.cuda.reset_peak_memory_stats()
     times = []
-    for _ in range(2):
+    for _ in range(sh.steps):
         t0 = time.perf_counter()
         step()
         sync(device)
         times.append(time.perf_counter() - t0)
     s = statistics.median(times)
-    table([[f"{sh.long_seq:,}", f"{s * 1e3:.0f}", f"{sh.long_seq / s:,.0f}", f"{peak_gib(device):.2f}"]],
+    peak = torch.cuda.max_memory_allocated() / 2**30 if gpu else None
+    table([[f"{sh.long_seq:,}", f"{s * 1e3:.0f}", f"{sh.long_seq / s:,.0f}", gib(peak, gpu)]],
           ["tokens (1 window, 20 docs)", "ms / step", "tokens / s", "peak GiB (weights + grads + step)"])  # fmt: skip
 
 

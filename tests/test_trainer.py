@@ -272,3 +272,16 @@ def test_existing_run_needs_resume(tmp_path: Path, shards, capsys) -> None:
     assert run(tmp_path, shards, None, "again", "--steps", "2", "--resume") == 0
     steps = [r["step"] for r in records(tmp_path / "again") if "loss" in r and "event" not in r]
     assert steps == [1, 2]
+
+
+def test_gpu_suite_smoke_runs_every_section() -> None:
+    """bench/gpu_suite.sh --smoke: every section of the GPU suite on CPU at tiny shapes (so it works without a GPU)."""
+    proc = subprocess.run(["bash", str(ROOT / "bench/gpu_suite.sh"), "--smoke"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PY": sys.executable})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "section failed" not in out, out
+    for title in ("1. forward + backward", "2. attention backends", "3. long context", "4. expert compute share"):
+        assert f"### {title}" in out
+    assert "| ours (eager) |" in out and "| transformers (sdpa, experts=grouped_mm) |" in out
+    assert "expert share of the step" in out

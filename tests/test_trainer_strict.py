@@ -86,6 +86,10 @@ def test_outputs_with_different_special_ids_are_refused(tmp_path: Path, shards, 
     (other / "index.json").write_text(json.dumps(index))
     code = T.main(["--data", str(shards.root), "--data", str(other), "--preset", "tiny", "--out", str(tmp_path / "r")])
     assert code == 2 and "data sources disagree on the tokenizer" in capsys.readouterr().err
+    del index["tokenizer"]["special_ids"]  # an index without the ids the model needs
+    (other / "index.json").write_text(json.dumps(index))
+    assert T.main(["--data", str(other), "--preset", "tiny", "--out", str(tmp_path / "r2")]) == 2
+    assert "tokenizer.special_ids lacks ['bos', 'eos', 'pad']" in capsys.readouterr().err
 
 
 # --- shards verified before step 0 ---------------------------------------------------------------------------------

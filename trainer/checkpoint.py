@@ -254,6 +254,14 @@ def _optim_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[
     return osd["state"], osd["param_groups"]
 
 
+def reshard(model: nn.Module) -> None:
+    """FSDP2 keeps the root's parameters unsharded after a forward without backward (eval): register the shards
+    again, so the state dicts see the sharded parameters the optimizer holds."""
+    for m in model.modules():
+        if hasattr(m, "reshard") and hasattr(m, "unshard"):  # an FSDPModule
+            m.reshard()
+
+
 def save_checkpoint(
     run_dir: Path,
     step: int,
@@ -270,6 +278,7 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     D.barrier()
+    reshard(model)
     optim_state, _ = _optim_tensors(model, optimizer)
     state = {"model": get_model_state_dict(model), "optim": optim_state}
     with _one_process_quietly():
@@ -301,6 +310,7 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     The optimizer's param_groups (lr, betas, weight decay, ...) are the live ones, built from the current config:
     that is what lets a resume change optimisation settings."""
     trainer_state = read_trainer_state(path)
+    reshard(model)
     model_sd = get_model_state_dict(model)
     optim_state, groups = _optim_tensors(model, optimizer)
     state = {"model": model_sd, "optim": optim_state}

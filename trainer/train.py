@@ -1,7 +1,7 @@
 """Train a ZAYA1 model on reasonpipe shards: one process (CPU / one GPU) or `torchrun` (DDP or FSDP2).
 
     reasonpipe train --data OUTPUT [--weight W] [--data OUTPUT2 --weight W2 ...] (--preset NAME | --config FILE)
-                     --out RUN_DIR [--steps N] [--resume]
+                     --out RUN_DIR [--steps N] [--resume] [--no-verify]
     torchrun --nproc_per_node=8 -m reasonpipe.trainer.train --data OUTPUT --config run.yaml --out RUN_DIR
 
 One optimizer step consumes one global batch (global_batch_tokens / seq_len windows), cut into micro-batches over
@@ -300,7 +300,7 @@ class Trainer:
         if problems:
             raise ValueError(format_problems(problems))
         how = "sizes, schema and sha256" if verify_sha else "sizes and schema (--no-verify: no sha256)"
-        self.log.print(f"shards verified ({how}): {rep.shards} shards, {rep.bytes / 2**30:.2f} GiB in "
+        self.log.print(f"shards verified ({how}): {rep.shards} shards, {rep.bytes / 2**20:,.1f} MiB in "
                        f"{rep.seconds:.1f}s")  # fmt: skip
         return sources
 
