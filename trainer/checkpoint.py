@@ -4,7 +4,8 @@
                               reads its own shards (FSDP2: DTensor shards; DDP / one process: rank 0's tensors)
     trainer.json              step, balancing step, skipped steps, scheduler, loader state, model config, world size
     rng/<rank>.json           torch / CUDA / numpy / python RNG states of each rank
-    manifest.json             every file above with its size and sha256; written last
+    manifest.json             every file above with its size and sha256 (each rank hashes the files it wrote);
+                              written last
 
 Atomic: all ranks write into checkpoints/.tmp-step_NNNNNNN/ (a shared filesystem under multi-node), then rank 0
 renames it: a folder named step_* is complete. `verify` checks a folder against its manifest (sizes always, sha256
@@ -163,16 +164,20 @@ def load_tensors(path: Path, state: dict[str, Any]) -> None:
 # --- verification ------------------------------------------------------------------------------------------------
 
 
-def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
-
-
-def write_manifest(folder: Path, threads: int = 8) -> None:
-    files = _files(folder)
+def file_entries(folder: Path, files: list[Path], threads: int = 8) -> dict[str, dict[str, Any]]:
+    """{relative path: {bytes, sha256}} of `files` (hashed in a thread pool)."""
     with ThreadPoolExecutor(threads) as pool:
         digests = list(pool.map(sha256_file, files))
-    entries = {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": d} for p, d in zip(files, digests)}
-    (folder / MANIFEST).write_text(json.dumps({"files": entries}, indent=1, sort_keys=True) + "\n")
+    return {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": d} for p, d in zip(files, digests)}
+
+
+def write_manifest(folder: Path, known: dict[str, dict[str, Any]] | None = None) -> None:
+    """folder/manifest.json over every file in `folder`; `known` entries (hashed by the ranks that wrote them) are
+    taken as they are, the rest are hashed here."""
+    known = dict(known or {})
+    rest = [p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST]
+    known.update(file_entries(folder, [p for p in rest if str(p.relative_to(folder)) not in known]))
+    (folder / MANIFEST).write_text(json.dumps({"files": known}, indent=1, sort_keys=True) + "\n")
 
 
 def verify(folder: Path, hash_share: tuple[int, int] | None = (0, 1), threads: int = 8) -> str | None:
@@ -284,10 +289,12 @@ def save_checkpoint(
     with _one_process_quietly():
         dcp.save(state, checkpoint_id=tmp, no_dist=not D.in_group())
     _write_json(tmp / "rng" / f"{env.rank}.json", rng_state())
-    D.barrier()
+    # each rank hashes the files it wrote: nothing is hashed twice, nor all on rank 0
+    mine = sorted(tmp.glob(f"__{env.rank}_*.distcp")) + [tmp / "rng" / f"{env.rank}.json"]
+    hashed = {k: v for part in D.all_gather_object(file_entries(tmp, mine)) for k, v in part.items()}
     if env.is_main:
         _write_json(tmp / "trainer.json", {**trainer_state, "world_size": env.world_size})
-        write_manifest(tmp)
+        write_manifest(tmp, hashed)
         if final.exists():  # a re-run wrote this step before: replace it
             shutil.rmtree(final)
         os.replace(tmp, final)
