@@ -255,6 +255,7 @@ def test_trainer_imports_without_datatrove() -> None:
         "import sys; sys.modules['datatrove'] = None; sys.modules['reasonpipe.pipeline'] = None\n"
         "import reasonpipe.trainer.train, reasonpipe.trainer.loader, reasonpipe.trainer.checkpoint\n"
         "import reasonpipe.trainer.optim, reasonpipe.trainer.metrics\n"
+        "import reasonpipe.trainer.export, reasonpipe.trainer.verify\n"
         "import bench.train_small\n"
         "bad = ('datatrove', 'reasonpipe.pipeline', 'reasonpipe.filters')\n"
         "assert not any(m.startswith(bad) and sys.modules[m] for m in sys.modules)\n"

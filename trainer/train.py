@@ -161,7 +161,7 @@ def build_model(mcfg: ModelConfig, env: D.DistEnv, parallel: str, seed: int, ini
     """(the bare model, the wrapped one). One process / DDP: built on the device, identically on every rank.
     FSDP2: built on the meta device, sharded, then materialised shard by shard: each rank allocates only its shards,
     and the initial weights (`init`; a resume loads the checkpoint instead) are rank 0's host-memory build, broadcast
-    one tensor at a time, so the run starts from the same weights as one process with the same seed."""
+    one tensor at a time: they do not depend on the number of ranks (on CPU they are a one-process run's: tested)."""
     torch.manual_seed(seed)
     if not (env.distributed and parallel == "fsdp"):
         with env.device:  # initialise on the device: no full fp32 copy in host memory per rank
