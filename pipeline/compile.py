@@ -108,7 +108,7 @@ def compile_plan(loaded: LoadedManifest, limit: int | None = None) -> Plan:
         labels.append((spec.label, spec.name))
     chain.label = None
     canonical = os.path.join(prep_dir, "canonical")
-    chain.close("canonical", DocWriter(canonical))
+    chain.close("canonical", DocWriter(canonical), *tail.canonical_steps(loaded, prep_dir))
 
     tail.add_prep_runs(chain, loaded, prep_dir, canonical)
     plan = Plan(loaded, output_dir, prep_dir, pack_dir, prep_hash, pack_hash, chain.runs, sources, labels)

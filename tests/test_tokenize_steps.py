@@ -25,11 +25,14 @@ from reasonpipe.tokenizer.steps import (
     MixtureSample,
     PackWriter,
     TokenizeToCache,
+    TrimmedSizes,
     cache_token_stats,
+    sum_stats,
     train_from_documents,
 )
 from reasonpipe.tokenizer.template import ChatTemplate
 from reasonpipe.tokenizer.vocab import load_tokenizer, resolve_template, save_tokenizer
+from reasonpipe.trimming.core import trim
 from reasonpipe.trimming.step import APTrim
 
 REAL = Path("/work/shared/data/real")
@@ -78,7 +81,9 @@ def make_docs() -> list[Document]:
                 {"role": "user", "content": "Are you sure?", "reasoning": None},
                 {"role": "assistant", "content": f"Yes, {answer}.", "reasoning": solution},
             ]
+        # four traces per problem (as problem dedup keeps up to K traces under one key); the record's own id
         meta = {"source": "gsm8k", "domain": "math", "kind": "chat", "turns": turns}
+        meta |= {"problem_key": f"{i // 4:016x}", "upstream_id": f"gsm-{i}"}
         docs.append(Document(text=render_text(turns), id=f"gsm8k/train.jsonl:{i}", metadata=meta))
     for i, text in enumerate(peps):
         meta = {"source": "peps", "domain": "web", "kind": "text"}
@@ -93,22 +98,21 @@ def tokenizer_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tokenizer(tok, tmp_path_factory.mktemp("tok") / "tokenizer.json")
 
 
-def build(root: Path, tokenizer_path: Path, tasks: int = 2, **pack_options) -> dict:
+def build(root: Path, tokenizer_path: Path, tasks: int = 2, rates: dict = RATES, **pack_options) -> dict:
     """Both runs (tokenise on `tasks` tasks, then pack on `tasks` tasks) and finalize_output into root/out."""
     docs = make_docs()
     for rank in range(tasks):
-        step = TokenizeToCache(tokenizer_path, root / "cache", batch_size=64)
+        step = TokenizeToCache(tokenizer_path, str(root / "cache"), batch_size=64)
         passed = list(step.run(iter(docs[rank::tasks]), rank, tasks))
         assert [d.id for d in passed] == [d.id for d in docs[rank::tasks]]  # documents pass through
     tok = load_tokenizer(tokenizer_path)
     special = resolve_template(tok).as_dict()
     options = {"validation_fraction": 0.15, "seed": SEED, "rows_per_shard": 40, **pack_options}
     for rank in range(tasks):
-        pipeline = CacheReader(root / "cache").run(None, rank, tasks)
-        pipeline = MixtureSample(RATES, "domain", SEED).run(pipeline, rank, tasks)
+        pipeline = MixtureSample(root / "cache", rates, "domain", SEED).run(None, rank, tasks)
         excl = JsonlWriter(str(root / "excl"))
         pipeline = APTrim(CONTEXT, exclusion_writer=excl).run(pipeline, rank, tasks)
-        assert list(PackWriter(root / "pack", SEQ, special, **options).run(pipeline, rank, tasks)) == []
+        assert list(PackWriter(str(root / "pack"), SEQ, special, **options).run(pipeline, rank, tasks)) == []
     extra = {"name": "t", "trim": {"context": CONTEXT, "policy": "tail"}, "mixture": {"by": "domain", "target": None}}
     return finalize_output(root / "pack", root / "out", tokenizer_path, extra, dropped_folder=root / "excl")
 
@@ -143,12 +147,22 @@ def test_cache_round_trip_and_stats(built: tuple[Path, dict], tokenizer_path: Pa
     assert stats["docs"] == len(docs) and stats["tokens"] == total
     assert sum(stats["by_domain"].values()) == total and set(stats["by_source"]) == {"gsm8k", "peps"}
     assert stats["docs_by_domain"] == {"math": 160, "web": 160}
-    assert cache_token_stats(root / "cache", context=10**9) == stats  # from the cache files: same numbers
-    capped = cache_token_stats(root / "cache", context=CONTEXT)
-    lengths = {d.id: sum(len(s.ids) for s in expected[d.id]) for d in docs}
-    chat_capped = sum(min(lengths[d.id], CONTEXT) for d in docs if d.metadata["kind"] == "chat")
-    assert capped["by_domain"]["math"] == chat_capped < stats["by_domain"]["math"]
-    assert capped["by_domain"]["web"] == stats["by_domain"]["web"]
+
+
+def test_trimmed_sizes_equal_trimming_every_sample(built: tuple[Path, dict], tokenizer_path: Path) -> None:
+    """The partitioned sizes run gives, per group, exactly the tokens trimming every sample at C would keep."""
+    root, _ = built
+    for rank in range(2):
+        assert list(TrimmedSizes(root / "cache", root / "sizes", CONTEXT).run(None, rank, 2)) == []
+    sizes = sum_stats(root / "sizes", "*.json")
+    tok = load_tokenizer(tokenizer_path)
+    want: dict[str, int] = {}
+    for doc, segs in zip(make_docs(), ChatTemplate(tok, resolve_template(tok)).encode_many(make_docs())):
+        kept, record = trim(segs, CONTEXT)
+        n = sum(len(s.ids) for s in segs) if doc.metadata["kind"] == "text" else record.tokens_after
+        want[doc.metadata["domain"]] = want.get(doc.metadata["domain"], 0) + n
+    assert sizes["by_domain"] == want and sizes["docs"] == len(make_docs())
+    assert want["math"] < cache_token_stats(root / "cache")["by_domain"]["math"]  # trimming cut some
 
 
 def test_every_copy_in_samples_exactly_once(built: tuple[Path, dict]) -> None:
@@ -277,22 +291,79 @@ def test_assistant_loss_mask_policy(tmp_path: Path, tokenizer_path: Path) -> Non
         assert w.loss_mask[(w.segment == 3) | (w.segment == 4)].all()  # reasoning and answers
 
 
-def test_mixture_sample_determinism_and_counts() -> None:
+def test_mixture_sample_determinism_counts_and_passes(built: tuple[Path, dict]) -> None:
+    root, _ = built
+    step = MixtureSample(root / "cache", RATES, "domain", SEED)
+    out = list(step.run(None, 0, 1))
+    ids = [d.id for d in out]
+    assert ids == [d.id for d in MixtureSample(root / "cache", RATES, "domain", SEED).run(None, 0, 1)]
     docs = make_docs()
-    step = MixtureSample(RATES, "domain", SEED)
-    out = [d.id for d in step.run(iter(docs))]
-    again = [d.id for d in MixtureSample(RATES, "domain", SEED).run(iter(docs))]
-    assert out == again
     stats = step.stats
     assert stats["total"].total == len(docs) and stats["forwarded"].total == len(out)
     # accounting identity the pipeline checks: read + copies added = kept + sampled out
     added = stats["copies_added"].total if "copies_added" in stats.stats else 0
     dropped = stats["dropped_sampled_out"].total if "dropped_sampled_out" in stats.stats else 0
     assert len(docs) + added == len(out) + dropped
-    math_out = sum(1 for i in out if i.startswith("gsm8k"))
+    math_out = sum(1 for i in ids if i.startswith("gsm8k"))
     assert 1.3 * 160 < math_out < 1.9 * 160  # rate 1.6 in expectation
+    # copy c of every sample comes after every copy c-1 (pass c); copies carry their original and its metadata
+    copy_no = [int(i.rsplit("#", 1)[1]) if "#" in i else 0 for i in ids]
+    assert copy_no == sorted(copy_no) and max(copy_no) == 1
+    by_id = {d.id: d for d in out}
+    for d in out:
+        if "#" in d.id:
+            original = by_id[d.metadata["copy_of"]]
+            assert d.metadata["upstream_id"] == original.metadata["upstream_id"]
+            assert [s.ids.tolist() for s in d.metadata["segments"]] == [
+                s.ids.tolist() for s in original.metadata["segments"]
+            ]
     with pytest.raises(ValueError, match="rates must be >= 0"):
-        MixtureSample({"math": -1.0})
+        MixtureSample(root / "cache", {"math": -1.0})
+
+
+def window_origins(out: Path, split: str = "train") -> list[list[str]]:
+    """Per window, the original sample of each document (a copy `x#c` names `x`), from samples/' copy_of."""
+    rows = read_samples(out)
+    origin = {r["id"]: r["copy_of"] or r["id"] for r in rows}
+    return [[origin[sid] for sid in w.sample_ids] for w in ShardSet(out, split)]
+
+
+@pytest.mark.parametrize("tasks", [1, 2])
+def test_upsampled_copies_never_share_a_window(tmp_path: Path, tokenizer_path: Path, tasks: int) -> None:
+    """4x up-sampling of every source: no window holds two copies of one sample, and copies sit far apart."""
+    index = build(tmp_path, tokenizer_path, tasks, rates={"math": 4.0, "web": 4.0}, validation_fraction=0.0)
+    windows = window_origins(tmp_path / "out")
+    assert sum(len(w) - len(set(w)) for w in windows) == 0
+    first: dict[str, list[int]] = {}
+    for k, w in enumerate(windows):
+        for o in dict.fromkeys(w):
+            if not first.get(o) or first[o][-1] != k:  # a plain document spans windows: count where copies start
+                first.setdefault(o, []).append(k)
+    gaps = [b - a for ks in first.values() for a, b in zip(ks, ks[1:])]
+    per_pass = len(windows) / tasks / 4  # copy c of a sample comes a pass (over its task's cache) after copy c-1
+    print(f"{len(windows)} windows, copy distance min {min(gaps)} median {np.median(gaps)}, a pass ~{per_pass:.0f}")
+    assert min(gaps) >= 1 and np.median(gaps) >= per_pass / 4
+    assert index["packing"]["efficiency"] > 0.95
+    from reasonpipe.pipeline import inspect_validate
+
+    assert [str(p) for p in inspect_validate.validate(tmp_path / "out")] == []
+
+
+def test_no_problem_in_both_splits_and_provenance(built: tuple[Path, dict]) -> None:
+    """Routing by problem key: the 4 traces of a problem share a split; upstream ids reach samples/."""
+    root, index = built
+    rows = read_samples(root / "out")
+    splits: dict[str, set[str]] = {}
+    for r in rows:
+        if r["status"] != "dropped" and r["problem_key"]:
+            splits.setdefault(r["problem_key"], set()).add(r["split"])
+    assert len(splits) == 40 and all(len(s) == 1 for s in splits.values())
+    assert {next(iter(s)) for s in splits.values()} == {"train", "val"}
+    upstream = {d.id: d.metadata.get("upstream_id") for d in make_docs()}
+    for r in rows:  # packed, dropped by trimming and mixture copies alike
+        assert r["upstream_id"] == upstream[r["copy_of"] or r["id"]]
+    assert any(r["status"] == "dropped" and r["upstream_id"] for r in rows)
+    assert any(r["copy_of"] and r["upstream_id"] for r in rows)
 
 
 def test_train_from_documents_ignores_input_order() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -32,6 +33,11 @@ class TokenizerConfig(BaseModel):
     path: Path | None = None
     train: TrainConfig | None = None
     template: dict[str, str] | None = None
+    backend: Literal["auto", "tokenizers", "gigatoken"] = Field(
+        default="auto",
+        description="encoder of the texts: gigatoken (optional extra, checked against tokenizers on a sample of "
+        "every batch) or tokenizers; auto uses gigatoken when it is installed",
+    )
 
     @field_validator("template")
     @classmethod

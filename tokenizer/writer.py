@@ -6,9 +6,13 @@
     samples/{rank:05d}.parquet                                      one row per packed sample (SAMPLE_SCHEMA)
     stats/{rank:05d}.json                                           shard stats and packing counters, written last
 
-`finalize_output` (index.py) assembles these task outputs into the final OUTPUT folder.
-Whole samples go to validation when a stable hash of (seed, route id) is below `validation_fraction`; the route id
-of a mixture copy is its original's id, so a sample and its copies always land in the same split.
+`finalize_output` (index.py) assembles these task outputs into the final OUTPUT folder; the task stats carry the
+sums it needs (trim counts and tokens, tokens per domain and source), so it never loads all samples at once.
+
+Whole samples go to validation when a stable hash of (seed, route key) is below `validation_fraction`. The route key
+of a chat sample is its `problem_key` (every trace of one problem, and of a near-duplicate problem group, shares it:
+no problem lands in both splits); of a plain document (or a sample without a key) its id, or for a mixture copy its
+original's id. A sample and its copies therefore always land in the same split.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -31,11 +36,15 @@ from reasonpipe.tokenizer.template import assistant_flags
 from reasonpipe.tokenizer.vocab import TemplateTokens
 
 SPLITS = ("train", "val")
+TRIM_SUMS = ("tokens_before", "tokens_after", "reasoning_before", "reasoning_kept", "dropped_thinks")
 SAMPLE_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
         ("source", pa.string()),
         ("domain", pa.string()),
+        ("upstream_id", pa.string()),
+        ("problem_key", pa.string()),
+        ("copy_of", pa.string()),
         ("split", pa.string()),
         ("status", pa.string()),
         ("tokens_before", pa.uint32()),
@@ -49,12 +58,17 @@ SAMPLE_SCHEMA = pa.schema(
 )
 
 
-def in_validation(route_id: str, fraction: float, seed: int) -> bool:
-    """Stable per-sample coin: True for about `fraction` of ids."""
+def in_validation(route_key: str, fraction: float, seed: int) -> bool:
+    """Stable per-key coin: True for about `fraction` of keys."""
     if fraction <= 0.0:
         return False
-    digest = hashlib.blake2b(f"val\x00{seed}\x00{route_id}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"val\x00{seed}\x00{route_key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") / 2**64 < fraction
+
+
+def route_key(sample_id: str, kind: str, problem_key: str | None = None, copy_of: str | None = None) -> str:
+    """What validation routing hashes: a chat sample's problem key, else the id of the original sample."""
+    return problem_key if kind == "chat" and problem_key else copy_of or sample_id
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -77,12 +91,13 @@ def pack_item(
     atomic: bool,
     loss_mask: Literal["all", "assistant"],
     tokens: TemplateTokens,
+    copy_of: str | None = None,
 ) -> PackItem:
-    """The packer's view of a sample: its tokens, per-token segment codes and loss mask."""
+    """The packer's view of a sample: its tokens, per-token segment codes and loss mask (and what it copies)."""
     ids = np.concatenate([s.ids for s in segments]) if len(segments) > 1 else np.asarray(segments[0].ids)
     seg = np.repeat(np.array([s.kind for s in segments], np.uint8), [len(s.ids) for s in segments])
     flags = assistant_flags(segments, tokens) if loss_mask == "assistant" else None
-    return PackItem(sample_id, ids, seg, loss_mask_for(seg, loss_mask, flags), atomic)
+    return PackItem(sample_id, ids, seg, loss_mask_for(seg, loss_mask, flags), atomic, copy_of)
 
 
 class _Split:
@@ -126,6 +141,10 @@ class PackedOutput:
         self.rows_per_shard, self.compression = rows_per_shard, compression
         self.splits = {s: _Split(self.folder, s, rank, self) for s in SPLITS}
         self.rows: dict[str, list] = {f.name: [] for f in SAMPLE_SCHEMA}
+        # what finalize_output sums over tasks: trim statuses and token sums of chat samples, tokens per group
+        self.status: Counter = Counter()
+        self.trim_sums: Counter = Counter()
+        self.tokens_by: dict[str, Counter] = {"domain": Counter(), "source": Counter()}
         self._closed = False
 
     def add(
@@ -136,12 +155,18 @@ class PackedOutput:
         source: str | None = None,
         domain: str | None = None,
         trim: dict[str, Any] | None = None,
-        route_id: str | None = None,
+        copy_of: str | None = None,
+        problem_key: str | None = None,
+        upstream_id: str | None = None,
     ) -> str:
-        """Pack one sample (chat samples atomic, plain text splittable); returns its split."""
-        split = "val" if in_validation(route_id or sample_id, self.validation_fraction, self.seed) else "train"
+        """Pack one sample (chat samples atomic, plain text splittable); returns its split.
+
+        `copy_of`: the original of a mixture copy (routing, and the packer keeps them in different windows);
+        `problem_key`: a chat sample's problem (routing); `upstream_id`: the record's own id (provenance)."""
+        key = route_key(sample_id, kind, problem_key, copy_of)
+        split = "val" if in_validation(key, self.validation_fraction, self.seed) else "train"
         atomic = kind == "chat"
-        item = pack_item(sample_id, segments, atomic, self.loss_mask, self.tokens)
+        item = pack_item(sample_id, segments, atomic, self.loss_mask, self.tokens, copy_of)
         n = len(item.ids)
         if atomic and n > self.seq_len:
             raise ValueError(
@@ -155,13 +180,17 @@ class PackedOutput:
             reasoning = sum(len(s.ids) for s in segments if s.kind == SEG_REASONING)
             trim = {"status": "fit" if atomic else "plain", "tokens_before": n, "tokens_after": n,
                     "reasoning_before": reasoning, "reasoning_kept": reasoning, "dropped_thinks": 0}  # fmt: skip
-        r = self.rows
-        r["id"].append(sample_id)
-        r["source"].append(source)
-        r["domain"].append(domain)
-        r["split"].append(split)
-        for key in ("status", "tokens_before", "tokens_after", "reasoning_before", "reasoning_kept", "dropped_thinks"):
-            r[key].append(trim[key])
+        row = {"id": sample_id, "source": source, "domain": domain, "upstream_id": upstream_id}
+        row |= {"problem_key": problem_key, "copy_of": copy_of, "split": split, "status": trim["status"]}
+        for name, value in row.items():
+            self.rows[name].append(value)
+        for name in TRIM_SUMS:
+            self.rows[name].append(trim[name])
+        self.status[trim["status"]] += 1
+        if atomic:
+            self.trim_sums.update({name: trim[name] for name in TRIM_SUMS})
+        self.tokens_by["domain"][str(domain)] += trim["tokens_after"]
+        self.tokens_by["source"][str(source)] += trim["tokens_after"]
         return split
 
     def close(self) -> dict[str, Any]:
@@ -175,6 +204,9 @@ class PackedOutput:
             "compression": self.compression,
             "loss_mask": self.loss_mask,
             "rows_per_shard": self.rows_per_shard,
+            "status": dict(sorted(self.status.items())),
+            "trim_sums": {name: self.trim_sums[name] for name in TRIM_SUMS},
+            "tokens_by": {by: dict(sorted(c.items())) for by, c in self.tokens_by.items()},
             "splits": {},
         }
         placements = {}
