@@ -4,6 +4,7 @@ Accounting (every sample in samples/ exactly once per copy), placement, determin
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 from pathlib import Path
@@ -21,9 +22,9 @@ from reasonpipe.tokenizer.index import finalize_output
 from reasonpipe.tokenizer.mixture import copies
 from reasonpipe.tokenizer.shards import ShardSet, open_shard, sha256_file
 from reasonpipe.tokenizer.steps import (
-    CacheReader,
     MixtureSample,
     PackWriter,
+    TokenizerSample,
     TokenizeToCache,
     TrimmedSizes,
     cache_token_stats,
@@ -380,3 +381,70 @@ def test_output_passes_the_contract_validator(built: tuple[Path, dict]) -> None:
 
     root, _ = built
     assert [str(p) for p in inspect_validate.validate(root / "out")] == []
+
+
+def test_cache_on_a_non_local_filesystem(built: tuple[Path, dict], tokenizer_path: Path) -> None:
+    """The token cache step writes through fsspec (an in-memory filesystem here) and reads back the same samples."""
+    from datatrove.io import get_datafolder
+
+    root, _ = built
+    docs = make_docs()
+    folder = get_datafolder("memory://reasonpipe-test/cache")
+    for rank in range(2):
+        list(TokenizeToCache(tokenizer_path, folder, batch_size=64).run(iter(docs[rank::2]), rank, 2))
+    assert sorted(folder.list_files()) == ["00000.arrow", "00000.stats.json", "00001.arrow", "00001.stats.json"]
+    assert not (root / "memory:").exists()
+    assert cache_token_stats(folder) == cache_token_stats(root / "cache")
+    for rank in range(2):
+        remote = MixtureSample(folder, RATES, "domain", SEED).run(None, rank, 2)
+        local = MixtureSample(root / "cache", RATES, "domain", SEED).run(None, rank, 2)
+        for a, b in zip(remote, local, strict=True):
+            assert a.id == b.id and a.metadata.get("upstream_id") == b.metadata.get("upstream_id")
+            assert [s.ids.tolist() for s in a.metadata["segments"]] == [s.ids.tolist() for s in b.metadata["segments"]]
+    folder.rm("", recursive=True)
+
+
+def test_tokenizer_sample_per_task_equals_one_pass(tmp_path: Path) -> None:
+    """Each task keeps its k smallest hashes; training on the union's k smallest = choosing from everything."""
+    docs = make_docs()
+    cfg = TrainConfig(vocab_size=600, sample_docs=50)
+    for rank in range(3):
+        passed = list(TokenizerSample(tmp_path, cfg.sample_docs, SEED).run(iter(docs[rank::3]), rank, 3))
+        assert passed == docs[rank::3]
+    sampled = []
+    for path in sorted(tmp_path.glob("*.jsonl.gz")):
+        with gzip.open(path, "rt") as f:
+            sampled += [Document(**json.loads(line)) for line in f]
+    assert len(sampled) == 3 * cfg.sample_docs
+    assert (
+        train_from_documents(sampled, cfg, seed=SEED).to_str() == train_from_documents(docs, cfg, seed=SEED).to_str()
+    )
+
+
+def test_validate_catches_copies_together_and_problem_leaks(built: tuple[Path, dict], tmp_path: Path) -> None:
+    """`inspect --validate` on a tampered samples/: two documents of one window marked as copies of one sample,
+    and a validation sample given the problem key of a training one."""
+    import shutil
+
+    import pyarrow as pa
+
+    from reasonpipe.pipeline import inspect_validate
+
+    root, _ = built
+    out = tmp_path / "out"
+    shutil.copytree(root / "out", out)
+    window = next(w for w in ShardSet(out) if len(w.sample_ids) >= 2)
+    a, b = window.sample_ids[:2]
+    train_key = next(r["problem_key"] for r in read_samples(out) if r["split"] == "train" and r["problem_key"])
+    for path in sorted((out / "samples").glob("*.parquet")):
+        table = pq.read_table(path)
+        rows = table.to_pylist()
+        for r in rows:
+            if r["id"] == b:
+                r["copy_of"] = a
+            if r["split"] == "val" and r["problem_key"] and r["problem_key"] != train_key:
+                r["problem_key"] = train_key
+        pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    checks = {p.check: p.message for p in inspect_validate.validate(out)}
+    assert a in checks["copies_together"] and b in checks["copies_together"]
+    assert "in both splits" in checks["problem_split"]

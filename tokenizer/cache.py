@@ -173,7 +173,11 @@ def open_cache(path: str | Path, fs: AbstractFileSystem | None = None) -> pa.ipc
 
     A cache written by another format version is an error that says what to do (its columns differ)."""
     fs, path = _fs_path(path, fs)
-    source = pa.memory_map(path, "r") if isinstance(fs, LocalFileSystem) else pa.PythonFile(fs.open(path, "rb"))
+    if hasattr(fs, "is_local") and fs.is_local():  # a local datatrove DataFolder: map the file it points at
+        fs, path = LocalFileSystem(), fs.resolve_paths(path)
+    source = (
+        pa.memory_map(path, "r") if isinstance(fs, LocalFileSystem) else pa.PythonFile(fs.open(path, "rb"), mode="r")
+    )
     reader = pa.ipc.open_stream(source)
     found = (reader.schema.metadata or {}).get(b"format_version", b"?").decode()
     if found != FORMAT_VERSION:

@@ -176,12 +176,19 @@ class Packer:
 
     def flush(self) -> list[Window]:
         """Place everything still buffered; returns the last windows (the final plain one padded)."""
+        out = self.close_open()
+        while self._plain:
+            out.append(self._emit(self._fill(_Open())))
+        return out
+
+    def close_open(self) -> list[Window]:
+        """Place the pending atomic items and close every open window (gaps filled from the plain-text queue, which
+        stays): what comes next starts in new windows. Mixture passes end with it, so copy c of a sample always
+        lands in a later window than copy c-1."""
         out: list[Window] = []
         self._place_pending(out)
         while self._open:
             out.append(self._close_fullest())
-        while self._plain:
-            out.append(self._emit(self._fill(_Open())))
         return out
 
     # -- internals --

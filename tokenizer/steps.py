@@ -248,7 +248,8 @@ class MixtureSample(CacheReader):
     """Reads this task's token cache, repeating or dropping samples to reach a token mixture.
 
     Each sample is emitted `copies(id, rate, seed)` times, the rate being `rates[metadata[by]]` (`default_rate` for
-    groups not listed). Copy 0 keeps the id; copy c > 0 gets id `<id>#c` and `metadata["copy_of"] = <id>`.
+    groups not listed). Copy 0 keeps the id; copy c > 0 gets id `<id>#c`, `metadata["copy_of"] = <id>` and
+    `metadata["copy"] = c`.
     Copies are spread over the stream: copy c of every sample comes in pass c over the task's cache files, so a
     sample and its copy are a whole pass apart (the packer also never puts two copies in one window). A pass after
     the first builds segments only for the samples that have that many copies. Memory: one record batch.
@@ -302,7 +303,7 @@ class MixtureSample(CacheReader):
             for name in files:
                 for metas, segments in self.batches(name, lambda m, c=c: self.copies(m) > c):
                     for meta, segs in zip(metas, segments):
-                        yield self.document(meta, segs, f"{meta.id}#{c}", copy_of=meta.id)
+                        yield self.document(meta, segs, f"{meta.id}#{c}", copy_of=meta.id, copy=c)
 
 
 class TrimmedSizes(CacheReader):
@@ -413,6 +414,7 @@ class PackWriter(PipelineStep):
                     domain=meta.get("domain"),
                     trim=meta.get("trim"),
                     copy_of=meta.get("copy_of"),
+                    copy=meta.get("copy", 0),
                     problem_key=meta.get("problem_key"),
                     upstream_id=meta.get("upstream_id"),
                 )

@@ -140,6 +140,7 @@ class PackedOutput:
         self.validation_fraction, self.seed = validation_fraction, seed
         self.rows_per_shard, self.compression = rows_per_shard, compression
         self.splits = {s: _Split(self.folder, s, rank, self) for s in SPLITS}
+        self._pass = 0  # mixture pass of the samples being added (copy number)
         self.rows: dict[str, list] = {f.name: [] for f in SAMPLE_SCHEMA}
         # what finalize_output sums over tasks: trim statuses and token sums of chat samples, tokens per group
         self.status: Counter = Counter()
@@ -156,13 +157,20 @@ class PackedOutput:
         domain: str | None = None,
         trim: dict[str, Any] | None = None,
         copy_of: str | None = None,
+        copy: int = 0,
         problem_key: str | None = None,
         upstream_id: str | None = None,
     ) -> str:
         """Pack one sample (chat samples atomic, plain text splittable); returns its split.
 
         `copy_of`: the original of a mixture copy (routing, and the packer keeps them in different windows);
-        `problem_key`: a chat sample's problem (routing); `upstream_id`: the record's own id (provenance)."""
+        `copy`: its copy number, which is its mixture pass: a new pass first closes the open windows, so copies land
+        in later windows than their originals; `problem_key`: a chat sample's problem (routing); `upstream_id`: the
+        record's own id (provenance)."""
+        if copy > self._pass:
+            self._pass = copy
+            for sp in self.splits.values():
+                sp.write(sp.packer.close_open())
         key = route_key(sample_id, kind, problem_key, copy_of)
         split = "val" if in_validation(key, self.validation_fraction, self.seed) else "train"
         atomic = kind == "chat"
