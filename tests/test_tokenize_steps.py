@@ -448,3 +448,17 @@ def test_validate_catches_copies_together_and_problem_leaks(built: tuple[Path, d
     checks = {p.check: p.message for p in inspect_validate.validate(out)}
     assert a in checks["copies_together"] and b in checks["copies_together"]
     assert "in both splits" in checks["problem_split"]
+
+
+def test_inspect_sample_shows_upstream_ids(built: tuple[Path, dict]) -> None:
+    """`inspect --sample` names each document's source and upstream id: a window traced to the user's records."""
+    from reasonpipe.pipeline.inspect_render import decode_windows
+
+    root, _ = built
+    upstream = {d.id: d.metadata.get("upstream_id") for d in make_docs()}
+    docs = [d for w in decode_windows(root / "out", 12, seed=0) for d in w["documents"]]
+    rows = {r["id"]: r for r in read_samples(root / "out")}
+    for d in docs:
+        assert d["upstream_id"] == upstream[rows[d["sample_id"]]["copy_of"] or d["sample_id"]]
+        assert d["source"] == rows[d["sample_id"]]["source"]
+    assert any(d["upstream_id"] for d in docs) and any(d["upstream_id"] is None for d in docs)
