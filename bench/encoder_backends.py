@@ -1,11 +1,13 @@
 """Encoder backends on the same real corpus and the same threads: Hugging Face `tokenizers` vs `gigatoken`.
 
-    python bench/encoder_backends.py [--rounds 5] [--vocab 32000] [--threads 1]
+    python bench/encoder_backends.py [--rounds 3] [--mb 4] [--vocab 32000] [--threads 1]
 
 Corpus: every text of ../shared/data/real (reasoning traces, GSM8K, code, LaTeX and PEP prose); a byte-level BPE is
 trained on a hash-chosen sample of it with reasonpipe's own trainer. Both sides run on `--threads` threads
 (`RAYON_NUM_THREADS` for tokenizers' pool; gigatoken encodes on the calling thread, as in a pipeline task).
-Printed, per round and as min/median over rounds (A/B interleaved in one process, so load changes hit both):
+`--mb` keeps a hash-chosen part of the corpus of about that size (0: all). Each round builds fresh encoders, so
+gigatoken's pre-token cache starts cold as in a pipeline task. Printed, per round and as min/median over rounds (A/B
+interleaved in one process, so load changes hit both):
 
   raw     the encoder alone on all texts: TokenizersEncoder.encode_flat vs GigatokenEncoder.encode_flat
   template  ChatTemplate.encode_batch over the corpus as samples (chat samples render to several pieces), batches
@@ -25,6 +27,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+import xxhash
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 REAL = REAL if REAL.exists() else Path("/work/shared/data/real")
@@ -49,15 +53,18 @@ def load_texts() -> tuple[list[str], list[dict]]:
     return texts, samples
 
 
-def timed(fn) -> float:
+def timed(fn, items: list) -> float:
+    """Seconds to call fn on every item."""
     start = time.perf_counter()
-    fn()
+    for item in items:
+        fn(item)
     return time.perf_counter() - start
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--mb", type=float, default=4.0)
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -74,6 +81,11 @@ def main() -> int:
     from reasonpipe.tokenizer.vocab import prepare, resolve_template, train_tokenizer
 
     texts, samples = load_texts()
+    if args.mb:  # a hash-chosen part: every n-th record by a stable hash, texts and samples alike
+        total = sum(len(t.encode()) for t in texts) / 1e6
+        keep = max(1, round(total / args.mb))
+        texts = [t for t in texts if xxhash.xxh64_intdigest(t) % keep == 0]
+        samples = [s for s in samples if xxhash.xxh64_intdigest(json.dumps(s)) % keep == 0]
     mb = sum(len(t.encode()) for t in texts) / 1e6
     pick = SmallestHashes(5000, 0)
     for i, t in enumerate(texts):
@@ -81,7 +93,7 @@ def main() -> int:
     tok = train_tokenizer([t for _, t in pick.items()], args.vocab)
     plain = prepare(tok)
     plain.encode_special_tokens = False
-    ref, fast = TokenizersEncoder(plain), GigatokenEncoder(plain.to_str())
+    ref, fast = TokenizersEncoder(plain), GigatokenEncoder(plain.to_str())  # fast: for the parity pass only
     print(f"corpus: {len(texts):,} texts, {mb:.1f} MB; {len(samples):,} samples; vocab {tok.get_vocab_size():,}")
     print(f"threads {args.threads}; {args.rounds} rounds, tokenizers and gigatoken interleaved")
 
@@ -97,15 +109,16 @@ def main() -> int:
             a, b = ref.encode_flat(chunk), fast.encode_flat(chunk)
     print(f"parity: {diffs} of {len(checked):,} texts differ")
 
-    tpl_ref = ChatTemplate(tok, resolve_template(tok), backend="tokenizers")
-    tpl_fast = ChatTemplate(tok, resolve_template(tok), backend="gigatoken")
-    batches = list(batched(samples, 2048))
+    batches, chunks = list(batched(samples, 2048)), list(batched(checked, 2048))
     rows: dict[str, list[float]] = {k: [] for k in ("raw_tok", "raw_giga", "tpl_tok", "tpl_giga")}
     for r in range(args.rounds):
-        rows["raw_tok"].append(timed(lambda: [ref.encode_flat(c) for c in batched(checked, 2048)]))
-        rows["raw_giga"].append(timed(lambda: [fast.encode_flat(c) for c in batched(checked, 2048)]))
-        rows["tpl_tok"].append(timed(lambda: [tpl_ref.encode_batch_checked(b) for b in batches]))
-        rows["tpl_giga"].append(timed(lambda: [tpl_fast.encode_batch_checked(b) for b in batches]))
+        ref, fast = TokenizersEncoder(plain), GigatokenEncoder(plain.to_str())  # fresh: cold caches
+        tpl_ref = ChatTemplate(tok, resolve_template(tok), backend="tokenizers")
+        tpl_fast = ChatTemplate(tok, resolve_template(tok), backend="gigatoken")
+        rows["raw_tok"].append(timed(ref.encode_flat, chunks))
+        rows["raw_giga"].append(timed(fast.encode_flat, chunks))
+        rows["tpl_tok"].append(timed(tpl_ref.encode_batch_checked, batches))
+        rows["tpl_giga"].append(timed(tpl_fast.encode_batch_checked, batches))
         print(
             f"round {r}: raw tokenizers {rows['raw_tok'][-1]:.2f}s gigatoken {rows['raw_giga'][-1]:.2f}s "
             f"({rows['raw_tok'][-1] / rows['raw_giga'][-1]:.1f}x) | template tokenizers {rows['tpl_tok'][-1]:.2f}s "

@@ -378,7 +378,7 @@ def test_gigatoken_parity_failure_falls_back_in_batch_order(
     monkeypatch.setattr(backends.GigatokenEncoder, "encode_flat", wrong)
     monkeypatch.setattr(backends, "PARITY_EVERY", 1)  # check every text, so batch 3 is the one that differs
     logged: list[str] = []
-    monkeypatch.setattr(template, "_log", logged.append)
+    monkeypatch.setattr(template, "log_warning", logged.append)
     runs = []
     for _ in range(2):
         fast = ChatTemplate(tok, resolve_template(tok), backend="gigatoken")

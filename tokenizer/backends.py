@@ -26,7 +26,7 @@ RENEW_CHARS = 1 << 25  # rebuild gigatoken's encoder (and its pre-token cache) a
 PARITY_EVERY = 64  # about one text in PARITY_EVERY (chosen by a hash of its content) is also encoded by tokenizers
 
 
-def _readonly(arr: np.ndarray) -> np.ndarray:
+def readonly(arr: np.ndarray) -> np.ndarray:
     arr.flags.writeable = False
     return arr
 
@@ -43,7 +43,7 @@ class TokenizersEncoder:
         encs = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
         lens = np.fromiter(map(len, encs), dtype=np.int64, count=len(encs))
         flat = np.fromiter(chain.from_iterable(e.ids for e in encs), dtype=np.uint32, count=int(lens.sum()))
-        return _readonly(flat), lens
+        return readonly(flat), lens
 
 
 class GigatokenEncoder:
@@ -66,7 +66,7 @@ class GigatokenEncoder:
         layout = self._encoder.encode_batch(list(texts), parallel=False).layout  # one flat buffer + offsets
         offsets = np.asarray(layout.offsets, dtype=np.int64)
         flat = np.asarray(layout.content.data, dtype=np.uint32)[offsets[0] : offsets[-1]]  # a view: keeps the buffer
-        return _readonly(flat), np.diff(offsets)
+        return readonly(flat), np.diff(offsets)
 
 
 def gigatoken_available() -> bool:
@@ -94,7 +94,7 @@ def make_fast_encoder(tokenizer: Tokenizer, backend: Backend) -> GigatokenEncode
     try:
         return GigatokenEncoder(tokenizer.to_str())
     except Exception as exc:  # noqa: BLE001 - any load failure means: use the reference
-        _log(f"gigatoken cannot load this tokenizer ({type(exc).__name__}: {exc}); encoding with tokenizers")
+        log_warning(f"gigatoken cannot load this tokenizer ({type(exc).__name__}: {exc}); encoding with tokenizers")
         return None
 
 
@@ -118,7 +118,7 @@ def first_difference(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.n
     return None
 
 
-def _log(message: str) -> None:
+def log_warning(message: str) -> None:
     """A warning in the task's log (datatrove tasks log through loguru; elsewhere the standard logger)."""
     try:
         from loguru import logger

@@ -125,6 +125,7 @@ def finalize_output(
     mixture {"by", "target"}, trim {"context", "policy"}; other keys are copied into the index as they are.
     `template` is the tokenizer's template map (for the special ids).
     `dropped_folder` is the APTrim exclusion folder: its samples enter samples/ as "dropped".
+    Memory: one task's samples (and its dropped samples) at a time; the summaries are sums of the task stats.
     """
     pack, out = Path(pack_folder), Path(output_dir)
     stats_files = sorted((pack / "stats").glob("*.json"))

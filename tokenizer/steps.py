@@ -22,7 +22,7 @@ import heapq
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -35,7 +35,15 @@ from datatrove.utils.typeshelper import StatHints
 from tokenizers import Tokenizer
 
 from reasonpipe.tokenizer.backends import Backend
-from reasonpipe.tokenizer.cache import CacheWriter, SampleMeta, batch_meta, batch_samples, open_cache
+from reasonpipe.tokenizer.cache import (
+    CachedSample,
+    CacheWriter,
+    SampleMeta,
+    batch_meta,
+    batch_samples,
+    open_cache,
+    read_cache,
+)
 from reasonpipe.tokenizer.config import TrainConfig
 from reasonpipe.tokenizer.mixture import copies
 from reasonpipe.tokenizer.shards import Compression
@@ -218,30 +226,25 @@ class CacheReader(PipelineStep):
             raise FileNotFoundError(f"{type(self).__name__}: no *.arrow cache files in {self.folder.path}")
         return files[rank::world_size]
 
-    def batches(self, name: str, select=None):
-        """(metas, segments) per record batch of one file, segments only for the rows `select(meta)` accepts."""
-        for batch in open_cache(name, self.folder):
-            meta = batch_meta(batch)
-            rows = [i for i, m in enumerate(meta) if select(m)] if select else list(range(len(meta)))
-            yield [meta[i] for i in rows], batch_samples(batch, rows)
+    def samples(self, name: str, select: Callable[[SampleMeta], bool] | None = None) -> Iterator[CachedSample]:
+        return read_cache(name, self.folder, select)
 
     @staticmethod
-    def document(meta: SampleMeta, segments: list, doc_id: str | None = None, **extra: Any) -> Document:
-        fields = {k: v for k, v in meta._asdict().items() if k != "id" and v is not None}
-        return Document(text="", id=doc_id or meta.id, metadata={**fields, "segments": segments, **extra})
+    def document(sample: CachedSample, doc_id: str | None = None, **extra: Any) -> Document:
+        fields = {k: v for k in SampleMeta._fields[1:] if (v := getattr(sample, k)) is not None}
+        return Document(text="", id=doc_id or sample.id, metadata={**fields, "segments": sample.segments, **extra})
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if data:
             yield from data
         n = 0
         for name in self.files(rank, world_size):
-            for metas, segments in self.batches(name):
-                for meta, segs in zip(metas, segments):
-                    if n == self.limit:
-                        return
-                    self.stat_update("documents")
-                    yield self.document(meta, segs)
-                    n += 1
+            for sample in self.samples(name):
+                if n == self.limit:
+                    return
+                self.stat_update("documents")
+                yield self.document(sample)
+                n += 1
 
 
 class MixtureSample(CacheReader):
@@ -276,7 +279,7 @@ class MixtureSample(CacheReader):
             raise ValueError(f"MixtureSample rates must be >= 0, got {bad or {'default_rate': default_rate}}")
         self.rates, self.by, self.seed, self.default_rate = dict(rates), by, seed, default_rate
 
-    def copies(self, meta: SampleMeta) -> int:
+    def copies(self, meta: SampleMeta | CachedSample) -> int:
         return copies(meta.id, self.rates.get(str(getattr(meta, self.by)), self.default_rate), self.seed)
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
@@ -285,25 +288,23 @@ class MixtureSample(CacheReader):
         files = self.files(rank, world_size)
         passes = 1  # grows to the largest copy count seen in pass 0
         for name in files:
-            for metas, segments in self.batches(name):
-                for meta, segs in zip(metas, segments):
-                    k = self.copies(meta)
-                    group = str(getattr(meta, self.by))
-                    self.stat_update(StatHints.total)
-                    if k == 0:
-                        self.stat_update(StatHints.dropped, "dropped_sampled_out", f"sampled_out_{group}")
-                        continue
-                    self.stat_update(StatHints.forwarded, value=k)
-                    if k > 1:
-                        self.stat_update("copies_added", value=k - 1)
-                        self.stat_update(f"repeated_{group}")
-                        passes = max(passes, k)
-                    yield self.document(meta, segs)
+            for sample in self.samples(name):
+                k = self.copies(sample)
+                group = str(getattr(sample, self.by))
+                self.stat_update(StatHints.total)
+                if k == 0:
+                    self.stat_update(StatHints.dropped, "dropped_sampled_out", f"sampled_out_{group}")
+                    continue
+                self.stat_update(StatHints.forwarded, value=k)
+                if k > 1:
+                    self.stat_update("copies_added", value=k - 1)
+                    self.stat_update(f"repeated_{group}")
+                    passes = max(passes, k)
+                yield self.document(sample)
         for c in range(1, passes):
             for name in files:
-                for metas, segments in self.batches(name, lambda m, c=c: self.copies(m) > c):
-                    for meta, segs in zip(metas, segments):
-                        yield self.document(meta, segs, f"{meta.id}#{c}", copy_of=meta.id, copy=c)
+                for sample in self.samples(name, lambda m, c=c: self.copies(m) > c):
+                    yield self.document(sample, f"{sample.id}#{c}", copy_of=sample.id, copy=c)
 
 
 class TrimmedSizes(CacheReader):

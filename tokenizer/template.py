@@ -24,12 +24,13 @@ from tokenizers import Tokenizer
 from reasonpipe.segments import SEG_ANSWER, SEG_PROMPT, SEG_REASONING, SEG_TEMPLATE, SEG_TEXT, Segment
 from reasonpipe.tokenizer.backends import (
     Backend,
+    GigatokenEncoder,
     TokenizersEncoder,
-    _log,
-    _readonly,
     first_difference,
+    log_warning,
     make_fast_encoder,
     parity_sample,
+    readonly,
 )
 from reasonpipe.tokenizer.cache import EncodedBatch
 from reasonpipe.tokenizer.vocab import TemplateTokens, prepare
@@ -92,7 +93,7 @@ class ChatTemplate:
         self._fast_local.encoder = first
         self.stats: Counter = Counter()  # batches per backend, parity checks and failures (filled by encode_ahead)
 
-    def _fast(self):
+    def _fast(self) -> GigatokenEncoder | None:
         if self.backend == "tokenizers":
             return None
         encoder = getattr(self._fast_local, "encoder", None)
@@ -147,7 +148,7 @@ class ChatTemplate:
     ) -> tuple[tuple[np.ndarray, np.ndarray], int, str | None]:
         """(`_encode_flat` result, texts checked against tokenizers, the first difference found or None)."""
         if not texts:
-            return (_readonly(np.zeros(0, np.uint32)), np.zeros(0, np.int64)), 0, None
+            return (readonly(np.zeros(0, np.uint32)), np.zeros(0, np.int64)), 0, None
         encoder = (self._fast() if fast else None) or self._reference
         if not self._any_special(texts):
             out, plain = encoder.encode_flat(texts), list(range(len(texts)))
@@ -233,7 +234,7 @@ def _columns(plan: _Plan, text_ids: np.ndarray, text_lens: np.ndarray) -> Encode
     seg_end = np.concatenate([[0], np.cumsum(seg_len)])
     doc_end = np.concatenate([[0], np.cumsum(doc_segs)])
     n_tokens = np.diff(seg_end[doc_end]).astype(np.uint32)
-    return EncodedBatch(_readonly(ids), kind[starts], seg_len.astype(np.uint32), think[starts], doc_segs, n_tokens)
+    return EncodedBatch(readonly(ids), kind[starts], seg_len.astype(np.uint32), think[starts], doc_segs, n_tokens)
 
 
 def _merge(n: int, parts: list[tuple[list[int], tuple[np.ndarray, np.ndarray]]]) -> tuple[np.ndarray, np.ndarray]:
@@ -248,7 +249,7 @@ def _merge(n: int, parts: list[tuple[list[int], tuple[np.ndarray, np.ndarray]]])
             starts = np.repeat(ends[where] - lens[where], part_lens)
             within = np.arange(len(ids)) - np.repeat(np.cumsum(part_lens) - part_lens, part_lens)
             flat[starts + within] = ids
-    return _readonly(flat), lens
+    return readonly(flat), lens
 
 
 def _take(flat: tuple[np.ndarray, np.ndarray], rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -285,7 +286,9 @@ def encode_ahead(
             if problem is not None and not fallen:
                 fallen = True
                 template.stats["parity_failures"] += 1
-                _log(f"{template.backend} differs from tokenizers ({problem}); encoding with tokenizers from here")
+                log_warning(
+                    f"{template.backend} differs from tokenizers ({problem}); encoding with tokenizers from here"
+                )
             if fallen and backend != "tokenizers":
                 encoded, backend = template.encode_batch(done, fast=False), "tokenizers"
             template.stats[f"batches_{backend}"] += 1
