@@ -395,6 +395,9 @@ def test_backend_choice_without_gigatoken(tok: Tokenizer, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(backends, "gigatoken_available", lambda: False)
     assert ChatTemplate(tok, resolve_template(tok), backend="auto").backend == "tokenizers"
+    assert TokenizerConfig(path=Path("t.json"), backend="auto").backend == "auto"
+    with pytest.raises(ValidationError, match=r"backend\n.*gigatoken is not installed"):
+        TokenizerConfig(path=Path("t.json"), backend="gigatoken")
     with pytest.raises(ValueError, match=r"gigatoken is not installed; `pip install 'reasonpipe\[gigatoken\]'`"):
         ChatTemplate(tok, resolve_template(tok), backend="gigatoken")
 

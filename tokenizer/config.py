@@ -49,6 +49,18 @@ class TokenizerConfig(BaseModel):
                 raise ValueError(f"tokenizer.template: empty token string for {empty}")
         return v
 
+    @field_validator("backend")
+    @classmethod
+    def _backend_installed(cls, v: str) -> str:
+        from reasonpipe.tokenizer.backends import gigatoken_available
+
+        if v == "gigatoken" and not gigatoken_available():
+            raise ValueError(
+                "gigatoken is not installed: `pip install 'reasonpipe[gigatoken]'`, or use backend: auto "
+                "(gigatoken when installed) or tokenizers"
+            )
+        return v
+
     @model_validator(mode="after")
     def _exactly_one(self) -> TokenizerConfig:
         if (self.path is None) == (self.train is None):

@@ -22,7 +22,7 @@ import heapq
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import numpy as np
@@ -226,9 +226,6 @@ class CacheReader(PipelineStep):
             raise FileNotFoundError(f"{type(self).__name__}: no *.arrow cache files in {self.folder.path}")
         return files[rank::world_size]
 
-    def samples(self, name: str, select: Callable[[SampleMeta], bool] | None = None) -> Iterator[CachedSample]:
-        return read_cache(name, self.folder, select)
-
     @staticmethod
     def document(sample: CachedSample, doc_id: str | None = None, **extra: Any) -> Document:
         fields = {k: v for k in SampleMeta._fields[1:] if (v := getattr(sample, k)) is not None}
@@ -239,7 +236,7 @@ class CacheReader(PipelineStep):
             yield from data
         n = 0
         for name in self.files(rank, world_size):
-            for sample in self.samples(name):
+            for sample in read_cache(name, self.folder):
                 if n == self.limit:
                     return
                 self.stat_update("documents")
@@ -288,7 +285,7 @@ class MixtureSample(CacheReader):
         files = self.files(rank, world_size)
         passes = 1  # grows to the largest copy count seen in pass 0
         for name in files:
-            for sample in self.samples(name):
+            for sample in read_cache(name, self.folder):
                 k = self.copies(sample)
                 group = str(getattr(sample, self.by))
                 self.stat_update(StatHints.total)
@@ -303,7 +300,7 @@ class MixtureSample(CacheReader):
                 yield self.document(sample)
         for c in range(1, passes):
             for name in files:
-                for sample in self.samples(name, lambda m, c=c: self.copies(m) > c):
+                for sample in read_cache(name, self.folder, lambda m, c=c: self.copies(m) > c):
                     yield self.document(sample, f"{sample.id}#{c}", copy_of=sample.id, copy=c)
 
 
