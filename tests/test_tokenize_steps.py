@@ -462,3 +462,32 @@ def test_inspect_sample_shows_upstream_ids(built: tuple[Path, dict]) -> None:
         assert d["upstream_id"] == upstream[rows[d["sample_id"]]["copy_of"] or d["sample_id"]]
         assert d["source"] == rows[d["sample_id"]]["source"]
     assert any(d["upstream_id"] for d in docs) and any(d["upstream_id"] is None for d in docs)
+
+
+def test_samples_rows_stream_out_as_samples_are_placed(
+    built: tuple[Path, dict], tmp_path: Path, tokenizer_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task's samples/ rows are written as their samples get a window: the rows waiting in memory stay bounded by
+    the packer's buffer, not by the task's size; the file holds every sample once, placed as the shards say."""
+    from reasonpipe.tokenizer import writer
+
+    root, _ = built
+    monkeypatch.setattr(writer, "ROWS_PER_GROUP", 16)
+    special = resolve_template(load_tokenizer(tokenizer_path))
+    out = writer.PackedOutput(tmp_path, 0, SEQ, special, buffer_windows=2, rows_per_shard=40)
+    docs = list(APTrim(CONTEXT).run(MixtureSample(root / "cache", RATES, "domain", SEED).run(None, 0, 1), 0, 1))
+    most = 0
+    for doc in docs:
+        m = doc.metadata
+        out.add(
+            doc.id, m["segments"], m["kind"], m["source"], m["domain"], m["trim"], m.get("copy_of"), m.get("copy", 0)
+        )
+        most = max(most, len(out._pending))
+    out.close()
+    path = tmp_path / "samples" / "00000.parquet"
+    table = pq.read_table(path)
+    assert sorted(table["id"].to_pylist()) == sorted(d.id for d in docs)
+    assert len(docs) > 10 * most and pq.ParquetFile(path).num_row_groups > 1
+    for r in table.to_pylist():
+        shard = open_shard(tmp_path / "train" / f"00000-{r['task_shard']:05d}.arrow")
+        assert r["id"] in shard.column("sample_ids")[r["row"]].as_py()

@@ -11,7 +11,7 @@ Thin adapters over the pure modules (template, cache, mixture, writer). A build 
     then:      index.finalize_output(pack/, OUTPUT, tokenizer.json, extra)
 
 Every step is per task: rank r reads and writes its own files, and none holds more than a batch of samples, its
-packer's bounded buffer, its task's samples/ rows or a configured sample size in memory.
+packers' bounded buffers or a configured sample size in memory.
 """
 
 from __future__ import annotations
@@ -362,7 +362,7 @@ class PackWriter(PipelineStep):
     and may carry `problem_key` (validation routing), `upstream_id` and `copy_of` (provenance, copy spreading).
     `special_ids` is `TemplateTokens.as_dict()` of the tokenizer (pad id, and template ids for loss masking).
     Writes `output_folder/{train,val}/{rank:05d}-{k:05d}.arrow`, `samples/{rank:05d}.parquet`, `stats/{rank:05d}.json`.
-    Memory: the packer's bounded buffer and this task's samples/ rows.
+    Memory: the packers' bounded buffers and a row group of samples/ rows (see `PackedOutput`).
     """
 
     name = "📦 pack + write shards"
