@@ -3,8 +3,8 @@
 An encoder turns a list of texts into their token ids back to back (read-only uint32) and the tokens per text; it
 never adds specials and is only given texts without special-token strings (the template encodes those with
 `tokenizers`, which can keep them literal). `gigatoken` (optional: `pip install 'reasonpipe[gigatoken]'`) loads the
-same prepared tokenizer.json and encodes ~10x faster on one thread; it is used only while it agrees with
-`tokenizers` on a hash-chosen sample of each batch (see `ChatTemplate.encode_batch_checked`).
+same prepared tokenizer.json and encodes 10-50x faster on one thread (BENCHMARKS.md); it is used only while it
+agrees with `tokenizers` on a hash-chosen sample of each batch (see `ChatTemplate.encode_batch_checked`).
 
 `gigatoken` keeps a cache of every distinct pre-token it has seen, which grows with the corpus (~80 bytes per
 distinct pre-token, measured): the encoder is rebuilt after `RENEW_CHARS` characters, which bounds that memory.
