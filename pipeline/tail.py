@@ -1,5 +1,6 @@
 """The runs after the canonical documents: train the tokenizer (optional), tokenise to the Arrow cache, then
-mixture-sample, AP-trim, pack and write shards; finally assemble the output folder and its index.json."""
+(with `builders`) build test-time-compute samples (pipeline/ttc.py), mixture-sample, AP-trim, pack and write shards;
+finally assemble the output folder and its index.json."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
+from reasonpipe.pipeline import ttc
 from reasonpipe.pipeline.docio import DocReader
 from reasonpipe.pipeline.manifest import LoadedManifest
 from reasonpipe.pipeline.runs import Plan, RunSpec
@@ -68,6 +70,7 @@ def add_prep_runs(chain, loaded: LoadedManifest, prep_dir: str, canonical: str) 
 def trimmed_tokens_by_group(plan: Plan, marker: list[int] | None, newlines: list[int] | None) -> dict[str, int]:
     """Tokens per mixture group once trimmed at this manifest's budget (what the shards will hold), from the cache."""
     import glob
+    from itertools import chain
 
     from reasonpipe.tokenizer.cache import read_cache
     from reasonpipe.trimming.core import trim
@@ -76,14 +79,14 @@ def trimmed_tokens_by_group(plan: Plan, marker: list[int] | None, newlines: list
     marker = np.asarray(marker, dtype=np.uint32) if marker else None
     newlines = np.asarray(newlines, dtype=np.uint32) if newlines else None
     totals: dict[str, int] = {}
-    for path in sorted(glob.glob(os.path.join(_tokens_dir(plan.prep_dir), "*.arrow"))):
-        for sample in read_cache(path):
-            n = sum(len(seg.ids) for seg in sample.segments)
-            if sample.kind == "chat" and n > m.context:
-                kept, record = trim(sample.segments, m.context, m.trim.policy, marker, m.trim.snap_newline, newlines)
-                n = record.tokens_after if kept is not None else 0
-            group = str(getattr(sample, m.mixture.by))
-            totals[group] = totals.get(group, 0) + n
+    paths = sorted(glob.glob(os.path.join(_tokens_dir(plan.prep_dir), "*.arrow")))
+    for sample in chain(chain.from_iterable(map(read_cache, paths)), ttc.built_samples(plan)):
+        n = sum(len(seg.ids) for seg in sample.segments)
+        if sample.kind == "chat" and n > m.context:
+            kept, record = trim(sample.segments, m.context, m.trim.policy, marker, m.trim.snap_newline, newlines)
+            n = record.tokens_after if kept is not None else 0
+        group = str(getattr(sample, m.mixture.by))
+        totals[group] = totals.get(group, 0) + n
     return totals
 
 
@@ -108,6 +111,8 @@ def predicted_mixture(plan: Plan) -> dict[str, float]:
         for s in plan.sources:
             group = s.domain if mix.by == "domain" else s.name
             sizes[group] = sizes.get(group, 0) + sum(os.path.getsize(f) for f in s.files if os.path.isfile(f))
+    for group in ttc.output_groups(plan):  # built in the pack phase: not sized yet; a named share is met exactly
+        sizes.setdefault(group, 1)
     return predicted_shares(sizes, mixture_rates(sizes, mix.shares, mix.others))
 
 
@@ -129,6 +134,7 @@ def pack_runs(plan: Plan) -> list[RunSpec]:
         mix = m.mixture
         return [
             CacheReader(_tokens_dir(plan.prep_dir)),
+            *ttc.reader_steps(plan),
             Progress("pack"),
             MixtureSample(_rates(plan, marker, newlines), mix.by if mix else "domain", m.seed),
             APTrim(m.context, m.trim.policy, marker, m.trim.snap_newline, newlines, exclusion_writer(trim_excl)),
@@ -147,8 +153,9 @@ def pack_runs(plan: Plan) -> list[RunSpec]:
         ]
 
     run = RunSpec("pack", "pack", m.executor.tasks, os.path.join(plan.pack_dir, "runs", "pack"), build)
-    run.labels = {2: "mixture", 3: "trim"}
-    return [run]
+    first = 2 + len(ttc.reader_steps(plan))  # the mixture step's index
+    run.labels = {first: "mixture", first + 1: "trim"}
+    return [*ttc.build_runs(plan, tokenizer_file(plan.loaded, plan.prep_dir)), run]
 
 
 def finalize(plan: Plan, table: list[dict]) -> dict:
@@ -170,6 +177,8 @@ def finalize(plan: Plan, table: list[dict]) -> dict:
         "run_fingerprint": plan.pack_hash,
         "mixture": {"by": m.mixture.by if m.mixture else "domain", "target": m.mixture.shares if m.mixture else None},
         "trim": {"context": m.context, "policy": m.trim.policy},
+        "verification": ttc.verification(table),
+        "ttc": ttc.index_block(plan),
     }
     place_exclusions(plan)
     out = os.path.join(plan.pack_dir, "out")

@@ -3,6 +3,8 @@
 One Arrow IPC stream file per task, one row per sample:
 
     id, source, domain, kind   string
+    problem_key                string          chat samples: the problem's key (`metadata["problem_key"]`)
+    correct                    bool            `metadata["correct"]` of `answer_verify` (null: unknown or not judged)
     n_tokens                   uint32          tokens of the whole sample
     ids                        list<uint32>    the sample's tokens (its segments concatenated)
     seg_kind                   list<uint8>     SEG_* code of each segment
@@ -32,6 +34,8 @@ CACHE_SCHEMA = pa.schema(
         pa.field("source", pa.string()),
         pa.field("domain", pa.string()),
         pa.field("kind", pa.string()),
+        pa.field("problem_key", pa.string()),
+        pa.field("correct", pa.bool_()),
         pa.field("n_tokens", pa.uint32()),
         pa.field("ids", pa.list_(pa.uint32())),
         pa.field("seg_kind", pa.list_(pa.uint8())),
@@ -49,6 +53,8 @@ class CachedSample:
     domain: str | None
     kind: str | None
     segments: list[Segment]
+    problem_key: str | None = None
+    correct: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -81,9 +87,10 @@ def _list_array(lengths: np.ndarray, values: np.ndarray, type_: pa.DataType) -> 
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=type_))
 
 
-def cache_batch(meta: Sequence[tuple[str, Any, Any, Any]], encoded: EncodedBatch) -> pa.RecordBatch:
-    """A record batch of samples: `meta` = (id, source, domain, kind) per sample, `encoded` their columns."""
-    cols = list(zip(*meta)) if meta else [(), (), (), ()]
+def cache_batch(meta: Sequence[tuple], encoded: EncodedBatch) -> pa.RecordBatch:
+    """A record batch of samples: `meta` = (id, source, domain, kind[, problem_key, correct]) per sample."""
+    cols = list(zip(*meta)) if meta else [()] * 6
+    cols += [(None,) * len(meta)] * (6 - len(cols))
     e = encoded
     return pa.record_batch(
         [
@@ -91,6 +98,8 @@ def cache_batch(meta: Sequence[tuple[str, Any, Any, Any]], encoded: EncodedBatch
             pa.array(cols[1], pa.string()),
             pa.array(cols[2], pa.string()),
             pa.array(cols[3], pa.string()),
+            pa.array(cols[4], pa.string()),
+            pa.array(cols[5], pa.bool_()),
             pa.array(e.n_tokens, pa.uint32()),
             _list_array(e.n_tokens, e.ids, pa.uint32()),
             _list_array(e.doc_segs, e.seg_kind, pa.uint8()),
@@ -112,7 +121,7 @@ class CacheWriter:
         self._writer = pa.ipc.new_stream(self._sink, CACHE_SCHEMA)
         self.rows = 0
 
-    def write(self, meta: Sequence[tuple[str, Any, Any, Any]], encoded: EncodedBatch) -> None:
+    def write(self, meta: Sequence[tuple], encoded: EncodedBatch) -> None:
         if meta:
             self._writer.write_batch(cache_batch(meta, encoded))
             self.rows += len(meta)
@@ -151,6 +160,6 @@ def read_cache(path: str | Path) -> Iterator[CachedSample]:
             doc_segs=np.diff(_np(kind_col.offsets)),
             n_tokens=_np(batch.column("n_tokens")),
         )
-        meta = [batch.column(c).to_pylist() for c in ("id", "source", "domain", "kind")]
-        for sample_id, source, domain, kind, segs in zip(*meta, encoded.segments()):
-            yield CachedSample(sample_id, source, domain, kind, segs)
+        meta = [batch.column(c).to_pylist() for c in ("id", "source", "domain", "kind", "problem_key", "correct")]
+        for sample_id, source, domain, kind, key, correct, segs in zip(*meta, encoded.segments()):
+            yield CachedSample(sample_id, source, domain, kind, segs, key, correct)

@@ -94,11 +94,11 @@ class TokenizeToCache(PipelineStep):
             for batch, encoded in encode_ahead(template, batched(data, self.batch_size)):
                 with self.track_time("batch"):
                     meta = [
-                        (d.id, d.metadata.get("source"), d.metadata.get("domain"), d.metadata.get("kind"))
+                        (d.id, *(d.metadata.get(k) for k in ("source", "domain", "kind", "problem_key", "correct")))
                         for d in batch
                     ]
                     writer.write(meta, encoded)
-                for (_, source, domain, kind), n in zip(meta, encoded.n_tokens.tolist()):
+                for (_, source, domain, kind, *_), n in zip(meta, encoded.n_tokens.tolist()):
                     docs, tokens = docs + 1, tokens + n
                     counts["by_domain"][str(domain)] += n
                     counts["by_source"][str(source)] += n
@@ -156,7 +156,8 @@ def _cache_stats_at_context(folder: Path, context: int) -> dict[str, Any]:
 
 
 class CacheReader(PipelineStep):
-    """Reads the token cache: Documents with text "", the id, source/domain/kind and `metadata["segments"]`.
+    """Reads the token cache: Documents with text "", the id, source/domain/kind and `metadata["segments"]`
+    (and `problem_key` / `correct` when the cache has them).
 
     Files `folder/*.arrow` sorted by name, task `rank` reads files rank, rank + world_size, ...
     """
@@ -182,6 +183,7 @@ class CacheReader(PipelineStep):
                     return
                 meta = {"source": sample.source, "domain": sample.domain, "kind": sample.kind}
                 meta["segments"] = sample.segments
+                meta |= {k: v for k in ("problem_key", "correct") if (v := getattr(sample, k)) is not None}
                 self.stat_update("documents")
                 yield Document(text="", id=sample.id, metadata=meta)
                 n += 1
@@ -289,6 +291,8 @@ class PackWriter(PipelineStep):
                     domain=meta.get("domain"),
                     trim=meta.get("trim"),
                     route_id=meta.get("copy_of"),
+                    builder=meta.get("builder"),
+                    provenance=meta.get("provenance"),
                 )
             self.stat_update(f"samples_{split}")
         with self.track_time("task"):

@@ -43,6 +43,8 @@ SAMPLE_SCHEMA = pa.schema(
         ("reasoning_before", pa.uint32()),
         ("reasoning_kept", pa.uint32()),
         ("dropped_thinks", pa.uint16()),
+        ("builder", pa.string()),  # test-time-compute builder of the sample (null: a sample of the corpus)
+        ("provenance", pa.string()),  # its JSON provenance (RSA: target and candidates; chunk: trace and token range)
         ("task_shard", pa.int32()),
         ("row", pa.int32()),
     ]
@@ -82,7 +84,10 @@ def pack_item(
     ids = np.concatenate([s.ids for s in segments]) if len(segments) > 1 else np.asarray(segments[0].ids)
     seg = np.repeat(np.array([s.kind for s in segments], np.uint8), [len(s.ids) for s in segments])
     flags = assistant_flags(segments, tokens) if loss_mask == "assistant" else None
-    return PackItem(sample_id, ids, seg, loss_mask_for(seg, loss_mask, flags), atomic)
+    mask = loss_mask_for(seg, loss_mask, flags)
+    if any(s.context for s in segments):  # context segments (Markovian carry-over) never carry loss
+        mask[np.repeat([s.context for s in segments], [len(s.ids) for s in segments])] = 0
+    return PackItem(sample_id, ids, seg, mask, atomic)
 
 
 class _Split:
@@ -137,6 +142,8 @@ class PackedOutput:
         domain: str | None = None,
         trim: dict[str, Any] | None = None,
         route_id: str | None = None,
+        builder: str | None = None,
+        provenance: str | None = None,
     ) -> str:
         """Pack one sample (chat samples atomic, plain text splittable); returns its split."""
         split = "val" if in_validation(route_id or sample_id, self.validation_fraction, self.seed) else "train"
@@ -160,6 +167,8 @@ class PackedOutput:
         r["source"].append(source)
         r["domain"].append(domain)
         r["split"].append(split)
+        r["builder"].append(builder)
+        r["provenance"].append(provenance)
         for key in ("status", "tokens_before", "tokens_after", "reasoning_before", "reasoning_kept", "dropped_thinks"):
             r[key].append(trim[key])
         return split
