@@ -192,7 +192,7 @@ def test_manifest_errors_name_the_key(tmp_path):
                     "name": "t",
                     "inputs": [{"name": "i", "path": str(data)}],
                     "stages": [{"answer_verify": options}],
-                    "tokenizer": {"train": {"vocab_size": 300}},
+                    "tokenizer": {"train": {"vocab_size": 1000}},
                     "output": {"path": str(tmp_path / "out")},
                 }
             )

@@ -264,8 +264,8 @@ def test_chunk_targets_tile_the_reasoning_and_every_sample_fits(p, n, s, context
     segs = chat(words(rng, p), reasoning, words(rng, s), words(rng, 3) if system else None)
     total = len(flat(segs))
     chunks, reason = chunk_trace(segs, context, carry, head)
-    prefix = flat(segs[: next(i for i, x in enumerate(segs) if x.kind == SEG_REASONING)])
-    suffix = flat(segs[next(i for i, x in enumerate(segs) if x.kind == SEG_REASONING) + 1 :])
+    r = next(i for i, x in enumerate(segs) if x.kind == SEG_REASONING)
+    prefix, suffix = flat(segs[:r]), flat(segs[r + 1 :])
     if total <= context:
         assert (chunks, reason) == ([], "fits")
         return
@@ -273,14 +273,16 @@ def test_chunk_targets_tile_the_reasoning_and_every_sample_fits(p, n, s, context
         assert (chunks, reason) == ([], "no_room")
         return
     assert reason is None and len(chunks) >= 2
-    covered = []
+    covered, trained = [], []
     for i, c in enumerate(chunks):
         ids = flat(c.segments)
         assert len(ids) <= context and c.index == i
         assert np.array_equal(ids[: len(prefix)], prefix)  # the query (and <think>) in every sample
-        shown = [x for x in c.segments if x.context]
+        assert all(x.context == (i > 0) for x in c.segments[:r])  # chunks after the first show P as context
+        shown = [x for x in c.segments if x.context and x.kind == SEG_REASONING]
         target = [x for x in c.segments if x.kind == SEG_REASONING and not x.context]
-        assert all(x.kind == SEG_REASONING for x in shown) and sum(len(x.ids) for x in shown) == c.context_tokens
+        assert sum(len(x.ids) for x in c.segments if x.context) == c.context_tokens
+        trained.append(flat([x for x in c.segments if not x.context]))
         h = min(head, c.start)
         expected_context = np.concatenate([reasoning[:h], reasoning[max(h, c.start - carry) : c.start]])
         assert np.array_equal(flat(shown), expected_context)  # head + carry: exact slices, nothing shown twice
@@ -292,6 +294,7 @@ def test_chunk_targets_tile_the_reasoning_and_every_sample_fits(p, n, s, context
             assert len(ids) == context or (c.end == n and i == len(chunks) - 2)
     assert covered[0][0] == 0 and covered[-1][1] == n  # targets tile R exactly, in order
     assert all(a[1] == b[0] for a, b in zip(covered, covered[1:]))
+    assert np.array_equal(np.concatenate(trained), flat(segs))  # what carries loss, over the chain: the trace
 
 
 def test_chunking_skips_traces_without_reasoning():

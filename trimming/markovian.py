@@ -8,16 +8,18 @@ tokens after it (`</think>`, answer, end of turn):
     sample k:  P  R[0:h] R[s-m':s]  R[s:e]           (s = start of chunk k; context segments, loss 0)
     last:      P  R[0:h] R[s-m':s]  R[s:]  S          (ends with the answer)
 
-The context of chunk k > 0 is the first `head` tokens of the reasoning and the last `carry` tokens before the chunk
-(the two overlap for early chunks; then the context is simply R[0:s], nothing shown twice). Context segments are
-marked `context=True`: packing gives them loss 0 whatever the loss-mask policy, so every reasoning token is a target
-exactly once, in one chunk. Each chunk takes as many tokens as fit; the last one also holds S.
+The reasoning context of chunk k > 0 is the first `head` tokens of the reasoning and the last `carry` tokens before
+the chunk (the two overlap for early chunks; then it is simply R[0:s], nothing shown twice). In chunks k > 0 all of
+P and that reasoning context are marked `context=True`: packing gives them loss 0 whatever the loss-mask policy, so
+every token of the trace is trained on at most once in the chain, and with `loss_mask: all` exactly once: the
+loss-1 tokens of the chain, concatenated, are the trace. Each chunk takes as many tokens as fit; the last one also
+holds S.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -30,7 +32,7 @@ class Chunk:
     index: int  # position in the chain, from 0
     start: int  # the chunk's target reasoning tokens are R[start:end]
     end: int
-    context_tokens: int  # head + carry tokens shown before it (loss 0)
+    context_tokens: int  # tokens shown as context only (loss 0): P, head and carry in chunks k > 0; 0 in chunk 0
 
 
 def _length(segments: Sequence[Segment]) -> int:
@@ -63,18 +65,21 @@ def chunk_trace(segments: Sequence[Segment], context: int, carry: int, head: int
     def seg(a: int, b: int, ctx: bool = False) -> Segment:
         return Segment(SEG_REASONING, reasoning[a:b], last, ctx)
 
+    shown_prefix = [replace(s, context=True) for s in prefix]  # what chunks k > 0 repeat of the trace's start
+
     chunks: list[Chunk] = []
     start = 0
     while True:
         h = min(head, start)
         c0 = max(h, start - carry)
-        shown = [seg(0, h, True)] if h else []
+        shown = (shown_prefix if start else prefix) + ([seg(0, h, True)] if h else [])
         shown += [seg(c0, start, True)] if c0 < start else []
         room = context - p - h - (start - c0)
+        context_tokens = p + h + start - c0 if start else 0
         if n - start + tail_len <= room:  # the rest and the answer fit: the last chunk
             body = [seg(start, n)] if start < n else []
-            chunks.append(Chunk(prefix + shown + body + suffix, len(chunks), start, n, h + start - c0))
+            chunks.append(Chunk(shown + body + suffix, len(chunks), start, n, context_tokens))
             return chunks, None
         end = min(n, start + room)  # room > 0: the no_room check above leaves at least one token
-        chunks.append(Chunk(prefix + shown + [seg(start, end)], len(chunks), start, end, h + start - c0))
+        chunks.append(Chunk(shown + [seg(start, end)], len(chunks), start, end, context_tokens))
         start = end
