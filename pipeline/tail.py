@@ -96,6 +96,7 @@ def _rates(plan: Plan, marker: list[int] | None, newlines: list[int] | None) -> 
     mix = plan.loaded.manifest.mixture
     if mix is None:
         return {}
+    ttc.check_mixture(plan)
     return mixture_rates(trimmed_tokens_by_group(plan, marker, newlines), mix.shares, mix.others)
 
 

@@ -103,6 +103,34 @@ def built_samples(plan: Plan) -> Iterator[Any]:
         yield from read_samples(path)
 
 
+def check_mixture(plan: Plan) -> None:
+    """Before mixture planning: a share named for a builder's samples when it built none is a manifest problem."""
+    from reasonpipe.pipeline.manifest import ManifestError
+
+    m = plan.loaded.manifest
+    if m.mixture is None or m.mixture.by != "domain":
+        return
+    built = _counters(plan, "ttc-build")
+    problems = []
+    for name, cfg, count in (
+        ("rsa_aggregate", m.builders.rsa_aggregate, "samples"),
+        ("markovian_chunks", m.builders.markovian_chunks, "chunks"),
+    ):
+        if cfg is not None and m.mixture.shares.get(cfg.output_domain, 0) > 0 and not built.get(count):
+            why = (
+                f"{int(built.get('problems_too_few_traces', 0))} of {int(built.get('problems', 0))} problems have "
+                f"fewer than {cfg.traces_needed} traces"
+                if name == "rsa_aggregate"
+                else f"no trace of its domains is longer than {cfg.sizes(m.context)[0]} tokens with room to chunk"
+            )
+            problems.append(
+                f"mixture.shares.{cfg.output_domain}: {m.mixture.shares[cfg.output_domain]}, but builders.{name} "
+                f"built no samples ({why}); change the builder's options or drop the share"
+            )
+    if problems:
+        raise ManifestError(plan.loaded.path, problems)
+
+
 def output_groups(plan: Plan) -> list[str]:
     """The mixture groups the builders add (by domain: their output domains; by source they join their traces')."""
     m = plan.loaded.manifest

@@ -356,3 +356,19 @@ def test_changing_tau_reruns_only_the_pack_phase(run, tmp_path):
         assert f"{name}: done" in proc.stdout
     index = json.loads((tmp_path / "out2" / "index.json").read_text())
     assert 0 < index["ttc"]["rsa_aggregate"]["mean_tail_tokens"] <= 8
+
+
+def test_a_share_for_samples_a_builder_cannot_build_is_a_clear_error(run, tmp_path):
+    """k = 9 needs 10 traces per problem; the pool has 5: the mixture's share for RSA samples cannot be met."""
+    root, _, manifest = run
+    m = yaml.safe_load(manifest.read_text())
+    m["builders"] = {"rsa_aggregate": {"k": 9}}
+    m["mixture"] = {"by": "domain", "shares": {"rsa_aggregate": 0.2}}
+    m["output"] = {"path": str(tmp_path / "out3"), "work_dir": str(root / "out" / ".work")}
+    other = manifest.with_name("k9.yaml")
+    other.write_text(yaml.safe_dump(m))
+    proc = subprocess.run(CLI + ["run", str(other)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "mixture.shares.rsa_aggregate: 0.2, but builders.rsa_aggregate built no samples" in proc.stderr
+    assert "problems have fewer than 10 traces" in proc.stderr

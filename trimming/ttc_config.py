@@ -55,6 +55,15 @@ class RSAConfig(_Strict):
     def traces_needed(self) -> int:
         return self.min_traces or self.k + 1
 
+    def describe(self) -> str:
+        rules = [r for r, on in (("correct targets only", self.require_correct_target),
+                                 ("a wrong candidate", self.require_incorrect_candidate)) if on]  # fmt: skip
+        answer = ", answers shown" if self.include_answer_in_tail else ""
+        return (
+            f"k {self.k} candidates, tails of {self.tau} {self.tail_unit}{answer}, <= {self.per_problem} per problem "
+            f"with >= {self.traces_needed} traces" + "".join(f", {r}" for r in rules)
+        )
+
 
 class MarkovianConfig(_Strict):
     """`builders.markovian_chunks`: chains of bounded-context chunks from long traces (trimming/markovian.py)."""
@@ -64,6 +73,10 @@ class MarkovianConfig(_Strict):
     head: int = Field(100, ge=0, description="first reasoning tokens shown in every chunk")
     domains: list[str] | None = Field(None, description="traces of these domains only (None: all)")
     output_domain: str = Field("markovian_chunks", min_length=1, description="domain of the built samples (mixture)")
+
+    def describe(self, trim_context: int) -> str:
+        context, carry, head = self.sizes(trim_context)
+        return f"traces over {context} tokens -> chunks of <= {context} (carry {carry}, head {head})"
 
     def sizes(self, trim_context: int) -> tuple[int, int, int]:
         """(context, carry, head) with the defaults resolved against the manifest's trimming context."""
