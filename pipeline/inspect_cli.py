@@ -43,11 +43,11 @@ stats               (always)
 samples             null | [{shard, row, tokens, real_tokens,
                              documents: [{sample_id, start, end, runs: [{segment, loss, start, end, text}]}]}]
                     segment in pad|text|prompt|reasoning|answer|template; loss false = loss-masked
-rsa_samples         null | [{id, window, target: {id, correct}, candidates: [{id, correct, tail_tokens, cut}],
-                             prompt, reasoning, answer, tokens, reasoning_tokens}]
 validation          null | {ok: bool, problems: [{where, check, message}]}
 compare             null | {a, b, same_tokenizer, rows: [{metric, a, b, delta}], other: <stats of OTHER>}
 plots               null | [png paths]
+rsa_samples         null | [{id, window, target: {id, correct}, candidates: [{id, correct, tail_tokens, cut}],
+                             prompt, reasoning, answer, tokens, reasoning_tokens}]
 ```
 """
 
@@ -101,10 +101,10 @@ def run_inspect(args: argparse.Namespace) -> int:
         "output": str(out),
         "stats": None,
         "samples": None,
-        "rsa_samples": None,
         "validation": None,
         "compare": None,
         "plots": None,
+        "rsa_samples": None,
     }
     code = 0
     if args.validate:
@@ -134,13 +134,12 @@ def _views(args: argparse.Namespace, report: dict[str, Any], console: Console, r
     """Fill `report` with the views asked for (and print them unless --json)."""
     from reasonpipe.pipeline import inspect_render as render
     from reasonpipe.pipeline import inspect_ttc as ttc
-    from reasonpipe.pipeline.inspect_stats import compare_stats, compute_stats, load_index
+    from reasonpipe.pipeline.inspect_stats import compare_stats, compute_stats
 
     out: Path = args.output
     report["stats"] = stats = compute_stats(out, args.top)
-    stats["ttc"] = ttc.ttc_stats(out, load_index(out))
     if not args.json and not (args.sample or args.validate or args.compare or args.rsa_sample):
-        render.render_sections(render.stats_sections(stats) + ttc.ttc_sections(stats["ttc"]), console, rich)
+        render.render_sections(render.stats_sections(stats), console, rich)
     if args.rsa_sample:
         report["rsa_samples"] = ttc.decode_aggregations(out, args.rsa_sample, args.seed)
         if not args.json:

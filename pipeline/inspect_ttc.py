@@ -1,8 +1,6 @@
-"""`reasonpipe inspect` for test-time-compute data: what each builder produced, tails, verified targets, chunk chains,
-answer verification per source, and aggregation samples decoded legibly (`--rsa-sample N`).
-
-Everything comes from samples/ (`builder`, `provenance` JSON) and index.json (`ttc`, `verification`); decoding reads
-the one window a sample sits in.
+"""`reasonpipe inspect --rsa-sample N`: RSA aggregation samples decoded legibly from the window each sits in: the
+candidates (verdicts, tails), the prompt as the model sees it, the target's reasoning and answer. (The statistics of
+test-time-compute data are in inspect_stats.py, the "ttc" block.)
 """
 
 from __future__ import annotations
@@ -12,116 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 
-from reasonpipe.pipeline.inspect_render import Section, fmt, pct
-from reasonpipe.pipeline.inspect_stats import SPLIT_DIRS, _dist, flat, read_shard, samples_frame
+from reasonpipe.pipeline.inspect_stats import RSA, RSA_FIELDS, SPLIT_DIRS, built_samples, flat, read_shard
 from reasonpipe.segments import SEG_ANSWER, SEG_PROMPT, SEG_REASONING
 
-RSA, MARKOVIAN = "rsa_aggregate", "markovian_chunks"
-RSA_FIELDS = pl.Struct(
-    {
-        "target": pl.String,
-        "candidates": pl.List(pl.String),
-        "tail_tokens": pl.List(pl.Int64),
-        "cut": pl.List(pl.Boolean),
-        "target_correct": pl.Boolean,
-        "candidates_correct": pl.List(pl.Boolean),
-    }
-)
-CHUNK_FIELDS = pl.Struct({"trace": pl.String, "index": pl.Int64, "chunks": pl.Int64, "context_tokens": pl.Int64})
 
-
-def _built(out: Path, builder: str, fields: pl.Struct) -> pl.DataFrame:
-    """Packed samples of one builder with their provenance decoded (empty without builder columns)."""
-    lf = samples_frame(out)
-    if "builder" not in lf.collect_schema().names():
-        return pl.DataFrame()
-    return (
-        lf.filter((pl.col("builder") == builder) & (pl.col("status") != "dropped"))
-        .select("id", "split", "shard", "row", "tokens_after", pl.col("provenance").str.json_decode(fields).alias("p"))
-        .collect()
-        .unnest("p")
-    )
-
-
-def ttc_stats(out: str | Path, index: dict[str, Any]) -> dict[str, Any] | None:
-    """The "ttc" block of `inspect --json` (None when the output has no builder samples nor verification)."""
-    out = Path(out)
-    rsa, chunks = _built(out, RSA, RSA_FIELDS), _built(out, MARKOVIAN, CHUNK_FIELDS)
-    built = index.get("ttc") or {}
-    if not built and not index.get("verification") and rsa.is_empty() and chunks.is_empty():
-        return None
-    result: dict[str, Any] = {"builders": built, "verification": index.get("verification") or {}}
-    if not rsa.is_empty():
-        tails = rsa["tail_tokens"].explode()
-        known = rsa.filter(pl.col("target_correct").is_not_null()).height
-        result["rsa_aggregate"] = {
-            "samples": rsa.height,
-            "tokens": int(rsa["tokens_after"].sum()),
-            "tail_tokens_dist": _dist(tails),
-            "tails_cut": float(rsa["cut"].explode().mean()),
-            "targets_correct": rsa.filter(pl.col("target_correct")).height / rsa.height,
-            "targets_verified": known / rsa.height,
-            "with_incorrect_candidate": rsa.filter(pl.col("candidates_correct").list.contains(False)).height
-            / rsa.height,
-        }
-    if not chunks.is_empty():
-        chains = chunks.group_by("trace").agg(pl.len().alias("packed"), pl.col("chunks").first())
-        result["markovian_chunks"] = {
-            "samples": chunks.height,
-            "tokens": int(chunks["tokens_after"].sum()),
-            "chains": chains.height,
-            "complete_chains": chains.filter(pl.col("packed") == pl.col("chunks")).height,
-            "chunks_per_chain_dist": _dist(chains["chunks"]),
-            "context_tokens_dist": _dist(chunks.filter(pl.col("index") > 0)["context_tokens"]),
-        }
-    return result
-
-
-def ttc_sections(st: dict[str, Any] | None) -> list[Section]:
-    if not st:
-        return []
-    out = []
-    rows = []
-    rsa, chunks, b = st.get("rsa_aggregate"), st.get("markovian_chunks"), st["builders"]
-    if "rsa_aggregate" in b:
-        r = b["rsa_aggregate"]
-        rows.append(["rsa_aggregate", "problems / with too few traces", f"{fmt(r['problems'])} / "
-                     f"{fmt(r['problems_too_few_traces'])}"])  # fmt: skip
-        rows.append(["", "samples built / packed", f"{fmt(r['samples'])} / {fmt(rsa['samples'] if rsa else 0)}"])
-    if rsa:
-        d = rsa["tail_tokens_dist"]
-        rows.append(["", "tail tokens", f"p10 {fmt(d['p10'])}  p50 {fmt(d['p50'])}  max {fmt(d['max'])}"])
-        rows.append(["", "tails cut", pct(rsa["tails_cut"])])
-        rows.append(["", "targets verified correct", pct(rsa["targets_correct"])])
-        rows.append(["", "samples with a wrong candidate", pct(rsa["with_incorrect_candidate"])])
-    if "markovian_chunks" in b:
-        m = b["markovian_chunks"]
-        rows.append(["markovian_chunks", "traces / chains / chunks built",
-                     f"{fmt(m['traces'])} / {fmt(m['chains'])} / {fmt(m['chunks'])}"])  # fmt: skip
-    if chunks:
-        d = chunks["chunks_per_chain_dist"]
-        packed = f"{fmt(chunks['samples'])} ({fmt(chunks['complete_chains'])} complete chains)"
-        rows.append(["", "chunks packed", packed])
-        rows.append(["", "chunks per chain", f"p50 {fmt(d['p50'])}  max {fmt(d['max'])}"])
-    if rows:
-        out.append(Section("Test-time-compute builders", ["builder", "key", "value"], rows, right=False))
-    ver = st["verification"]
-    if ver:
-        vrows = [[s, v["correct"], v["incorrect"], v["unknown"], pct(v["correct_rate"])] for s, v in ver.items()]
-        out.append(Section("Answer verification", ["source", "correct", "incorrect", "unknown", "rate"], vrows))
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------- decoding
 def decode_aggregations(out: str | Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
     """n aggregation samples (drawn with `seed`) decoded from their windows: the prompt as the model sees it, the
     candidates' provenance, and the target's reasoning and answer."""
     from tokenizers import Tokenizer
 
     out = Path(out)
-    rsa = _built(out, RSA, RSA_FIELDS)
+    rsa = built_samples(out, RSA, RSA_FIELDS)
     if rsa.is_empty():
         return []
     tok = Tokenizer.from_file(str(out / "tokenizer.json"))

@@ -296,13 +296,12 @@ def _check_shard(out: Path, entry: ShardEntry, index: IndexModel, problems: list
 
 
 # ---------------------------------------------------------------------------------------------------- samples
-def _open_end(out: Path) -> pl.Series:
+def _open_end(columns: list[str]) -> pl.Expr:
     """Per sample: a Markovian chunk that is not the last of its chain (it ends mid-reasoning: no answer, no end)."""
-    lf = samples_frame(out)
-    if "provenance" not in lf.collect_schema().names():
-        return pl.Series("open_end", [False] * lf.select(pl.len()).collect().item())
+    if "provenance" not in columns:
+        return pl.lit(False).alias("open_end")
     last = pl.col("provenance").str.json_path_match("$.last")
-    return lf.select(((pl.col("builder") == "markovian_chunks") & (last == "false")).fill_null(False)).collect()[:, 0]
+    return ((pl.col("builder") == "markovian_chunks") & (last == "false")).fill_null(False).alias("open_end")
 
 
 def _load_samples(out: Path, problems: list[Problem]) -> pl.DataFrame | None:
@@ -323,7 +322,8 @@ def _load_samples(out: Path, problems: list[Problem]) -> pl.DataFrame | None:
                 ok = False
     if not ok:
         return None
-    df = samples_frame(out).select(list(SAMPLES_COLUMNS)).collect().with_columns(open_end=_open_end(out))
+    lf = samples_frame(out)
+    df = lf.select(*SAMPLES_COLUMNS, _open_end(lf.collect_schema().names())).collect()
     if (n_dup := df.height - df["id"].n_unique()) > 0:
         problems.append(Problem("samples", "unique_ids", f"{n_dup} duplicate sample ids"))
     if (bad := df.filter(~pl.col("status").is_in(STATUSES))).height:

@@ -160,6 +160,7 @@ def read_cache(path: str | Path) -> Iterator[CachedSample]:
             doc_segs=np.diff(_np(kind_col.offsets)),
             n_tokens=_np(batch.column("n_tokens")),
         )
-        meta = [batch.column(c).to_pylist() for c in ("id", "source", "domain", "kind", "problem_key", "correct")]
+        names = ("id", "source", "domain", "kind", "problem_key", "correct")  # a cache from before problem_key: None
+        meta = [batch.column(c).to_pylist() if c in batch.schema.names else [None] * batch.num_rows for c in names]
         for sample_id, source, domain, kind, key, correct, segs in zip(*meta, encoded.segments()):
             yield CachedSample(sample_id, source, domain, kind, segs, key, correct)

@@ -43,14 +43,11 @@ class TraceParts:
 
 def trace_parts(segments: Sequence[Segment], user_id: int) -> TraceParts | None:
     """The parts of a trace with exactly one user turn, a non-empty reasoning and an answer after it; else None."""
-    users = [i for i, s in enumerate(segments) if s.kind == SEG_TEMPLATE and s.think < 0 and user_id in s.ids]
-    if (
-        len(users) != 1
-        or sum(int(np.count_nonzero(s.ids == user_id)) for s in segments if s.kind == SEG_TEMPLATE) != 1
-    ):
+    at = [(i, j) for i, s in enumerate(segments) if s.kind == SEG_TEMPLATE for j in np.flatnonzero(s.ids == user_id)]
+    if len(at) != 1:  # no user turn, or several: not one problem and its solution
         return None
-    problem = users[0] + 1
-    if problem >= len(segments) or segments[problem].kind != SEG_PROMPT or segments[users[0]].ids[-1] != user_id:
+    (i, j), problem = at[0], at[0][0] + 1  # the problem is the content right after the user marker
+    if j != len(segments[i].ids) - 1 or problem >= len(segments) or segments[problem].kind != SEG_PROMPT:
         return None
     thinks = [s.think for s in segments if s.kind == SEG_REASONING and s.think >= 0 and len(s.ids)]
     if not thinks:

@@ -9,9 +9,9 @@ They run in the pack phase, on documents read from the token cache (`metadata["s
 
 Grouping traces by problem is a global step, partitioned: `RouteTraces` sends every trace of a problem to the one task
 that owns its key (a stable hash of the key modulo the task count); `RSAAggregate` in task r sees the traces of its
-own problems only. Its memory is an index of its partition (key, id, file, row per trace: about 100 bytes a trace, so
-corpus / tasks) plus the traces of one problem at a time, memory-mapped: it grows with the number of tasks chosen,
-not with the corpus. Markovian chunking is per trace and streams.
+own problems only. Its memory is an index of its partition (key, id, file, row per trace: a few hundred bytes a
+trace, so corpus / tasks in all) plus the traces of one problem at a time, memory-mapped: more tasks bound it for any
+corpus size. Markovian chunking is per trace and streams; routing holds a small buffer per partition.
 """
 
 from __future__ import annotations
