@@ -5,12 +5,12 @@ reasoning (template, prompt, `<think>`; earlier turns included), R the reasoning
 tokens after it (`</think>`, answer, end of turn):
 
     sample 0:  P  R[0:e0]
-    sample k:  P  R[0:h] R[s-m':s]  R[s:e]           (s = start of chunk k; context segments, loss 0)
-    last:      P  R[0:h] R[s-m':s]  R[s:]  S          (ends with the answer)
+    sample k:  P  R[0:h] R[s-m:s]  R[s:e]            (s = start of chunk k; P and R[..:s] are context, loss 0)
+    last:      P  R[0:h] R[s-m:s]  R[s:]  S           (ends with the answer)
 
-The reasoning context of chunk k > 0 is the first `head` tokens of the reasoning and the last `carry` tokens before
-the chunk (the two overlap for early chunks; then it is simply R[0:s], nothing shown twice). In chunks k > 0 all of
-P and that reasoning context are marked `context=True`: packing gives them loss 0 whatever the loss-mask policy, so
+The reasoning context of chunk k > 0 is the first h = `head` tokens of the reasoning and the last m = `carry` tokens
+before the chunk; the two never overlap (chunk 0 alone is longer than head + carry). In chunks k > 0, all of P and
+that reasoning context are marked `context=True`: packing gives them loss 0 whatever the loss-mask policy, so
 every token of the trace is trained on at most once in the chain, and with `loss_mask: all` exactly once: the
 loss-1 tokens of the chain, concatenated, are the trace. Each chunk takes as many tokens as fit; the last one also
 holds S.
@@ -71,7 +71,8 @@ def chunk_trace(segments: Sequence[Segment], context: int, carry: int, head: int
     start = 0
     while True:
         h = min(head, start)
-        c0 = max(h, start - carry)
+        c0 = start - carry if start else 0  # chunk 0 holds C - P > head + carry tokens: carry never reaches the head
+        assert c0 >= h, (start, carry, head)
         shown = (shown_prefix if start else prefix) + ([seg(0, h, True)] if h else [])
         shown += [seg(c0, start, True)] if c0 < start else []
         room = context - p - h - (start - c0)
