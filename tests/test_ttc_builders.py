@@ -27,7 +27,7 @@ from reasonpipe.tokenizer.cache import read_cache
 from reasonpipe.tokenizer.template import ChatTemplate
 from reasonpipe.tokenizer.vocab import TemplateTokens, resolve_template, train_tokenizer
 from reasonpipe.tokenizer.writer import pack_item
-from reasonpipe.trimming.built import BuiltSample, SampleWriter, read_samples
+from reasonpipe.trimming.built import BuiltSample, SampleFile, SampleWriter, read_samples
 from reasonpipe.trimming.rsa import trace_parts
 from reasonpipe.trimming.tails import DEFAULT_PROMPT, Candidate, PromptTemplate, render_prompt
 from reasonpipe.trimming.ttc_steps import MarkovianChunks, ReadBuilt, RouteTraces, RSAAggregate, WriteBuilt
@@ -184,6 +184,13 @@ def test_sample_files_round_trip_and_abort(tmp_path):
         writer.write(s)
     writer.close()
     back = list(read_samples(tmp_path / "a.arrow"))
+    file = SampleFile(tmp_path / "a.arrow")
+    assert len(file.batches) > 1 and len(file) == len(samples) and file.column("id") == [s.id for s in samples]
+    for row in (39, 0, 17, 18, 5):  # random access across record batches
+        assert (
+            file[row].id == samples[row].id
+            and file[row].segments[1].ids.tolist() == back[row].segments[1].ids.tolist()
+        )
     assert [(b.id, b.problem_key, b.correct, b.provenance) for b in back] == [
         (s.id, s.problem_key, s.correct, s.provenance) for s in samples
     ]

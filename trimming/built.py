@@ -10,7 +10,8 @@ stream per task, written through a temporary file renamed when complete), one ro
     ids                                        list<uint32>  the sample's tokens (segments back to back)
     seg_kind, seg_len, seg_think, seg_context  list<uint8>, list<uint32>, list<int16>, list<bool> per segment
 
-Reading memory-maps the file: segment ids are read-only views into it, so a task holds only what it looks at.
+Reading memory-maps the file (`SampleFile`: random access by row): segment ids are read-only views into it, so a task
+holds only what it looks at.
 """
 
 from __future__ import annotations
@@ -118,35 +119,56 @@ class SampleWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-def open_samples(path: str | Path) -> pa.Table:
-    """A sample file as a memory-mapped table (zero-copy)."""
-    return pa.ipc.open_stream(pa.memory_map(str(path), "r")).read_all()
+class _Batch:
+    """One record batch of a sample file as flat numpy views, so that reading a sample is slicing."""
 
-
-def _np(arr: pa.Array) -> np.ndarray:
-    return arr.to_numpy(zero_copy_only=False)
-
-
-def samples_of(table: pa.Table | pa.RecordBatch) -> Iterator[BuiltSample]:
-    """The samples of a table or batch, in order; token ids are read-only views into its buffers."""
-    batches = table.to_batches() if isinstance(table, pa.Table) else [table]
-    for batch in batches:
-        ids = batch.column("ids").flatten().to_numpy(zero_copy_only=True)
+    def __init__(self, batch: pa.RecordBatch) -> None:
+        self.batch, self.rows = batch, batch.num_rows
+        self.ids = batch.column("ids").flatten().to_numpy(zero_copy_only=True)
         kind_col = batch.column("seg_kind")
-        kinds, lens = _np(kind_col.flatten()), _np(batch.column("seg_len").flatten()).astype(np.int64)
-        thinks, context = _np(batch.column("seg_think").flatten()), _np(batch.column("seg_context").flatten())
-        ends = np.cumsum(lens)
-        starts = ends - lens
-        per_sample = np.diff(kind_col.offsets.to_numpy())
-        bounds = np.concatenate([[0], np.cumsum(per_sample)])
-        meta = [batch.column(c).to_pylist() for c in META]
-        for i, row in enumerate(zip(*meta)):
-            segs = [
-                Segment(int(kinds[j]), ids[starts[j] : ends[j]], int(thinks[j]), bool(context[j]))
-                for j in range(bounds[i], bounds[i + 1])
-            ]
-            yield BuiltSample(row[0], row[1], row[2], row[3], segs, *row[4:])
+        offsets = kind_col.offsets.to_numpy()
+        self.bounds = offsets - offsets[0]  # segments of sample i: bounds[i]:bounds[i + 1]
+        self.kinds = kind_col.flatten().to_numpy().tolist()
+        self.thinks = batch.column("seg_think").flatten().to_numpy().tolist()
+        self.context = batch.column("seg_context").flatten().to_numpy(zero_copy_only=False).tolist()
+        self.ends = np.cumsum(batch.column("seg_len").flatten().to_numpy(), dtype=np.int64).tolist()
+        self._meta: list[list] | None = None
+
+    def sample(self, i: int) -> BuiltSample:
+        if self._meta is None:
+            self._meta = [self.batch.column(c).to_pylist() for c in META]
+        a, b = int(self.bounds[i]), int(self.bounds[i + 1])
+        starts = [self.ends[a - 1] if a else 0, *self.ends[a : b - 1]]
+        segs = [
+            Segment(self.kinds[j], self.ids[s : self.ends[j]], self.thinks[j], self.context[j])
+            for j, s in zip(range(a, b), starts)
+        ]
+        m = [col[i] for col in self._meta]
+        return BuiltSample(m[0], m[1], m[2], m[3], segs, *m[4:])
+
+
+class SampleFile:
+    """A sample file, memory-mapped, with random access by row: `len`, `file[row]`, iteration, `column(name)`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.batches = [_Batch(b) for b in pa.ipc.open_stream(pa.memory_map(str(path), "r"))]
+        self.first = np.cumsum([0] + [b.rows for b in self.batches])  # first row of each batch
+
+    def __len__(self) -> int:
+        return int(self.first[-1])
+
+    def __getitem__(self, row: int) -> BuiltSample:
+        k = int(np.searchsorted(self.first, row, side="right")) - 1
+        return self.batches[k].sample(row - int(self.first[k]))
+
+    def __iter__(self) -> Iterator[BuiltSample]:
+        for b in self.batches:
+            for i in range(b.rows):
+                yield b.sample(i)
+
+    def column(self, name: str) -> list:
+        return [v for b in self.batches for v in b.batch.column(name).to_pylist()]
 
 
 def read_samples(path: str | Path) -> Iterator[BuiltSample]:
-    yield from samples_of(open_samples(path))
+    yield from SampleFile(path)

@@ -24,7 +24,7 @@ import numpy as np
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from reasonpipe.trimming.built import BuiltSample, SampleWriter, open_samples, read_samples, samples_of
+from reasonpipe.trimming.built import BuiltSample, SampleFile, SampleWriter, read_samples
 from reasonpipe.trimming.markovian import chunk_trace
 from reasonpipe.trimming.rsa import Trace, aggregate
 from reasonpipe.trimming.tails import EncodedPrompt
@@ -126,28 +126,28 @@ class RSAAggregate(PipelineStep):
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if data:
             yield from data
-        tables = [open_samples(f) for f in sorted((self.route_folder / f"{rank:05d}").glob("*.arrow"))]
-        index = sorted(  # (problem key, trace id, table, row): the partition's traces, grouped by problem
-            (key, tid, t, row)
-            for t, table in enumerate(tables)
-            for row, (key, tid) in enumerate(zip(table["problem_key"].to_pylist(), table["id"].to_pylist()))
+        files = [SampleFile(f) for f in sorted((self.route_folder / f"{rank:05d}").glob("*.arrow"))]
+        index = sorted(  # (problem key, trace id, file, row): the partition's traces, grouped by problem
+            (key, tid, f, row)
+            for f, file in enumerate(files)
+            for row, (key, tid) in enumerate(zip(file.column("problem_key"), file.column("id")))
         )
         start = 0
         while start < len(index):
             end = start
             while end < len(index) and index[end][0] == index[start][0]:
                 end += 1
-            yield from self._problem(index[start][0], index[start:end], tables)
+            yield from self._problem(index[start][0], index[start:end], files)
             start = end
 
-    def _problem(self, key: str, rows: list, tables: list) -> DocumentsPipeline:
+    def _problem(self, key: str, rows: list, files: list[SampleFile]) -> DocumentsPipeline:
         self.stat_update("problems")
         if len(rows) < self.min_traces:
             self.stat_update("problems_too_few_traces")
             return
         traces, sources = [], {}
-        for _, _, t, row in rows:
-            (s,) = samples_of(tables[t].slice(row, 1))
+        for _, _, f, row in rows:
+            s = files[f][row]
             traces.append(Trace(s.id, s.segments, s.correct))
             sources[s.id] = s.source
         samples, skipped = aggregate(
