@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -132,13 +134,8 @@ class RSAAggregate(PipelineStep):
             for f, file in enumerate(files)
             for row, (key, tid) in enumerate(zip(file.column("problem_key"), file.column("id")))
         )
-        start = 0
-        while start < len(index):
-            end = start
-            while end < len(index) and index[end][0] == index[start][0]:
-                end += 1
-            yield from self._problem(index[start][0], index[start:end], files)
-            start = end
+        for key, rows in groupby(index, key=itemgetter(0)):
+            yield from self._problem(key, list(rows), files)
 
     def _problem(self, key: str, rows: list, files: list[SampleFile]) -> DocumentsPipeline:
         self.stat_update("problems")
