@@ -74,6 +74,9 @@ def main() -> None:
         print(f"skipped: {REAL} is absent")
         return
     docs, template = samples(args.gsm)
+    import pyarrow as pa
+
+    pa.array(["warm-up"])  # pyarrow imports pandas on its first conversion of Python objects: off the clock
     tokens = sum(len(s.ids) for d in docs for s in d.metadata["segments"])
     special = template.tokens
     encoded = PromptTemplate().encode(lambda t: template.encode_texts([t])[0], 2)

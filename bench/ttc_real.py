@@ -106,6 +106,15 @@ def main() -> None:
     print(f"Markovian (C=1024, carry 256, head 64): {chunks['traces']} traces, {chunks['chains']} chains, "
           f"{chunks['chunks']} chunks, skipped {chunks['skipped']}")  # fmt: skip
 
+    # every GSM8K verdict against how its trace was made (the verdicts travel with the samples in the token cache)
+    from reasonpipe.tokenizer.cache import read_cache
+
+    (prep,) = (out / ".work").glob("prep-*")
+    verdicts = {s.id: s.correct for f in sorted((prep / "tokens").glob("*.arrow")) for s in read_cache(f)}
+    right = [not t["kind"].startswith("slip") for t in traces]
+    agree = sum(verdicts[f"gsm/gsm_traces.jsonl:{i}"] == r for i, r in enumerate(right))
+    print(f"GSM8K verdicts equal to how each trace was made (right / slipped): {agree} of {len(traces)}")
+
     # every aggregation sample: its target and candidates are records of one problem (read back from the inputs)
     problem_of = {f"gsm/gsm_traces.jsonl:{i}": t["question"] for i, t in enumerate(traces)}
     kind_of = {f"gsm/gsm_traces.jsonl:{i}": t["kind"] for i, t in enumerate(traces)}
