@@ -22,6 +22,7 @@ from reasonpipe.pipeline.inspect_cli import main as inspect_main
 from reasonpipe.pipeline.inspect_validate import validate
 from reasonpipe.pipeline.manifest import ManifestError, load_manifest
 from reasonpipe.pipeline.steps import Normalize
+from reasonpipe.pipeline.ttc import word_start_ids
 from reasonpipe.segments import SEG_PROMPT, SEG_REASONING, SEG_TEMPLATE, Segment
 from reasonpipe.tokenizer.cache import read_cache
 from reasonpipe.tokenizer.template import ChatTemplate
@@ -29,7 +30,7 @@ from reasonpipe.tokenizer.vocab import TemplateTokens, resolve_template, train_t
 from reasonpipe.tokenizer.writer import pack_item
 from reasonpipe.trimming.built import BuiltSample, SampleFile, SampleWriter, read_samples
 from reasonpipe.trimming.rsa import trace_parts
-from reasonpipe.trimming.tails import DEFAULT_PROMPT, Candidate, PromptTemplate, render_prompt
+from reasonpipe.trimming.tails import DEFAULT_PROMPT, Candidate, PromptTemplate, render_prompt, tail
 from reasonpipe.trimming.ttc_steps import MarkovianChunks, ReadBuilt, RouteTraces, RSAAggregate, WriteBuilt
 
 gen = load_generator()
@@ -107,6 +108,18 @@ def test_prompt_round_trip_through_a_real_tokenizer(template, records):
             blocks.append(block + (f"\nFinal answer: {tok.decode(c.answer.tolist())}" if include_answer else ""))
         expected = DEFAULT_PROMPT.format(problem=records[0]["problem"], k=3, candidates="\n\n".join(blocks))
         assert tok.decode(prompt.ids.tolist()) == expected
+
+
+def test_word_tails_are_the_last_words_of_the_text(template, records):
+    """`tail_unit: words` with the run's tokenizer: the tail decodes to the reasoning's last tau words."""
+    starts = np.asarray(word_start_ids(template.tokenizer), dtype=np.uint32)
+    for r in records[:10]:
+        ids = encode_text(template)(r["reasoning"])
+        for tau in (1, 5, 40):
+            kept, cut = tail(ids, tau, starts)
+            words = r["reasoning"].split()
+            assert template.tokenizer.decode(kept.tolist()).split() == words[-tau:]
+            assert cut == (len(words) > tau)
 
 
 def test_any_task_count_gives_the_same_aggregation_samples(docs, template, tmp_path):
