@@ -40,6 +40,7 @@ def fingerprints(loaded: LoadedManifest, limit: int | None) -> tuple[str, str]:
     prep |= {"tasks": m.executor.tasks, "limit": limit, "version": __version__, "base": str(loaded.base_dir)}
     prep["token_cache_format"] = CACHE_FORMAT  # a cache of another format is never reused
     pack = {"prep": _hash(prep), "trim": m.trim.model_dump(), "pack": m.pack.model_dump(), "context": m.context}
+    pack |= {"builders": m.builders.model_dump()} if m.builders.active else {}
     pack |= {"mixture": m.mixture.model_dump() if m.mixture else None, "output": m.output.model_dump()}
     return _hash(prep), _hash(pack)
 

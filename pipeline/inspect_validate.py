@@ -301,6 +301,14 @@ def _check_shard(out: Path, entry: ShardEntry, index: IndexModel, problems: list
 
 
 # ---------------------------------------------------------------------------------------------------- samples
+def _open_end(columns: list[str]) -> pl.Expr:
+    """Per sample: a Markovian chunk that is not the last of its chain (it ends mid-reasoning: no answer, no end)."""
+    if "provenance" not in columns:
+        return pl.lit(False).alias("open_end")
+    last = pl.col("provenance").str.json_path_match("$.last")
+    return ((pl.col("builder") == "markovian_chunks") & (last == "false")).fill_null(False).alias("open_end")
+
+
 def _load_samples(out: Path, problems: list[Problem]) -> pl.DataFrame | None:
     files = sorted((out / "samples").glob("*.parquet"))
     if not files:
@@ -319,7 +327,8 @@ def _load_samples(out: Path, problems: list[Problem]) -> pl.DataFrame | None:
                 ok = False
     if not ok:
         return None
-    df = samples_frame(out).select(list(SAMPLES_COLUMNS)).collect()
+    lf = samples_frame(out)
+    df = lf.select(*SAMPLES_COLUMNS, _open_end(lf.collect_schema().names())).collect()
     if (n_dup := df.height - df["id"].n_unique()) > 0:
         problems.append(Problem("samples", "unique_ids", f"{n_dup} duplicate sample ids"))
     if (bad := df.filter(~pl.col("status").is_in(STATUSES))).height:
@@ -375,8 +384,12 @@ def _check_samples_in_shard(
         ),
         ("ap_start", ~pl.col("starts_bos"), "does not start with BOS"),
         ("ap_prompt", pl.col("n_prompt") == 0, "has no prompt tokens"),
-        ("ap_answer", (pl.col("n_answer") == 0) | ~pl.col("answer_intact"), "answer is not intact before end-of-turn"),
-        ("ap_end", ~pl.col("ends_template"), "does not end with the end-of-turn/EOS template"),
+        (
+            "ap_answer",
+            ((pl.col("n_answer") == 0) | ~pl.col("answer_intact")) & ~pl.col("open_end"),
+            "answer is not intact before end-of-turn",
+        ),
+        ("ap_end", ~pl.col("ends_template") & ~pl.col("open_end"), "does not end with the end-of-turn/EOS template"),
         (
             "ap_reasoning",
             pl.col("n_reasoning") != pl.col("reasoning_kept"),

@@ -1,7 +1,7 @@
 """The manifest: a YAML file validated into a `Manifest`, with errors that name the file, the line and the key.
 
-Top-level keys: name, seed, inputs, stages, tokenizer, trim, pack, mixture, output, executor. Stage options are
-validated by the stage's own model from the registry (filters/stage.py), so adding a stage never edits this file.
+Top-level keys: name, seed, inputs, stages, tokenizer, trim, builders, pack, mixture, output, executor. Stage options
+are validated by the stage's own model from the registry (filters/stage.py), so adding a stage never edits this file.
 Relative paths resolve against the manifest's folder.
 """
 
@@ -24,6 +24,7 @@ from reasonpipe.tokenizer.config import TokenizerConfig
 from reasonpipe.tokenizer.mixture import MixtureConfig
 from reasonpipe.tokenizer.packing import PackConfig
 from reasonpipe.trimming.config import TrimConfig
+from reasonpipe.trimming.ttc_config import BuildersConfig
 
 FORMATS = ("jsonl", "parquet", "arrow", "csv", "hf_disk")
 SCHEMAS = ("messages", "problem_solution", "prompt_completion", "text", "auto")
@@ -113,6 +114,7 @@ class Manifest(Strict):
     stages: list[dict[str, Any]] = []  # validated against the stage registry in `load_manifest`
     tokenizer: TokenizerConfig
     trim: TrimConfig = TrimConfig()
+    builders: BuildersConfig = BuildersConfig()  # test-time-compute samples built in the pack phase
     pack: PackConfig = PackConfig()
     mixture: MixtureConfig | None = None
     output: OutputConfig
@@ -133,6 +135,7 @@ class Manifest(Strict):
                 f"trim.context ({self.trim.context}) exceeds pack.seq_len ({self.pack.seq_len}): a trimmed sample "
                 "must fit one window. Lower trim.context or raise pack.seq_len."
             )
+        self.builders.check(self.context)
         return self
 
     @property

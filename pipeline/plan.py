@@ -26,6 +26,11 @@ def print_plan(loaded: LoadedManifest, limit: int | None = None) -> None:
         scope = f" (domains: {', '.join(spec.domains)})" if spec.domains else ""
         console.print(f"  stage {spec.label}{scope}" + (f": {note}" if note else ""))
     console.print(f"  trim: context {m.context}, policy {m.trim.policy}; pack: seq_len {m.pack.seq_len}")
+    b = m.builders
+    for name, cfg, note in (("rsa_aggregate", b.rsa_aggregate, lambda c: c.describe()),
+                            ("markovian_chunks", b.markovian_chunks, lambda c: c.describe(m.context))):  # fmt: skip
+        if cfg is not None:
+            console.print(f"  builder {name} (domain {cfg.output_domain}): {note(cfg)}")
 
     table = Table(title="datatrove runs (each starts after the previous one completes)")
     for col in ("#", "run", "phase", "tasks", "steps"):

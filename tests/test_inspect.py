@@ -289,12 +289,21 @@ def test_validate_samples_placement(out: Path, capsys: pytest.CaptureFixture) ->
 def test_json_stable_keys(base: Path, capsys: pytest.CaptureFixture) -> None:
     code, rep = run_json(capsys, base)
     assert code == 0
-    assert list(rep) == ["inspect_version", "output", "stats", "samples", "validation", "compare", "plots"]
-    assert rep["samples"] is rep["validation"] is rep["compare"] is rep["plots"] is None
+    assert list(rep) == [
+        "inspect_version",
+        "output",
+        "stats",
+        "samples",
+        "validation",
+        "compare",
+        "plots",
+        "rsa_samples",
+    ]
+    assert rep["samples"] is rep["validation"] is rep["compare"] is rep["plots"] is rep["rsa_samples"] is None
     assert set(rep["stats"]) == {
         "output", "name", "format_version", "tool_version", "seq_len", "compression", "tokenizer", "totals",
         "shards", "samples", "mixture", "trim", "copies", "stages", "top_rejections", "packing", "decontamination",
-        "warnings",
+        "warnings", "ttc",
     }  # fmt: skip
     assert set(rep["stats"]["totals"]) == {"train", "val", "all"}
     _, top2 = run_json(capsys, base, "--top", 2)
