@@ -80,20 +80,21 @@ def test_block_mask_at_131k_is_small() -> None:
     assert kept < 1024 * 1024 / 10  # ~20 documents: a few percent of the 1024 x 1024 tiles hold work
 
 
-@given(doc=doc_batches(max_len=300), seed=st.integers(0, 2**16))
-@settings(max_examples=10, deadline=None)
-def test_flex_equals_dense_attention(doc: torch.Tensor, seed: int) -> None:
+@given(doc=doc_batches(max_len=300), rows=st.sampled_from([1, 2, 4]), seed=st.integers(0, 2**16))
+@settings(max_examples=12, deadline=None)
+def test_flex_equals_dense_attention(doc: torch.Tensor, rows: int, seed: int) -> None:
+    """Values and gradients; rows = q tiles per CPU slab (1 and 2 make several slabs per window here)."""
     g = torch.Generator().manual_seed(seed)
     b, s = doc.shape
     q = torch.randn(b, 4, s, 8, generator=g, requires_grad=True)
     k, v = (torch.randn(b, 2, s, 8, generator=g, requires_grad=True) for _ in range(2))
     w = torch.randn(b, 4, s, 8, generator=g)
     dense = ab.attend(q, k, v, ab.AttnMask("sdpa", dense=ab.dense_doc_mask(doc)))
-    flex = ab.attend(q, k, v, ab.AttnMask("flex", block_mask=ab.doc_block_mask(doc)))
+    flex = ab.flex_blockwise(q, k, v, ab.doc_block_mask(doc), rows=rows)
     torch.testing.assert_close(flex, dense, atol=1e-5, rtol=1e-5)
-    for gf, gd in zip(
-        torch.autograd.grad((flex * w).sum(), (q, k, v)), torch.autograd.grad((dense * w).sum(), (q, k, v))
-    ):
+    grads_flex = torch.autograd.grad((flex * w).sum(), (q, k, v))
+    grads_dense = torch.autograd.grad((dense * w).sum(), (q, k, v))
+    for gf, gd in zip(grads_flex, grads_dense):
         torch.testing.assert_close(gf, gd, atol=1e-5, rtol=1e-5)
 
 

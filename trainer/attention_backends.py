@@ -6,8 +6,8 @@ the same document) is computed:
   flex   a flex-attention `BlockMask` built from the document ids in O((S / 128)^2) integers: 128 x 128 tiles that
          hold no same-document pair are skipped, tiles inside one document run unmasked. On CUDA it runs torch's
          compiled flex_attention kernel (forward and backward, memory O(S)). torch 2.13 has no flex backward on
-         CPU and its eager CPU path materialises every score, so on CPU the same BlockMask is evaluated tile row
-         by tile row with SDPA, each row recomputed in backward (memory O(S x 128 x kept tiles)).
+         CPU and its eager CPU path materialises every score, so on CPU the same BlockMask is evaluated slab by
+         slab (4 q tiles) with SDPA, each slab recomputed in backward (memory O(S)).
   flash  flash-attn's varlen kernel (`flash_attn_varlen_func`, cu_seqlens = document starts); CUDA/ROCm, fp16/bf16,
          only when the optional `flash-attn` package is installed.
   auto   flash when installed, on CUDA, in half precision; otherwise flex. Never the dense mask.
@@ -149,50 +149,55 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttnMask) ->
     gqa = q.shape[1] != k.shape[1]
     if mask.kind in ("causal", "all"):
         return F.scaled_dot_product_attention(q, k, v, is_causal=mask.kind == "causal", enable_gqa=gqa)
-    if mask.kind == "sdpa":  # masked kernels do not all take enable_gqa: repeat kv
-        groups = q.shape[1] // k.shape[1]
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense)
+    if mask.kind == "sdpa":
+        if gqa and q.device.type != "cpu":  # CUDA's masked (mem-efficient) kernel does not take enable_gqa
+            groups = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense, enable_gqa=gqa and q.device.type == "cpu")
     if mask.kind == "flex":
         if q.device.type == "cpu":
-            return flex_by_tile_rows(q, k, v, mask.block_mask)
+            return flex_blockwise(q, k, v, mask.block_mask)
         return _compiled_flex()(q, k, v, block_mask=mask.block_mask, enable_gqa=gqa)
     return flash_varlen(q, k, v, mask.cu_seqlens, mask.max_seqlen)
 
 
 @functools.cache
 def _compiled_flex() -> Callable[..., torch.Tensor]:
-    return torch.compile(flex_attention, dynamic=False)
+    return torch.compile(flex_attention)  # a new length (e.g. a generation prompt) recompiles once, then dynamic
 
 
-def flex_by_tile_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bm: BlockMask) -> torch.Tensor:
-    """flex_attention's result for BlockMask `bm`, computed with SDPA one q tile at a time over that tile's kept kv
-    tiles (their mask_mod evaluated on the tile). Under autograd each tile row is recomputed in backward, so only
-    q/k/v and the output stay alive: memory O(S), not O(S^2)."""
+def flex_blockwise(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bm: BlockMask, rows: int = 4) -> torch.Tensor:
+    """flex_attention's result for BlockMask `bm`, computed with SDPA on slabs of `rows` q tiles, each over the
+    union of its kept kv tiles (the mask_mod evaluated on the slab). Under autograd each slab is recomputed in
+    backward, so only q/k/v and the output stay alive: memory O(S), not O(S^2). (Each slab's k/v gradient is a
+    full-length tensor: taller slabs cost less bookkeeping, at the price of a wider union.)"""
     bq, bk = bm.BLOCK_SIZE
-    s_q, s_k = q.shape[2], k.shape[2]
     groups = q.shape[1] // k.shape[1]
+    n_q = bm.kv_num_blocks.shape[-1]
     n_part, n_full = bm.kv_num_blocks.tolist(), bm.full_kv_num_blocks.tolist()  # [B][1][n_q]
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     offsets = torch.arange(bk, device=q.device)
-    rows = []
+    out = []
     for b in range(q.shape[0]):
-        out_b = []
-        for i, (n_p, n_f) in enumerate(zip(n_part[b][0], n_full[b][0])):
-            tiles = torch.cat([bm.kv_indices[b, 0, i, :n_p], bm.full_kv_indices[b, 0, i, :n_f]]).sort().values
-            kv_pos = (tiles[:, None].long() * bk + offsets).flatten()
-            kv_pos = kv_pos[kv_pos < s_k]
-            lo, hi = i * bq, min((i + 1) * bq, s_q)
-            q_pos = torch.arange(lo, hi, device=q.device)
-            fn = functools.partial(_tile_row, bm.mask_mod, b, groups)
-            args = (q[b : b + 1, :, lo:hi], k[b : b + 1], v[b : b + 1], q_pos, kv_pos)
-            out_b.append(checkpoint(fn, *args, use_reentrant=False) if grad else fn(*args))
-        rows.append(torch.cat(out_b, dim=2))
-    return torch.cat(rows, dim=0)
+        qb, kb, vb = (t[b : b + 1] for t in (q, k, v))
+        slabs = []
+        for r, q_slab in enumerate(qb.split(bq * rows, dim=2)):
+            first = r * rows
+            tiles = torch.cat([t for i in range(first, min(first + rows, n_q))
+                               for t in (bm.kv_indices[b, 0, i, : n_part[b][0][i]],
+                                         bm.full_kv_indices[b, 0, i, : n_full[b][0][i]])])  # fmt: skip
+            kv_pos = (tiles.unique().long()[:, None] * bk + offsets).flatten()
+            kv_pos = kv_pos[kv_pos < k.shape[2]]
+            q_pos = torch.arange(first * bq, first * bq + q_slab.shape[2], device=q.device)
+            fn = functools.partial(_slab, bm.mask_mod, b, groups)
+            args = (q_slab, kb, vb, q_pos, kv_pos)
+            slabs.append(checkpoint(fn, *args, use_reentrant=False) if grad else fn(*args))
+        out.append(torch.cat(slabs, dim=2))
+    return torch.cat(out)
 
 
-def _tile_row(mask_mod: Callable[..., torch.Tensor], b: int, groups: int, q: torch.Tensor, k: torch.Tensor,
-              v: torch.Tensor, q_pos: torch.Tensor, kv_pos: torch.Tensor) -> torch.Tensor:  # fmt: skip
+def _slab(mask_mod: Callable[..., torch.Tensor], b: int, groups: int, q: torch.Tensor, k: torch.Tensor,
+          v: torch.Tensor, q_pos: torch.Tensor, kv_pos: torch.Tensor) -> torch.Tensor:  # fmt: skip
     zero = torch.zeros((), dtype=torch.long, device=q.device)
     allowed = mask_mod(zero + b, zero, q_pos[:, None], kv_pos[None, :])
     ks, vs = k.index_select(2, kv_pos), v.index_select(2, kv_pos)

@@ -174,30 +174,9 @@ class ZayaLM(nn.Module):
         dev = input_ids.device
         x = self.embed_tokens(input_ids)
         h = ((x + self.input_hidden_states_bias) * self.input_hidden_states_scale).float()
-        max_shift = max(cfg.cca_time0 - 1, cfg.cca_time1 - 1, 1)
-        dt = torch.get_autocast_dtype(dev.type) if torch.is_autocast_enabled(dev.type) else self.head_weight.dtype
-        if cache is not None or attention_mask is not None:
-            if doc_ids is not None or labels is not None:
-                raise ValueError("attention_mask / cache are for generation; pass doc_ids and labels without them")
-        if cache is not None:
-            if position_ids is not None:
-                raise ValueError("with a cache the positions come from it; pass no position_ids")
-            position_ids = cache.begin(attention_mask, b, s, dev)
-            valid = chunk_masks(cache.chunk_real, max_shift)
-            mask = self._cached_mask(cache, dt)
-        elif attention_mask is not None:
-            seg = attention_mask.to(device=dev, dtype=torch.long)
-            if position_ids is None:
-                position_ids = (seg.cumsum(1) - 1).clamp_min(0)
-            padded = not bool(seg.all())
-            valid = same_doc_masks(seg if padded else None, max_shift)  # padding = a document of its own
-            mask = doc_causal_mask(seg, cfg.attention_backend, dev, dt) if padded else CAUSAL
-        else:
-            valid = same_doc_masks(doc_ids if cfg.doc_reset else None, max_shift)
-            doc_causal = cfg.doc_causal and doc_ids is not None
-            mask = doc_causal_mask(doc_ids, cfg.attention_backend, dev, dt) if doc_causal else CAUSAL
-        if position_ids is None:
-            position_ids = torch.arange(s, device=dev)[None]
+        if (cache is not None or attention_mask is not None) and (labels is not None or doc_ids is not None):
+            raise ValueError("attention_mask / cache are for generation; pass labels and doc_ids without them")
+        position_ids, valid, mask = self._attention_inputs(b, s, dev, position_ids, doc_ids, attention_mask, cache)
         cos, sin = rope_cos_sin(position_ids, cfg.rotary_dim, cfg.rope_theta)
 
         ckpt = cfg.activation_checkpointing and self.training and torch.is_grad_enabled() and cache is None
@@ -233,6 +212,38 @@ class ZayaLM(nn.Module):
         n = (labels != -100).sum()
         loss = token_loss.sum() / n.clamp_min(1)
         return ZayaOutput(logits=None, loss=loss, token_loss=token_loss, expert_counts=expert_counts)
+
+    def _attention_inputs(
+        self,
+        b: int,
+        s: int,
+        dev: torch.device,
+        position_ids: torch.Tensor | None,
+        doc_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        cache: DecodeCache | None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor | None], AttnMask]:
+        """(positions, conv/value-shift validity masks, attention mask) of one forward, shared by every layer."""
+        cfg = self.cfg
+        max_shift = max(cfg.cca_time0 - 1, cfg.cca_time1 - 1, 1)
+        dt = torch.get_autocast_dtype(dev.type) if torch.is_autocast_enabled(dev.type) else self.head_weight.dtype
+        if cache is not None:
+            if position_ids is not None:
+                raise ValueError("with a cache the positions come from it; pass no position_ids")
+            positions = cache.begin(attention_mask, b, s, dev)
+            return positions, chunk_masks(cache.chunk_real, max_shift), self._cached_mask(cache, dt)
+        if attention_mask is not None:  # padding = a document of its own, nothing else of it matters
+            seg = attention_mask.to(device=dev, dtype=torch.long)
+            if position_ids is None:
+                position_ids = (seg.cumsum(1) - 1).clamp_min(0)
+            padded = not bool(seg.all())
+            mask = doc_causal_mask(seg, cfg.attention_backend, dev, dt) if padded else CAUSAL
+            return position_ids, same_doc_masks(seg if padded else None, max_shift), mask
+        if position_ids is None:
+            position_ids = torch.arange(s, device=dev)[None]
+        valid = same_doc_masks(doc_ids if cfg.doc_reset else None, max_shift)
+        doc_causal = cfg.doc_causal and doc_ids is not None
+        return position_ids, valid, doc_causal_mask(doc_ids, cfg.attention_backend, dev, dt) if doc_causal else CAUSAL
 
     def _cached_mask(self, cache: DecodeCache, dt: torch.dtype) -> AttnMask:
         """Attention of a chunk appended to `cache` (after cache.begin): tokens see earlier tokens, never padding."""
