@@ -14,6 +14,7 @@ from reasonpipe.trainer import attention as attention_mod
 from reasonpipe.trainer import attention_backends as ab
 from reasonpipe.trainer.config import tiny
 from reasonpipe.trainer.model import ZayaLM
+from reasonpipe.trainer.trainconfig import RunConfig
 
 VOCAB = 61
 
@@ -194,6 +195,9 @@ def test_doc_cu_seqlens_are_document_starts() -> None:
 def test_backend_errors_are_precise(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="attention_backend 'flexx'; allowed: 'auto', 'sdpa', 'flex', 'flash'"):
         tiny(attention_backend="flexx")
+    for value, msg in [("flesh", "model: attention_backend 'flesh'; allowed"), (3, "model.attention_backend: Input")]:
+        with pytest.raises(ValueError, match=msg):  # the training config names the key
+            RunConfig.model_validate({"model": {"preset": "tiny", "attention_backend": value}})
     monkeypatch.setattr(ab, "flash_available", lambda: False)
     m = perturbed("flash").eval()
     with pytest.raises(ValueError, match="needs the flash-attn package"):
