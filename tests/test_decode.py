@@ -3,6 +3,7 @@ forward for several CCA kernel sizes, left padding is invisible, the cache's siz
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -145,6 +146,7 @@ def test_greedy_generation_cached_uncached_and_alone_agree() -> None:
     assert [len(r) for r in batched] == [12, 12, 12]
     assert batched == generate(m, PROMPTS, 12, use_cache=False)
     assert batched == [generate(m, [p], 12)[0] for p in PROMPTS]
+    assert generate(m, [np.array(p) for p in PROMPTS], 12) == batched  # numpy token ids work too
 
 
 def test_stop_ids_end_each_row() -> None:

@@ -56,7 +56,7 @@ def update_bias(
     load = counts.to(device=bias.device, dtype=torch.float32) / total.to(device=bias.device, dtype=torch.float32)
     g = load - 1.0 / n_exp
     if mode == "sign":
-        step_ = lr * torch.sign(g)
+        delta = lr * torch.sign(g)
     else:
         beta1, beta2 = betas
         m, v = exp_avg[:n_exp], exp_avg_sq[:n_exp]
@@ -64,8 +64,8 @@ def update_bias(
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         m_hat = m / (1 - beta1**step)
         v_hat = v / (1 - beta2**step)
-        step_ = lr * m_hat / (v_hat.sqrt() + eps)
-    bias[:n_exp] -= step_ - step_.mean()  # overloaded experts down, underloaded up; mean unchanged
+        delta = lr * m_hat / (v_hat.sqrt() + eps)
+    bias[:n_exp] -= delta - delta.mean()  # overloaded experts down, underloaded up; mean unchanged
 
 
 def update_model_biases(

@@ -74,7 +74,7 @@ class DecodeCache:
     for left-padded prompts."""
 
     def __init__(self, cfg: ModelConfig, batch: int, capacity: int) -> None:
-        self.cfg, self.batch, self.capacity = cfg, batch, capacity
+        self.batch, self.capacity = batch, capacity
         self.layers = [LayerCache(self) for _ in range(cfg.num_layers)]
         self.length = 0  # positions cached (padding included)
         self.real_keys: torch.Tensor | None = None  # [B, length] bool

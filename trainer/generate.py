@@ -15,6 +15,7 @@ back in its previous mode; wrap the call in torch.autocast for bf16 on a GPU.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -45,7 +46,7 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros(len(prompts), width, dtype=torch.long)
     for i, p in enumerate(prompts):
-        ids[i, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
+        ids[i, width - len(p) :] = torch.tensor([int(t) for t in p], dtype=torch.long)
         mask[i, width - len(p) :] = 1
     return ids.to(device), mask.to(device)
 
@@ -58,7 +59,7 @@ def _check(model: ZayaLM, prompts: Sequence[Sequence[int]], max_new_tokens: int,
     for i, p in enumerate(prompts):
         if len(p) == 0:
             raise ValueError(f"prompt {i} is empty; start it with the tokenizer's bos id")
-        bad = [t for t in p if not isinstance(t, int) or not 0 <= t < vocab]
+        bad = [t for t in p if not isinstance(t, numbers.Integral) or not 0 <= t < vocab]  # numpy ints are fine
         if bad:
             raise ValueError(f"prompt {i} holds {bad[:3]}: token ids must be ints in [0, {vocab}) (the model's vocab)")
     if max_new_tokens < 0:

@@ -74,7 +74,7 @@ def _by_group(offs: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, i
     sizes = torch.diff(ends, prepend=ends.new_zeros(1))
     group = torch.searchsorted(ends, torch.arange(n, device=offs.device), right=True)
     slot = torch.arange(n, device=offs.device) - (ends - sizes)[group]
-    return group, slot, int(sizes.max()) if n else 0
+    return group, slot, int(sizes.max())
 
 
 def _padded(x: torch.Tensor, group: torch.Tensor, slot: torch.Tensor, n_groups: int, cap: int) -> torch.Tensor:
