@@ -225,7 +225,10 @@ def test_peak_flops_table(monkeypatch: pytest.MonkeyPatch) -> None:
     "patch, message",
     [
         ({"train": {"lernrate": 1}}, "train.lernrate: Extra inputs are not permitted"),
-        ({"model": {"preset": "huge"}}, "unknown preset 'huge'; allowed: ['small', 'tiny', 'zaya1-8b']"),
+        (
+            {"model": {"preset": "huge"}},
+            "unknown preset 'huge'; allowed: ['small', 'tiny', 'zaya1-8b', 'zaya1-8b-131k', 'zaya1-8b-32k']",
+        ),
         ({"model": {"preset": "tiny", "vocab_size": 100}}, "tokenizer vocab_size 512 > model vocab_size 100"),
         ({"train": {"seq_len": 100}}, "shard seq_len 256 is not a multiple of train.seq_len 100"),
         ({"train": {"global_batch_tokens": 1000}}, "global_batch_tokens 1000 is not a multiple of seq_len 256"),
