@@ -36,7 +36,9 @@ def dask_client(scheduler_address: str | None, workers: int):
     logging.getLogger("distributed").setLevel(logging.WARNING)  # the driver shows its own progress
     if scheduler_address:
         return Client(scheduler_address)
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+    )
     return Client(cluster)
 
 

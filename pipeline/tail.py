@@ -151,8 +151,11 @@ def pack_runs(plan: Plan) -> list[RunSpec]:
     return [run]
 
 
-def finalize(plan: Plan, table: list[dict]) -> dict:
-    """Assemble OUTPUT (shards, samples, tokenizer, index.json) from the pack run's folder."""
+def finalize(plan: Plan, table: list[dict], encoded_sha256: str | None = None) -> dict:
+    """Assemble OUTPUT (shards, samples, tokenizer, index.json) from the pack run's folder.
+
+    `encoded_sha256`: the sha256 of the tokenizer the tokenise run encoded with (index.json
+    `encoded_with_tokenizer_sha256`, checked against the shipped tokenizer.json by `inspect --validate`)."""
     from reasonpipe.tokenizer.index import finalize_output
 
     m = plan.loaded.manifest
@@ -168,6 +171,7 @@ def finalize(plan: Plan, table: list[dict]) -> dict:
         "manifest": plan.loaded.raw,
         "manifest_sha256": plan.loaded.sha256(),
         "run_fingerprint": plan.pack_hash,
+        "encoded_with_tokenizer_sha256": encoded_sha256,
         "mixture": {"by": m.mixture.by if m.mixture else "domain", "target": m.mixture.shares if m.mixture else None},
         "trim": {"context": m.context, "policy": m.trim.policy},
     }
@@ -191,6 +195,8 @@ def place_exclusions(plan: Plan) -> None:
             dest = os.path.join(target, os.path.relpath(root, source))
             os.makedirs(dest, exist_ok=True)
             for name in files:
+                if name.startswith("."):  # a temporary file left by a killed task
+                    continue
                 try:
                     os.link(os.path.join(root, name), os.path.join(dest, name))
                 except OSError:

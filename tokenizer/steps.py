@@ -29,7 +29,7 @@ from tokenizers import Tokenizer
 from reasonpipe.tokenizer.cache import CacheWriter, read_cache
 from reasonpipe.tokenizer.config import TrainConfig
 from reasonpipe.tokenizer.mixture import copies
-from reasonpipe.tokenizer.shards import Compression, open_shard
+from reasonpipe.tokenizer.shards import Compression, open_shard, sha256_file
 from reasonpipe.tokenizer.template import ChatTemplate, encode_ahead
 from reasonpipe.tokenizer.vocab import TemplateTokens, load_tokenizer, resolve_template, train_tokenizer
 from reasonpipe.tokenizer.writer import PackedOutput, write_json_atomic
@@ -62,7 +62,8 @@ class TokenizeToCache(PipelineStep):
     """Encodes documents segment-wise (chat template) and writes the token cache of this task.
 
     Writes `output_folder/{rank:05d}.arrow` (see cache.py) and `output_folder/{rank:05d}.stats.json`: docs and
-    tokens in total, by domain, by source and by kind, for mixture planning. Documents pass through unchanged.
+    tokens in total, by domain, by source and by kind, for mixture planning, and `tokenizer_sha256`, the sha256 of
+    the tokenizer file it encoded with. Documents pass through unchanged.
     Batches of `batch_size` documents are encoded ahead in background threads (`encode_ahead`) while this task
     writes the previous batch and pulls the next ones from upstream; the "batch" time stat counts the writing only.
     """
@@ -84,6 +85,7 @@ class TokenizeToCache(PipelineStep):
         self.batch_size = batch_size
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        encoded_with = sha256_file(self.tokenizer_path)  # recorded: the output must ship this very tokenizer
         tok = load_tokenizer(self.tokenizer_path)
         template = ChatTemplate(tok, resolve_template(tok, self.template_map))
         counts: dict[str, Counter] = {
@@ -109,6 +111,7 @@ class TokenizeToCache(PipelineStep):
                 self.stat_update("documents", value=len(batch))
                 yield from batch
         stats = {"docs": docs, "tokens": tokens, **{k: dict(sorted(v.items())) for k, v in counts.items()}}
+        stats["tokenizer_sha256"] = encoded_with
         write_json_atomic(self.output_folder / f"{rank:05d}.stats.json", stats)
 
 
@@ -129,7 +132,7 @@ def cache_token_stats(folder: str | Path, context: int | None = None) -> dict[st
                 acc = total.setdefault(key, {})
                 for name, n in value.items():
                     acc[name] = acc.get(name, 0) + n
-            else:
+            elif key in total:  # docs, tokens (not the tokenizer's sha256)
                 total[key] += value
     return total
 
