@@ -20,6 +20,7 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
 
 from datatrove.executor import LocalPipelineExecutor
 
@@ -58,7 +59,8 @@ def run_to_end(steps: list, tasks: int, logging_dir: str, cfg: ExecutorConfig) -
     elif cfg.kind == "dask":
         # the cluster's processes inherit SIG_IGN and the client's threads a mask blocking SIGINT: a terminal's
         # Ctrl-C reaches the driver's main thread only, which stops waiting at once
-        with sigint_ignored(), sigint_blocked():
+        with sigint_ignored(), sigint_blocked(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Port .* is already in use")  # another cluster's dashboard
             distributed.dask_client(cfg.scheduler_address, dask_workers(cfg, tasks))
         try:
             executor.run()

@@ -187,8 +187,10 @@ def place_exclusions(plan: Plan) -> None:
     """OUTPUT/exclusions/<label>/: hard links to the prep and pack runs' rejected records (copies across devices)."""
     import shutil
 
+    from reasonpipe.pipeline.workdir import remove_owned
+
     target = os.path.join(plan.output_dir, "exclusions")
-    shutil.rmtree(target, ignore_errors=True)
+    remove_owned(target, plan.output_dir)  # only ever inside the marked output folder
     for phase_dir in (plan.prep_dir, plan.pack_dir):
         source = os.path.join(phase_dir, "exclusions")
         for root, _, files in os.walk(source):
