@@ -3,11 +3,13 @@
 `local` is datatrove's multiprocessing executor with task logs kept in files (the driver draws progress itself), so the
 console stays readable. dask, slurm and ray live in pipeline/distributed.py.
 
-Ctrl-C: only the driver (the `reasonpipe` process) takes SIGINT. A local run executes in a forked child that ignores
-SIGINT, and so do the worker processes it forks; on Ctrl-C the driver sends the child SIGTERM, the child kills its
-workers and exits, and after `STOP_SECONDS` anything left is SIGKILLed (a second Ctrl-C does that at once). A killed
-task leaves no completion marker, so a re-run redoes exactly the unfinished tasks. A dask LocalCluster is started with
-SIGINT ignored (its processes inherit that) and closed on Ctrl-C. In every case `KeyboardInterrupt` then propagates.
+Ctrl-C: only the driver's main thread takes SIGINT (helper threads start with it blocked; waits are polled, so a
+signal the kernel hands to another thread still ends them at once). A local run executes in a forked child that
+ignores SIGINT, and so do the worker processes it forks (they also die with their parent, on Linux); on Ctrl-C the
+driver sends the child SIGTERM, the child kills its workers and exits, and after `STOP_SECONDS` anything left is
+SIGKILLed (a second Ctrl-C does that at once). A dask LocalCluster is started with SIGINT ignored (its processes
+inherit that); on Ctrl-C its worker processes are killed and it is closed. A killed task leaves no completion
+marker, so a re-run redoes exactly the unfinished tasks. In every case `KeyboardInterrupt` then propagates.
 """
 
 from __future__ import annotations
@@ -38,10 +40,6 @@ def local_workers(cfg: ExecutorConfig, tasks: int) -> int:
     return max(1, min(workers, tasks))
 
 
-def dask_workers(cfg: ExecutorConfig, tasks: int) -> int:
-    return cfg.workers if cfg.workers > 0 else min(tasks, os.cpu_count() or 1)
-
-
 def make_executor(steps: list, tasks: int, logging_dir: str, cfg: ExecutorConfig):
     """A datatrove executor for one run; `kind` picks the engine."""
     if cfg.kind == "local":
@@ -61,7 +59,7 @@ def run_to_end(steps: list, tasks: int, logging_dir: str, cfg: ExecutorConfig) -
         # Ctrl-C reaches the driver's main thread only, which stops waiting at once
         with sigint_ignored(), sigint_blocked(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Port .* is already in use")  # another cluster's dashboard
-            distributed.dask_client(cfg.scheduler_address, dask_workers(cfg, tasks))
+            distributed.dask_client(cfg.scheduler_address, distributed.dask_workers(cfg, tasks))
         try:
             executor.run()
         except KeyboardInterrupt:
@@ -99,7 +97,7 @@ def _close_dask(cfg: ExecutorConfig, tasks: int) -> None:
     import multiprocessing
 
     logging.getLogger("distributed").setLevel(logging.CRITICAL)  # the workers' deaths are expected now
-    client = distributed.dask_client(cfg.scheduler_address, dask_workers(cfg, tasks))
+    client = distributed.dask_client(cfg.scheduler_address, distributed.dask_workers(cfg, tasks))
     cluster = None if cfg.scheduler_address else client.cluster  # never stop a cluster we did not start
     if cluster is not None:
         for process in multiprocessing.active_children():  # the LocalCluster's worker processes

@@ -68,7 +68,7 @@ def _failure(plan: Plan, run: RunSpec, exc: Exception) -> RunError:
     logs = os.path.join(run.logging_dir, "logs")
     if _no_space(exc):
         filename = getattr(exc, "filename", None)
-        folder = os.path.dirname(filename) if filename else plan.prep_dir if run.phase == "prep" else plan.pack_dir
+        folder = os.path.dirname(filename) if filename else (plan.prep_dir if run.phase == "prep" else plan.pack_dir)
         return RunError(
             f"No space left on device while run {run.name!r} was writing under {folder}. Free some space there, "
             f"then re-run the same command: finished tasks are kept and the run resumes (task logs: {logs})"

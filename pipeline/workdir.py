@@ -97,12 +97,12 @@ def remove_owned(path: str | Path, owner: str | Path) -> None:
         path.unlink()
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, ValueError, TypeError):  # another user's process, or a lock file we cannot read
         return True
     return True
 
@@ -141,7 +141,7 @@ class RunLock:
                 raise
             folder = os.path.dirname(path)
             who = _describe(holder) if holder else "another process"
-            gone = holder and holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", 0)))
+            gone = holder and holder.get("host") == socket.gethostname() and not _alive(holder.get("pid"))
             extra = " (that run is gone, but its worker processes still hold the lock: stop them)" if gone else ""
             raise LockBusy(
                 f"another reasonpipe run is using {folder}: {who}{extra}. Wait for it to finish (or stop it), "
