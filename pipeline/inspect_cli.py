@@ -11,7 +11,8 @@ Views (combinable; the stats view is shown when none of --sample/--validate/--co
 - `--plot DIR`: lengths.png, mixture.png, shard_tokens.png, rejections.png;
 - `--json`: one JSON document on stdout instead of tables (all keys always present; null when not asked for).
 
-Exit codes: 0 fine, 1 validation problems, 2 the output cannot be read (e.g. no index.json).
+Exit codes: 0 fine, 1 validation problems, 2 the output cannot be read (no index.json: in every mode, --compare's
+other output included).
 
 JSON output (`--json`), stable keys:
 
@@ -111,6 +112,12 @@ def run_inspect(args: argparse.Namespace) -> int:
         "plots": None,
         "rsa_samples": None,
     }
+    for folder in (out, args.compare):
+        if folder is not None and not (folder / "index.json").is_file():  # not an output: exit 2 in every mode
+            err.print(f"reasonpipe inspect: {folder} is not a reasonpipe output (no index.json)", markup=False)
+            if args.json:
+                sys.stdout.write(json.dumps(report, indent=1) + "\n")
+            return 2
     code = 0
     if args.validate:
         from reasonpipe.pipeline.inspect_validate import validate

@@ -2,7 +2,8 @@
 
 Checks (each problem names where it is and what is wrong):
 - index.json: parses, matches the schema (pydantic), totals equal the sums over its shards and over samples/;
-- tokenizer.json: present, sha256 and vocab size as indexed;
+- tokenizer.json: present, sha256 and vocab size as indexed, and the tokenizer the shards were encoded with (the
+  sha256 the tokenise run recorded, index.json `encoded_with_tokenizer_sha256`);
 - every indexed shard: present, size and sha256 as indexed (truncation, flipped bytes), readable, column names and
   types per contract, window length = seq_len, rows / tokens / real tokens as indexed, token ids < vocab size,
   segment kinds 0..5, pads carry the pad id and no loss, doc_offsets start at 0, increase, match sample_ids;
@@ -157,6 +158,16 @@ def _check_tokenizer(out: Path, index: IndexModel, problems: list[Problem]) -> N
         return
     if (digest := sha256_file(path)) != entry.sha256:
         problems.append(Problem(entry.path, "checksum", f"sha256 {digest} != index.json {entry.sha256}"))
+    encoded = (index.model_extra or {}).get("encoded_with_tokenizer_sha256")
+    if encoded is not None and encoded != digest:
+        problems.append(
+            Problem(
+                entry.path,
+                "encoded_with",
+                f"sha256 {digest[:12]}, but the shards were encoded with the tokenizer of sha256 {encoded[:12]} "
+                "(index.json encoded_with_tokenizer_sha256): decoding them with this one gives garbage",
+            )
+        )
     try:
         from tokenizers import Tokenizer
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from reasonpipe.filters.stage import StageOptions
 from reasonpipe.pipeline.registry import stage_class, stage_names
-from reasonpipe.pipeline.yamlpos import format_path, key_lines, line_of
+from reasonpipe.pipeline.yamlpos import YamlError, format_path, key_lines, line_of, load_yaml
 from reasonpipe.tokenizer.config import TokenizerConfig
 from reasonpipe.tokenizer.mixture import MixtureConfig
 from reasonpipe.tokenizer.packing import PackConfig
@@ -149,6 +150,7 @@ class StageSpec:
     """A validated `stages:` entry."""
 
     name: str
+    index: int  # position in `stages:`
     label: str  # unique, e.g. "02-minhash"
     options: StageOptions
     domains: tuple[str, ...] | None
@@ -170,10 +172,20 @@ class LoadedManifest:
         if is_url(path):
             return path
         p = Path(path.removeprefix("file://")).expanduser()
-        return str(p if p.is_absolute() else (self.base_dir / p).resolve())
+        if p.is_absolute():
+            return str(p)
+        try:
+            return str((self.base_dir / p).resolve())
+        except RuntimeError:  # a symlink loop: reported by preflight
+            return os.path.normpath(self.base_dir / p)
 
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.raw, sort_keys=True, default=str).encode()).hexdigest()
+
+    def located(self, loc: tuple, message: str) -> str:
+        """A problem as `file:line: key.path: message`."""
+        lines = key_lines(self.path.read_text(encoding="utf-8"))
+        return f"{self.path.name}:{line_of(lines, loc) or '?'}: {format_path(loc)}: {message}"
 
 
 class ManifestError(Exception):
@@ -233,7 +245,7 @@ def _check_stages(raw_stages: Any, base_dir: Path) -> tuple[list[StageSpec], lis
             problems += [(loc + (name,) + tuple(e["loc"]), _describe(e)) for e in exc.errors()]
             continue
         label = f"{i + 1:02d}-{entry.get('label', name)}"
-        specs.append(StageSpec(name, label, opts, tuple(domains) if domains else None))
+        specs.append(StageSpec(name, i, label, opts, tuple(domains) if domains else None))
     return specs, problems
 
 
@@ -260,10 +272,15 @@ def load_manifest(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     path = Path(path).resolve()
     if not path.is_file():
         raise ManifestError(path, [f"{path}: no such file"])
-    text = path.read_text(encoding="utf-8")
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(path, [f"{path}: cannot read it: {exc}"]) from None
+    try:
+        raw = load_yaml(text)
+    except YamlError as exc:
+        raise ManifestError(path, [f"{path.name}:{exc.line}: {exc.message}"]) from None
+    except (yaml.YAMLError, RecursionError) as exc:
         raise ManifestError(path, [f"{path.name}: not valid YAML: {exc}"]) from None
     if not isinstance(raw, dict):
         raise ManifestError(path, [f"{path.name}:1: the manifest must be a mapping of top-level keys"])

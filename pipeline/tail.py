@@ -196,8 +196,11 @@ def pack_runs(plan: Plan) -> list[RunSpec]:
     return [*ttc.build_runs(plan, tokenizer_file(plan.loaded, plan.prep_dir)), *runs, run]
 
 
-def finalize(plan: Plan, table: list[dict]) -> dict:
-    """Assemble OUTPUT (shards, samples, tokenizer, index.json) from the pack run's folder."""
+def finalize(plan: Plan, table: list[dict], encoded_sha256: str | None = None) -> dict:
+    """Assemble OUTPUT (shards, samples, tokenizer, index.json) from the pack run's folder.
+
+    `encoded_sha256`: the sha256 of the tokenizer the tokenise run encoded with (index.json
+    `encoded_with_tokenizer_sha256`, checked against the shipped tokenizer.json by `inspect --validate`)."""
     from reasonpipe.tokenizer.index import finalize_output
 
     m = plan.loaded.manifest
@@ -213,6 +216,7 @@ def finalize(plan: Plan, table: list[dict]) -> dict:
         "manifest": plan.loaded.raw,
         "manifest_sha256": plan.loaded.sha256(),
         "run_fingerprint": plan.pack_hash,
+        "encoded_with_tokenizer_sha256": encoded_sha256,
         "mixture": {"by": m.mixture.by if m.mixture else "domain", "target": m.mixture.shares if m.mixture else None},
         "trim": {"context": m.context, "policy": m.trim.policy},
         "verification": ttc.verification(table),
@@ -230,14 +234,18 @@ def place_exclusions(plan: Plan) -> None:
     """OUTPUT/exclusions/<label>/: hard links to the prep and pack runs' rejected records (copies across devices)."""
     import shutil
 
+    from reasonpipe.pipeline.workdir import remove_owned
+
     target = os.path.join(plan.output_dir, "exclusions")
-    shutil.rmtree(target, ignore_errors=True)
+    remove_owned(target, plan.output_dir)  # only ever inside the marked output folder
     for phase_dir in (plan.prep_dir, plan.pack_dir):
         source = os.path.join(phase_dir, "exclusions")
         for root, _, files in os.walk(source):
             dest = os.path.join(target, os.path.relpath(root, source))
             os.makedirs(dest, exist_ok=True)
             for name in files:
+                if name.startswith("."):  # a temporary file left by a killed task
+                    continue
                 try:
                     os.link(os.path.join(root, name), os.path.join(dest, name))
                 except OSError:

@@ -46,7 +46,7 @@ from reasonpipe.tokenizer.cache import (
 )
 from reasonpipe.tokenizer.config import TrainConfig
 from reasonpipe.tokenizer.mixture import copies
-from reasonpipe.tokenizer.shards import Compression
+from reasonpipe.tokenizer.shards import Compression, sha256_file
 from reasonpipe.tokenizer.template import ChatTemplate, encode_ahead
 from reasonpipe.tokenizer.vocab import TemplateTokens, load_tokenizer, resolve_template, train_tokenizer
 from reasonpipe.tokenizer.writer import PackedOutput
@@ -133,7 +133,8 @@ class TokenizeToCache(PipelineStep):
     """Encodes documents segment-wise (chat template) and writes the token cache of this task.
 
     Writes `output_folder/{rank:05d}.arrow` (see cache.py; any fsspec filesystem: `DataFolder`) and
-    `{rank:05d}.stats.json`: docs and tokens in total, by domain, by source and by kind. Documents pass through
+    `{rank:05d}.stats.json`: docs and tokens in total, by domain, by source and by kind, and `tokenizer_sha256`, the
+    sha256 of the tokenizer file it encoded with (the output must ship that very file). Documents pass through
     unchanged. Batches of `batch_size` documents are encoded ahead in background threads (`encode_ahead`) while this
     task writes the previous batch and pulls the next ones from upstream; the "batch" time stat counts the writing
     only. `backend` picks the encoder (backends.py); counters `batches_<backend>`, `parity_texts` and
@@ -158,6 +159,7 @@ class TokenizeToCache(PipelineStep):
         self.batch_size, self.backend = batch_size, backend
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        encoded_with = sha256_file(self.tokenizer_path)  # recorded: the output must ship this very tokenizer
         tok = load_tokenizer(self.tokenizer_path)
         template = ChatTemplate(tok, resolve_template(tok, self.template_map), self.backend)
         counts: dict[str, Counter] = {
@@ -182,6 +184,7 @@ class TokenizeToCache(PipelineStep):
         for key, n in sorted(template.stats.items()):
             self.stat_update(key, value=n)
         stats = {"docs": docs, "tokens": tokens, **{k: dict(sorted(v.items())) for k, v in counts.items()}}
+        stats["tokenizer_sha256"] = encoded_with
         with self.output_folder.open(f"{rank:05d}.stats.json", "w") as f:
             f.write(json.dumps(stats, sort_keys=True, indent=1) + "\n")
 
@@ -198,7 +201,7 @@ def sum_stats(folder: DataFolderLike, pattern: str) -> dict[str, Any]:
                 acc = total.setdefault(key, {})
                 for group, n in value.items():
                     acc[group] = acc.get(group, 0) + n
-            else:
+            elif isinstance(value, int | float):  # docs, tokens (not the tokenizer's sha256)
                 total[key] = total.get(key, 0) + value
     return {k: dict(sorted(v.items())) if isinstance(v, dict) else v for k, v in sorted(total.items())}
 
