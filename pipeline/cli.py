@@ -1,4 +1,4 @@
-"""The `reasonpipe` command line: run, plan, inspect, train, export-hf, tokenizer train."""
+"""The `reasonpipe` command line: run, plan, inspect, train, export (megatron | hf), export-hf, tokenizer train."""
 
 from __future__ import annotations
 
@@ -52,6 +52,33 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from reasonpipe.pipeline.export_io import ExportError
+
+    if args.format == "megatron":
+        from reasonpipe.pipeline.export_megatron import export_megatron as export
+    else:
+        from reasonpipe.pipeline.export_datasets import export_hf as export
+    try:
+        info = export(args.output, args.dest)
+    except ExportError as err:
+        print(f"reasonpipe export {args.format}: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"reasonpipe export {args.format}: interrupted; {args.dest} is unchanged", file=sys.stderr)
+        return 130
+    rows = ", ".join(f"{name} {s.get('windows', s.get('rows'))} windows" for name, s in info["splits"].items())
+    print(f"wrote {args.dest} ({rows}); see {args.dest}/reasonpipe-export.json")
+    for name, s in info["splits"].items():
+        if s.get("eod_reset_mismatches"):
+            print(
+                f"warning: {name}: {s['eod_reset_mismatches']} windows hold a document boundary that does not follow "
+                "an EOS token: Megatron's --reset-attention-mask will not separate those documents",
+                file=sys.stderr,
+            )
+    return 0
+
+
 def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from reasonpipe.pipeline.tokenizer_cli import train_from_files
 
@@ -82,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train the bundled ZAYA1 model on shards (see `reasonpipe train -h`)", add_help=False
     )
     p.set_defaults(func=None)
+
+    p = sub.add_parser("export", help="export an output's windows for Megatron-LM/Primus or Hugging Face datasets")
+    p.add_argument(
+        "format",
+        choices=["megatron", "hf"],
+        help="megatron: indexed .bin/.idx per split, one document per window; hf: a datasets DatasetDict folder",
+    )
+    p.add_argument("output", help="a reasonpipe output folder (holds index.json)")
+    p.add_argument("dest", help="new folder to write (an earlier export of the same kind there is replaced)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("export-hf", help="export a training run's latest checkpoint as a transformers Zaya folder")
     p.add_argument("run_dir")
