@@ -107,6 +107,8 @@ def resolve_model_config(cfg: RunConfig, sources: list[Source]) -> tuple[ModelCo
     shard_len = sources[0].seq_len
     seq_len = cfg.train.seq_len or min(s.seq_len for s in sources)
     mcfg = cfg.model_config_obj(vocab_size=vocab)
+    if "pad_token_id" not in cfg.model:  # the shards' pad: a zero, frozen embedding row (our BOS is id 0)
+        mcfg = mcfg.replace(pad_token_id=int(sources[0].index["tokenizer"]["special_ids"]["pad"]))
     if "preset" in cfg.model and "seq_len" not in cfg.model:
         mcfg = mcfg.replace(seq_len=max(seq_len, shard_len))
     if mcfg.seq_len < seq_len:
