@@ -17,7 +17,9 @@ Corpora:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import random
 from dataclasses import dataclass
@@ -177,13 +179,16 @@ class Outputs:
         key = f"{corpus_key}-{hashlib.sha256(json.dumps(o, sort_keys=True).encode()).hexdigest()[:8]}"
         if key not in self.built:
             data = self.base / corpus_key
+            data.mkdir(parents=True, exist_ok=True)
             inputs = CORPORA[corpus](data, **{k: o[k] for k in CORPUS_KEYS if k in o})
             out = self.base / "out" / key
-            m = manifest(inputs, o, out, data / "work")
             path = data / f"{key}.yaml"
-            path.write_text(yaml.safe_dump(m, sort_keys=False))
+            path.write_text(yaml.safe_dump(manifest(inputs, o, out, data / "work"), sort_keys=False))
             argv = ["run", str(path)] + (["--limit", str(o["limit"])] if "limit" in o else [])
-            assert main(argv) == 0, f"reasonpipe run {path} failed"
+            log = io.StringIO()
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):  # not into a test's capsys
+                code = main(argv)
+            assert code == 0, f"reasonpipe {' '.join(argv)} failed:\n{log.getvalue()[-3000:]}"
             self.built[key] = Output.read(out)
         return self.built[key]
 
