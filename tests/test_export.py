@@ -107,6 +107,7 @@ def megatron() -> SimpleNamespace:
                 d, off = self.sample_index[self.shuffle_index[idx]]
                 window = self.document_index[d + (off == self.config.sequence_length)]  # one document per window
                 mask = torch.from_numpy(self.window_loss_mask[window].astype(np.float32))
+                # the README writes this over item["loss_mask"]; kept apart here to compare it with Megatron's own
                 item["exact_loss_mask"] = torch.cat([mask[1:], mask.new_zeros(1)])  # label t is token t+1
             return item
 
