@@ -79,6 +79,8 @@ def open_output(path: str | Path) -> SourceOutput:
             f"{'.'.join(map(str, err['loc']))}: {err['msg']} (found {err.get('input')!r})" for err in e.errors()
         )
         raise ExportError(f"{index_path}: {problems}; check it with `reasonpipe inspect {root} --validate`") from None
+    if not index.shards:
+        raise ExportError(f"{index_path}: lists no shards, so there is nothing to export")
     tok = root / index.tokenizer.path
     if not tok.is_file():
         raise ExportError(f"{tok}: missing (index.json lists it); the output folder is incomplete")

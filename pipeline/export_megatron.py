@@ -63,7 +63,6 @@ DTYPE_CODES = {
     np.float32: 7,
     np.uint16: 8,
 }
-SPLIT_PREFIX = {"train": "train", "val": "val"}
 IDX_CHUNK = 1 << 20  # sequences per .idx write
 
 
@@ -139,7 +138,8 @@ def _tokenizer_folder(src: SourceOutput, folder: Path) -> dict[str, str]:
 
 
 def _export_split(src: SourceOutput, split: str, folder: Path) -> dict[str, Any]:
-    prefix = SPLIT_PREFIX[split]
+    """DEST/{split}.bin/.idx, {split}_loss_mask.bin/.idx and {split}_windows.jsonl from the split's shards."""
+    prefix = split
     vocab, eod = src.index.tokenizer.vocab_size, src.index.tokenizer.special_ids.eos
     tokens = FixedIndexedWriter(folder / prefix, token_dtype(vocab), src.seq_len)
     masks = FixedIndexedWriter(folder / f"{prefix}_loss_mask", np.uint8, src.seq_len)
@@ -186,23 +186,18 @@ def _export_split(src: SourceOutput, split: str, folder: Path) -> dict[str, Any]
 
 def megatron_settings(src: SourceOutput, dest: Path, splits: dict[str, Any]) -> dict[str, Any]:
     """The Megatron-LM arguments under which its GPT samples are our windows (see the module doc)."""
-    args = [
-        f"--seq-length {src.seq_len}",
-        "--tokenizer-type HuggingFaceTokenizer",
-        f"--tokenizer-model {dest}/tokenizer",
-    ]
-    args.append(f"--train-data-path {dest}/train")
+    args = [f"--seq-length {src.seq_len}", f"--train-data-path {dest}/train"]
     if "val" in splits:
         args.append(f"--valid-data-path {dest}/val")
+    args += ["--tokenizer-type HuggingFaceTokenizer", f"--tokenizer-model {dest}/tokenizer"]
     args += ["--reset-position-ids", "--reset-attention-mask"]
     return {
         "args": args,
         "not": ["--eod-mask-loss (EOS tokens carry loss in our windows)"],
-        "samples_per_epoch": "windows - 1 with add_extra_token_to_sequence (Megatron-LM's default); windows without",
+        "samples": "windows x epochs - 1 with add_extra_token_to_sequence (Megatron-LM), windows x epochs without",
         "loss_mask": (
-            "Megatron trains label t (= token t+1) unless it is pad; our exact mask for label t is "
-            "PREFIX_loss_mask[document][t+1] (0 for the last position), the document of a sample being "
-            "dataset.document_index[dataset.sample_index[dataset.shuffle_index[i]][0]]"
+            "Megatron trains label t (= token t+1) of a window unless it is pad, the last one included; the exact "
+            "mask of label t is PREFIX_loss_mask[window][t+1], 0 for the last (README: ReasonpipeGPTDataset)"
         ),
     }
 

@@ -123,8 +123,8 @@ def gsm8k_corpus(folder: Path, seed: int = 0, samples: int = 1500) -> list[dict]
 
 
 def real_corpus(folder: Path, seed: int = 0) -> list[dict]:
-    """GSM8K problems and PEP paragraphs from ../shared/data/real, read in place (`limit` records of each)."""
-    del folder, seed
+    """GSM8K problems and PEP paragraphs from ../shared/data/real, read in place (`limit` records of each): nothing
+    is written to `folder`, and `seed` only seeds the manifest."""
     return [
         {"name": "gsm8k", "path": str(GSM8K), "schema": "problem_solution", "domain": "math"},
         {"name": "peps", "path": str(PEPS), "schema": "text", "domain": "web"},
@@ -170,6 +170,7 @@ class Outputs:
     def __init__(self, base: Path) -> None:
         self.base = base
         self.built: dict[str, Output] = {}
+        self.inputs: dict[str, list[dict]] = {}  # corpus key -> manifest inputs (each corpus written once)
 
     def get(self, corpus: str, **options: Any) -> Output:
         from reasonpipe.pipeline.cli import main
@@ -179,11 +180,12 @@ class Outputs:
         key = f"{corpus_key}-{hashlib.sha256(json.dumps(o, sort_keys=True).encode()).hexdigest()[:8]}"
         if key not in self.built:
             data = self.base / corpus_key
-            data.mkdir(parents=True, exist_ok=True)
-            inputs = CORPORA[corpus](data, **{k: o[k] for k in CORPUS_KEYS if k in o})
+            if corpus_key not in self.inputs:
+                data.mkdir(parents=True)
+                self.inputs[corpus_key] = CORPORA[corpus](data, **{k: o[k] for k in CORPUS_KEYS if k in o})
             out = self.base / "out" / key
             path = data / f"{key}.yaml"
-            path.write_text(yaml.safe_dump(manifest(inputs, o, out, data / "work"), sort_keys=False))
+            path.write_text(yaml.safe_dump(manifest(self.inputs[corpus_key], o, out, data / "work"), sort_keys=False))
             argv = ["run", str(path)] + (["--limit", str(o["limit"])] if "limit" in o else [])
             log = io.StringIO()
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):  # not into a test's capsys

@@ -235,16 +235,28 @@ def test_megatron_side_loss_mask_gives_the_exact_mask(outputs, megatron, tmp_pat
     assert differs > 0  # Megatron's built-in mask trains the prompts; the side file does not
 
 
-def test_megatron_dtype_follows_the_vocabulary(mixed: Output, tmp_path: Path) -> None:
-    """A vocabulary of >= 65,500 tokens (Gemma3's 262K in ZAYA1) exports int32 ids, as Megatron's preprocessing."""
-    out = Path(shutil.copytree(mixed.root, tmp_path / "big"))
+@pytest.fixture(scope="module")
+def big_vocab_export(mixed: Output, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The mixed output as if its tokenizer had Gemma3's 262,272 tokens (ZAYA1's), exported."""
+    tmp = tmp_path_factory.mktemp("big")
+    out = Path(shutil.copytree(mixed.root, tmp / "out"))
     index = json.loads((out / "index.json").read_text())
     index["tokenizer"]["vocab_size"] = 262_272
     (out / "index.json").write_text(json.dumps(index))
-    assert export("megatron", out, tmp_path / "mg") == 0
-    dtype, _, _, seqs = read_mmidx(tmp_path / "mg" / "train")
+    assert export("megatron", out, tmp / "mg") == 0
+    return tmp / "mg"
+
+
+def test_megatron_dtype_follows_the_vocabulary(mixed: Output, big_vocab_export: Path) -> None:
+    """A vocabulary of >= 65,500 tokens exports int32 ids, as Megatron's preprocessing does."""
+    dtype, _, _, seqs = read_mmidx(big_vocab_export / "train")
     ss = windows(mixed.root)
     assert dtype == np.int32 and all(np.array_equal(seqs[k], ss[k].input_ids) for k in range(len(ss)))
+
+
+def test_megatron_core_reads_int32_ids(mixed: Output, big_vocab_export: Path, megatron) -> None:
+    ds, ss = megatron.IndexedDataset(str(big_vocab_export / "train")), windows(mixed.root)
+    assert ds.index.dtype == np.int32 and all(np.array_equal(ds[k], ss[k].input_ids) for k in range(len(ss)))
 
 
 def test_megatron_warns_when_eos_does_not_end_documents(mixed: Output, tmp_path: Path, capsys) -> None:
@@ -298,7 +310,7 @@ def test_hf_export_of_compressed_shards(outputs, mixed: Output, tmp_path: Path) 
     a, b = datasets.load_from_disk(str(tmp_path / "z")), datasets.load_from_disk(str(tmp_path / "plain"))
     for name in ("train", "validation"):
         assert a[name].data.table.equals(b[name].data.table)
-    assert not list(tmp_path.glob(".z-*"))  # the decompressed staging copies are gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain", "z"]  # decompressed staging copies are gone
 
 
 def test_load_dataset_arrow_on_the_shards(mixed: Output, tmp_path: Path) -> None:
@@ -348,6 +360,8 @@ def test_export_errors_name_the_file_and_leave_dest_alone(mixed: Output, tmp_pat
     (out / "index.json").write_text(json.dumps({**index, "seq_len": "long"}))
     msg = err("megatron", out, tmp_path / "d")
     assert "index.json: seq_len: Input should be a valid integer" in msg and "found 'long'" in msg
+    (out / "index.json").write_text(json.dumps({**index, "shards": []}))
+    assert "lists no shards" in err("hf", out, tmp_path / "d")
     (out / "index.json").write_text("{oops")
     assert "not valid JSON" in err("megatron", out, tmp_path / "d")
     (out / "index.json").write_text(json.dumps(index))
