@@ -72,8 +72,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     for name, s in info["splits"].items():
         if s.get("eod_reset_mismatches"):
             print(
-                f"warning: {name}: {s['eod_reset_mismatches']} windows hold a document boundary that does not follow "
-                "an EOS token: Megatron's --reset-attention-mask will not separate those documents",
+                f"warning: {name}: in {s['eod_reset_mismatches']} windows documents do not end exactly at EOS tokens: "
+                "Megatron's --reset-attention-mask will not find their boundaries (examples in the marker file)",
                 file=sys.stderr,
             )
     return 0
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="megatron: indexed .bin/.idx per split, one document per window; hf: a datasets DatasetDict folder",
     )
     p.add_argument("output", help="a reasonpipe output folder (holds index.json)")
-    p.add_argument("dest", help="new folder to write (an earlier export of the same kind there is replaced)")
+    p.add_argument("dest", help="new or empty folder to write (an earlier reasonpipe export there is replaced)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("export-hf", help="export a training run's latest checkpoint as a transformers Zaya folder")

@@ -270,7 +270,7 @@ def test_megatron_warns_when_eos_does_not_end_documents(mixed: Output, tmp_path:
     info = json.loads((tmp_path / "mg" / "reasonpipe-export.json").read_text())
     n = info["splits"]["train"]["eod_reset_mismatches"]
     assert 0 < n <= mixed.train_windows and info["splits"]["train"]["eod_reset_mismatch_examples"]
-    assert f"train: {n} windows hold a document boundary" in capsys.readouterr().err
+    assert f"train: in {n} windows documents do not end exactly at EOS" in capsys.readouterr().err
 
 
 def test_megatron_tokenizer_folder_loads_in_transformers(mixed: Output, exported: Path) -> None:
