@@ -1,4 +1,4 @@
-"""The `reasonpipe` command line: run, plan, inspect, train, export-hf, tokenizer train.
+"""The `reasonpipe` command line: run, plan, inspect, train, export (megatron | hf), export-hf, tokenizer train.
 
 Exit codes of `run` and `plan`: 0 done (or nothing to do), 1 the run failed (a task failed, disk full, accounting that
 does not add up, a tokenizer replaced mid-run: the message says why; a re-run resumes), 2 invalid manifest or refused
@@ -60,6 +60,33 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
     return export_main(args.run_dir, args.out_dir)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from reasonpipe.pipeline.export_io import ExportError
+
+    if args.format == "megatron":
+        from reasonpipe.pipeline.export_megatron import export_megatron as export
+    else:
+        from reasonpipe.pipeline.export_datasets import export_hf as export
+    try:
+        info = export(args.output, args.dest)
+    except ExportError as err:
+        print(f"reasonpipe export {args.format}: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"reasonpipe export {args.format}: interrupted; {args.dest} is unchanged", file=sys.stderr)
+        return 130
+    rows = ", ".join(f"{name} {s.get('windows', s.get('rows'))} windows" for name, s in info["splits"].items())
+    print(f"wrote {args.dest} ({rows}); see {args.dest}/reasonpipe-export.json")
+    for name, s in info["splits"].items():
+        if s.get("eod_reset_mismatches"):
+            print(
+                f"warning: {name}: in {s['eod_reset_mismatches']} windows documents do not end exactly at EOS tokens: "
+                "Megatron's --reset-attention-mask will not find their boundaries (examples in the marker file)",
+                file=sys.stderr,
+            )
+    return 0
+
+
 def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from reasonpipe.pipeline.tokenizer_cli import train_from_files
 
@@ -90,6 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train the bundled ZAYA1 model on shards (see `reasonpipe train -h`)", add_help=False
     )
     p.set_defaults(func=None)
+
+    p = sub.add_parser("export", help="export an output's windows for Megatron-LM/Primus or Hugging Face datasets")
+    p.add_argument(
+        "format",
+        choices=["megatron", "hf"],
+        help="megatron: indexed .bin/.idx per split, one document per window; hf: a datasets DatasetDict folder",
+    )
+    p.add_argument("output", help="a reasonpipe output folder (holds index.json)")
+    p.add_argument("dest", help="new or empty folder to write (an earlier reasonpipe export there is replaced)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("export-hf", help="export a training run's latest checkpoint as a transformers Zaya folder")
     p.add_argument("run_dir")

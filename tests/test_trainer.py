@@ -15,7 +15,7 @@ import torch
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from shardgen import make_shards, unigram_entropy
+from outputs import unigram_entropy
 
 from reasonpipe.tokenizer.shards import sha256_file
 from reasonpipe.trainer import checkpoint as C
@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory: pytest.TempPathFactory):
-    return make_shards(tmp_path_factory.mktemp("trainer") / "out", seq_len=256, samples=1500)
+def shards(outputs):
+    return outputs.get("gsm8k")  # 1,500 GSM8K samples through `reasonpipe run` (tests/outputs.py)
 
 
 @pytest.fixture(autouse=True)
