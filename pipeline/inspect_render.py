@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from reasonpipe.pipeline.inspect_stats import flat, load_index, read_shard
+from reasonpipe.pipeline.inspect_stats import flat, load_index, read_shard, samples_frame
 from reasonpipe.segments import SEGMENT_NAMES
 
 SEGMENT_STYLES = {
@@ -136,6 +137,20 @@ def stats_sections(st: dict[str, Any]) -> list[Section]:
             right=False,
         )
     )
+    cp = st["copies"]
+    if cp["samples"]:
+        out.append(
+            Section(
+                "Mixture copies (up-sampling)",
+                ["key", "value"],
+                [
+                    ["samples repeated / copies added", f"{fmt(cp['samples'])} / {fmt(cp['copies'])}"],
+                    ["windows between copies", f"min {fmt(cp['min_distance'])}  median {fmt(cp['median_distance'])}"],
+                    ["copies sharing a window", cp["same_window"]],
+                ],
+                right=False,
+            )
+        )
     out.append(
         Section(
             "Stages",
@@ -153,8 +168,44 @@ def stats_sections(st: dict[str, Any]) -> list[Section]:
             [[r["stage"], r["reason"], r["count"]] for r in st["top_rejections"]],
         )
     )
+    out += _ttc_sections(st.get("ttc"))
     if st["warnings"]:
         out.append(Section("Warnings", ["warning"], [[w] for w in st["warnings"]], right=False))
+    return out
+
+
+def _ttc_sections(st: dict[str, Any] | None) -> list[Section]:
+    if not st:
+        return []
+    out = []
+    rows = []
+    rsa, chunks, b = st.get("rsa_aggregate"), st.get("markovian_chunks"), st["builders"]
+    if "rsa_aggregate" in b:
+        r = b["rsa_aggregate"]
+        rows.append(["rsa_aggregate", "problems / with too few traces", f"{fmt(r['problems'])} / "
+                     f"{fmt(r['problems_too_few_traces'])}"])  # fmt: skip
+        rows.append(["", "samples built / packed", f"{fmt(r['samples'])} / {fmt(rsa['samples'] if rsa else 0)}"])
+    if rsa:
+        d = rsa["tail_tokens_dist"]
+        rows.append(["", "tail tokens", f"p10 {fmt(d['p10'])}  p50 {fmt(d['p50'])}  max {fmt(d['max'])}"])
+        rows.append(["", "tails cut", pct(rsa["tails_cut"])])
+        rows.append(["", "targets verified correct", pct(rsa["targets_correct"])])
+        rows.append(["", "samples with a wrong candidate", pct(rsa["with_incorrect_candidate"])])
+    if "markovian_chunks" in b:
+        m = b["markovian_chunks"]
+        rows.append(["markovian_chunks", "traces / chains / chunks built",
+                     f"{fmt(m['traces'])} / {fmt(m['chains'])} / {fmt(m['chunks'])}"])  # fmt: skip
+    if chunks:
+        d = chunks["chunks_per_chain_dist"]
+        packed = f"{fmt(chunks['samples'])} ({fmt(chunks['complete_chains'])} complete chains)"
+        rows.append(["", "chunks packed", packed])
+        rows.append(["", "chunks per chain", f"p50 {fmt(d['p50'])}  max {fmt(d['max'])}"])
+    if rows:
+        out.append(Section("Test-time-compute builders", ["builder", "key", "value"], rows, right=False))
+    ver = st["verification"]
+    if ver:
+        vrows = [[s, v["correct"], v["incorrect"], v["unknown"], pct(v["correct_rate"])] for s, v in ver.items()]
+        out.append(Section("Answer verification", ["source", "correct", "incorrect", "unknown", "rate"], vrows))
     return out
 
 
@@ -234,7 +285,19 @@ def decode_windows(out: Path, n: int, seed: int, split: str = "train") -> list[d
                 "documents": docs,
             }
         )
+    _add_provenance(out, windows)
     return windows
+
+
+def _add_provenance(out: Path, windows: list[dict[str, Any]]) -> None:
+    """Each decoded document's source and upstream id (the record's own id in the user's data), from samples/."""
+    ids = sorted({d["sample_id"] for w in windows for d in w["documents"]})
+    found = samples_frame(out).filter(pl.col("id").is_in(ids)).select("id", "source", "upstream_id").collect()
+    prov = {r["id"]: r for r in found.iter_rows(named=True)}
+    for w in windows:
+        for d in w["documents"]:
+            r = prov.get(d["sample_id"], {})
+            d["source"], d["upstream_id"] = r.get("source"), r.get("upstream_id")
 
 
 def render_windows(windows: list[dict[str, Any]], console: Console, rich: bool) -> None:
@@ -251,8 +314,9 @@ def render_windows(windows: list[dict[str, Any]], console: Console, rich: bool) 
         head = f"=== {w['shard']} row {w['row']}: {w['tokens']} tokens, {w['real_tokens']} real ==="
         console.print(head, style="bold" if rich else None, markup=False, highlight=False)
         for i, doc in enumerate(w["documents"]):
+            upstream = f" (upstream id {doc['upstream_id']})" if doc.get("upstream_id") else ""
             console.print(
-                f"--- document {i} [{doc['start']}:{doc['end']}] {doc['sample_id']} ---",
+                f"--- document {i} [{doc['start']}:{doc['end']}] {doc['sample_id']}{upstream} ---",
                 style="bold blue" if rich else None,
                 markup=False,
                 highlight=False,

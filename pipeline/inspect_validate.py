@@ -2,12 +2,15 @@
 
 Checks (each problem names where it is and what is wrong):
 - index.json: parses, matches the schema (pydantic), totals equal the sums over its shards and over samples/;
-- tokenizer.json: present, sha256 and vocab size as indexed;
+- tokenizer.json: present, sha256 and vocab size as indexed, and the tokenizer the shards were encoded with (the
+  sha256 the tokenise run recorded, index.json `encoded_with_tokenizer_sha256`);
 - every indexed shard: present, size and sha256 as indexed (truncation, flipped bytes), readable, column names and
   types per contract, window length = seq_len, rows / tokens / real tokens as indexed, token ids < vocab size,
   segment kinds 0..5, pads carry the pad id and no loss, doc_offsets start at 0, increase, match sample_ids;
   shard files on disk that the index does not list;
-- samples/: schema, unique ids, statuses, dropped <=> no window, each sample found where samples/ says it starts;
+- samples/: schema, unique ids, statuses, dropped <=> no window, each sample found where samples/ says it starts,
+  no problem key in both splits;
+- no window holds two copies of one sample (a mixture copy `copy_of` its original, or two copies of it);
 - the AP invariant: every atomic (fit/trimmed) sample lies whole in one window, never continues into the next,
   and its tokens hold its prompt and answer intact: starts with BOS, has prompt tokens, its answer runs up to the
   closing end-of-turn/EOS template, token count and kept reasoning tokens as samples/ records.
@@ -104,6 +107,9 @@ SAMPLES_COLUMNS = {
     "id": pa.string(),
     "source": pa.string(),
     "domain": pa.string(),
+    "upstream_id": pa.string(),
+    "problem_key": pa.string(),
+    "copy_of": pa.string(),
     "split": pa.string(),
     "status": pa.string(),
     "tokens_before": pa.uint32(),
@@ -152,6 +158,16 @@ def _check_tokenizer(out: Path, index: IndexModel, problems: list[Problem]) -> N
         return
     if (digest := sha256_file(path)) != entry.sha256:
         problems.append(Problem(entry.path, "checksum", f"sha256 {digest} != index.json {entry.sha256}"))
+    encoded = (index.model_extra or {}).get("encoded_with_tokenizer_sha256")
+    if encoded is not None and encoded != digest:
+        problems.append(
+            Problem(
+                entry.path,
+                "encoded_with",
+                f"sha256 {digest[:12]}, but the shards were encoded with the tokenizer of sha256 {encoded[:12]} "
+                "(index.json encoded_with_tokenizer_sha256): decoding them with this one gives garbage",
+            )
+        )
     try:
         from tokenizers import Tokenizer
 
@@ -296,6 +312,14 @@ def _check_shard(out: Path, entry: ShardEntry, index: IndexModel, problems: list
 
 
 # ---------------------------------------------------------------------------------------------------- samples
+def _open_end(columns: list[str]) -> pl.Expr:
+    """Per sample: a Markovian chunk that is not the last of its chain (it ends mid-reasoning: no answer, no end)."""
+    if "provenance" not in columns:
+        return pl.lit(False).alias("open_end")
+    last = pl.col("provenance").str.json_path_match("$.last")
+    return ((pl.col("builder") == "markovian_chunks") & (last == "false")).fill_null(False).alias("open_end")
+
+
 def _load_samples(out: Path, problems: list[Problem]) -> pl.DataFrame | None:
     files = sorted((out / "samples").glob("*.parquet"))
     if not files:
@@ -314,13 +338,21 @@ def _load_samples(out: Path, problems: list[Problem]) -> pl.DataFrame | None:
                 ok = False
     if not ok:
         return None
-    df = samples_frame(out).select(list(SAMPLES_COLUMNS)).collect()
+    lf = samples_frame(out)
+    df = lf.select(*SAMPLES_COLUMNS, _open_end(lf.collect_schema().names())).collect()
     if (n_dup := df.height - df["id"].n_unique()) > 0:
         problems.append(Problem("samples", "unique_ids", f"{n_dup} duplicate sample ids"))
     if (bad := df.filter(~pl.col("status").is_in(STATUSES))).height:
         problems.append(Problem("samples", "status", f"{bad['id'][0]}: status {bad['status'][0]!r} not in {STATUSES}"))
     if (bad := df.filter(~pl.col("split").is_in(list(SPLIT_DIRS)))).height:
         problems.append(Problem("samples", "split", f"{bad['id'][0]}: split {bad['split'][0]!r} not train/val"))
+    packed = df.filter((pl.col("status") != "dropped") & pl.col("problem_key").is_not_null())
+    leaks = packed.group_by("problem_key").agg(pl.col("split").n_unique().alias("n"), pl.col("id").first())
+    if (bad := leaks.filter(pl.col("n") > 1)).height:
+        r = bad.sort("id").row(0, named=True)
+        problems.append(
+            Problem("samples", "problem_split", f"{bad.height} problem(s) in both splits, e.g. that of {r['id']}")
+        )
     placed = (pl.col("shard") >= 0) & (pl.col("row") >= 0)
     if (bad := df.filter((pl.col("status") == "dropped") == placed)).height:
         r = bad.row(0, named=True)
@@ -363,8 +395,12 @@ def _check_samples_in_shard(
         ),
         ("ap_start", ~pl.col("starts_bos"), "does not start with BOS"),
         ("ap_prompt", pl.col("n_prompt") == 0, "has no prompt tokens"),
-        ("ap_answer", (pl.col("n_answer") == 0) | ~pl.col("answer_intact"), "answer is not intact before end-of-turn"),
-        ("ap_end", ~pl.col("ends_template"), "does not end with the end-of-turn/EOS template"),
+        (
+            "ap_answer",
+            ((pl.col("n_answer") == 0) | ~pl.col("answer_intact")) & ~pl.col("open_end"),
+            "answer is not intact before end-of-turn",
+        ),
+        ("ap_end", ~pl.col("ends_template") & ~pl.col("open_end"), "does not end with the end-of-turn/EOS template"),
         (
             "ap_reasoning",
             pl.col("n_reasoning") != pl.col("reasoning_kept"),
@@ -375,6 +411,20 @@ def _check_samples_in_shard(
         for r in atomic.filter(cond).head(5).iter_rows(named=True):
             report.append((check, f"atomic sample {r['id']} at row {r['row']}: " + msg.format(**r)))
     problems += [Problem(where, c, m) for c, m in report]
+
+
+def _check_copies(where: str, docs: pl.DataFrame, samples: pl.DataFrame, problems: list[Problem]) -> None:
+    """No window of this shard holds two documents of one original sample (a sample and its copy, or two copies)."""
+    origin = samples.select(pl.col("id").alias("sample_id"), "copy_of")
+    docs = docs.join(origin, on="sample_id", how="left")
+    docs = docs.with_columns(origin=pl.coalesce("copy_of", "sample_id"))
+    together = (
+        docs.group_by("row", "origin").agg(pl.col("sample_id").sort()).filter(pl.col("sample_id").list.len() > 1)
+    )
+    for r in together.sort("row").head(5).iter_rows(named=True):
+        problems.append(
+            Problem(where, "copies_together", f"row {r['row']} holds copies of one sample: {r['sample_id']}")
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- driver
@@ -412,6 +462,7 @@ def validate(out: str | Path) -> list[Problem]:
                     )
                 )
             _check_samples_in_shard(entry.path, docs, mine, prev_last, problems)
+            _check_copies(entry.path, docs, samples, problems)
             last = docs.sort(["row", "doc"]).tail(1)
             prev_last = last["sample_id"][0] if last.height and last["row"][0] == entry.rows - 1 else None
         if samples is not None:
