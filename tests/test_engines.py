@@ -1,8 +1,8 @@
 """Real engines: the same manifest on a real Slurm cluster (a submitted chain of jobs) and on a local Ray gives the
 shards of the local executor, byte for byte.
 
-`.ci/run` starts a single-node Slurm cluster (.ci/slurm-up.sh) and installs ray; where `sbatch` or `ray` is absent
-these tests are skipped with the reason.
+`make test-engines` runs them (not `make test`: minutes each); `.ci/run` first starts a single-node Slurm cluster
+(.ci/slurm-up.sh). Where `sbatch` or `ray` is absent these tests are skipped with the reason.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 from corpus import make_corpus, write_manifest
+
+pytestmark = pytest.mark.engines
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "reasonpipe.pipeline.cli"]
@@ -101,7 +103,7 @@ def test_slurm_wait_equals_local(corpus, local, tmp_path):
 
 
 def test_ray_equals_local(corpus, local, tmp_path):
-    pytest.importorskip("ray", reason="ray is not installed (pip install ray); .ci/run installs it")
+    pytest.importorskip("ray", reason="ray is not installed (`make test-engines` installs it)")
     root, info = corpus
     out = tmp_path / "out"
     proc = cli("run", str(manifest(root, info, "ray", out, "ray")), timeout=900)
