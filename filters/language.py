@@ -8,7 +8,7 @@ characters are read (`detection_text`).
 Each distinct text is detected once per document: `detect_cached` keeps every result in `metadata["lang"]`, keyed by
 a hash of the detector's signature and the exact text it read, so a later stage (or run) reuses it only for the same
 text and the same detector. The language stage judges a chat sample by its problem and its trace (or answer), the
-very texts `reasoning_quality` compares, so after that stage it detects nothing again.
+very texts `reasoning_quality` compares (the longer of the two), so after that stage it detects nothing again.
 
 lingua's cost grows with the text; its low-accuracy mode is no faster in lingua 2 (BENCHMARKS.md). The cheaper path
 that agrees with it is a probe: a text longer than 3 x `probe_chars` is first detected on its first and last
@@ -238,8 +238,8 @@ class LanguageOptions(StageOptions):
 class LanguageFilter(DomainFilter):
     """Labels `metadata["language"]`/`["language_score"]` and drops documents not in the kept languages.
 
-    A plain document is judged by its text; a chat sample by its problem and its reasoning (its final answer when it
-    has none), each of them on its own: every judged part must pass, and the label is that of the longest one."""
+    A plain document is judged by its text; a chat sample by the longer (in prose letters) of its problem and its
+    reasoning (its final answer when it has none): the texts `reasoning_quality` already detected."""
 
     name = "🌍 Language (offline)"
 
@@ -262,20 +262,16 @@ class LanguageFilter(DomainFilter):
 
     def keep(self, doc) -> bool | tuple[bool, str]:
         parts = [problem_text(doc), reasoning_text(doc) or final_answer_text(doc)] if is_chat(doc) else [doc.text]
-        judged = []
-        for part in parts:
-            text = detection_text(part, self.max_chars)
-            if letter_count(text) >= self.min_letters and (found := detect_cached(doc, self.detector, text, self)):
-                judged.append((len(text), found))
-        if not judged:
+        texts = [detection_text(part, self.max_chars) for part in parts]
+        letters = [letter_count(text) for text in texts]
+        text = texts[letters.index(max(letters))]
+        detected = detect_cached(doc, self.detector, text, self) if max(letters) >= self.min_letters else None
+        if detected is None:
             self.stat_update("undetermined")
             return True
-        doc.metadata["language"], doc.metadata["language_score"] = max(judged, key=lambda j: j[0])[1]
-        for _, found in judged:
-            ok, reason = language_verdict(found, self.languages, self.min_confidence)
-            if not ok:
-                return False, reason
-        return True
+        doc.metadata["language"], doc.metadata["language_score"] = detected
+        ok, reason = language_verdict(detected, self.languages, self.min_confidence)
+        return True if ok else (False, reason)
 
 
 @register
