@@ -2,11 +2,11 @@
 
     python bench/language_id.py [--old main] [--docs 3000] [--repeats 3]
 
-Part 1 (this tree): real texts of ../shared/data/real (prose: PEPs; math prose: HoTT + Stacks; reasoning: GSM8K
-questions and solutions, Marco-o1, R1 traces), as the detector reads them (`detection_text`, 2000 characters). For each
-kind: agreement of the probed detection (head and tail first) with the whole-text one, on the language and on the
-`language` stage's verdict (keep en at confidence 0.5), and the time of both, interleaved. lingua's low-accuracy mode
-is measured the same way (agreement and time), for the record.
+Part 1 (this tree): real texts of ../shared/data/real (prose: PEPs; math prose: HoTT + Stacks; short reasoning:
+GSM8K questions and solutions; long traces: Marco-o1 responses, R1 thinking), as the detector reads them
+(`detection_text`, 2000 characters). For each kind: agreement of the probed detection (head and tail first) with the
+whole-text one, on the language and on the `language` stage's verdict (keep en at confidence 0.5), and the CPU time of
+both, interleaved (CPU time: the machine is shared). lingua's low-accuracy mode is measured the same way.
 
 Part 2 (old commit vs this tree, in child processes, alternating): the real-sample's reasoning inputs (GSM8K, Marco,
 R1) as chat samples plus PEP paragraphs, through `reasoning_quality` (reasoning domain) then `language` (keep en).
@@ -37,6 +37,8 @@ def rows(name: str) -> list[dict]:
 def texts_by_kind() -> dict[str, list[str]]:
     from reasonpipe.filters.language import detection_text, letter_count
 
+    traces = [r["response"] for r in rows("reasoning/marco_o1_cot.jsonl")]
+    traces += [r["message_thinking"] for n in "ab" for r in rows(f"reasoning/r1_samples_{n}.jsonl")]
     raw = {
         "prose": [r["text"] for r in rows("prose/python_peps_paragraphs_6k.jsonl")],
         "math prose": [
@@ -44,9 +46,10 @@ def texts_by_kind() -> dict[str, list[str]]:
             for n in ("hott_book_paragraphs", "stacks_project_paragraphs_5k")
             for r in rows(f"math_prose/{n}.jsonl")
         ],
-        "reasoning": [r[k] for r in rows("math/gsm8k_train.jsonl")[:2000] for k in ("question", "answer")]
-        + [r[k] for r in rows("reasoning/marco_o1_cot.jsonl") for k in ("instruction", "response")]
-        + [r["message_thinking"] for n in "ab" for r in rows(f"reasoning/r1_samples_{n}.jsonl")],
+        "short reasoning (GSM8K)": [
+            r[k] for r in rows("math/gsm8k_train.jsonl")[:2000] for k in ("question", "answer")
+        ],
+        "long traces (Marco-o1, R1)": traces,
     }
     out = {}
     for kind, values in raw.items():
@@ -56,9 +59,9 @@ def texts_by_kind() -> dict[str, list[str]]:
 
 
 def timed(fn, texts: list[str]) -> tuple[float, list]:
-    start = time.perf_counter()
+    start = time.process_time()
     results = [fn(t) for t in texts]
-    return time.perf_counter() - start, results
+    return time.process_time() - start, results
 
 
 def part1(repeats: int) -> None:
@@ -69,8 +72,8 @@ def part1(repeats: int) -> None:
     low = LinguaDetector(COMPACT_LANGUAGES, low_accuracy=True, probe_chars=0)
     for d in (whole, probed, low):
         d.detect("warm up the models with a sentence in English, please.")
-    print("| kind | texts | probed (> 600 chars) | probe = whole: language, verdict | whole / probed time "
-          "| low-accuracy = whole | whole / low-accuracy time |")  # fmt: skip
+    print("| kind | texts | probed (> 600 chars) | probe = whole: language, verdict | whole / probed CPU time (min) "
+          "| low-accuracy = whole | whole / low-accuracy CPU time |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
     for kind, texts in texts_by_kind().items():
         times = {"whole": [], "probed": [], "low": []}
@@ -87,7 +90,7 @@ def part1(repeats: int) -> None:
         same = sum(a is not None and b is not None and a[0] == b[0] or a == b for a, b in zip(ref, got))
         verdict = sum(language_verdict(a, ["en"], 0.5) == language_verdict(b, ["en"], 0.5) for a, b in zip(ref, got))
         low_same = sum(a is not None and b is not None and a[0] == b[0] or a == b for a, b in zip(ref, lowres))
-        med = {k: statistics.median(v) for k, v in times.items()}
+        med = {k: min(v) for k, v in times.items()}
         long = sum(len(t) > 3 * probed.probe_chars for t in texts)
         print(
             f"| {kind} | {len(texts)} | {long} | {same}/{len(texts)}, {verdict}/{len(texts)} "
@@ -128,13 +131,13 @@ def part2_side(n: int) -> dict:
     language.detector.detect("warm up the models with a sentence in English, please.")
     verdicts, seconds = {}, {"reasoning_quality": 0.0, "language": 0.0}
     for doc in docs:
-        start = time.perf_counter()
+        start = time.process_time()
         verdict = quality.filter(doc)
-        middle = time.perf_counter()
+        middle = time.process_time()
         if verdict is True:
             verdict = language.filter(doc)
         seconds["reasoning_quality"] += middle - start
-        seconds["language"] += time.perf_counter() - middle
+        seconds["language"] += time.process_time() - middle
         verdicts[doc.id] = verdict if verdict is True else list(verdict)
     return {"seconds": seconds, "verdicts": verdicts, "docs": len(docs)}
 
@@ -150,7 +153,7 @@ def part2(old: str, n: int, repeats: int) -> None:
         s: {k: statistics.median(r["seconds"][k] for r in rs) for k in rs[0]["seconds"]} for s, rs in results.items()
     }
     total = {s: sum(m.values()) for s, m in med.items()}
-    print(f"\n{results['new'][0]['docs']} documents, {repeats} interleaved repeats (old = {old}), median seconds:")
+    print(f"\n{results['new'][0]['docs']} documents, {repeats} interleaved repeats (old = {old}), median CPU seconds:")
     for side in sides:
         parts = ", ".join(f"{k} {v:.1f}" for k, v in med[side].items())
         print(f"  {side}: {parts}, total {total[side]:.1f}")

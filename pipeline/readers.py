@@ -292,7 +292,7 @@ def _csv_safe(line: bytes) -> bool:
     return b'"' not in line and b"\r" not in line.removesuffix(b"\r\n")
 
 
-def _csv_rows(path: str, max_bytes: int) -> Iterator[dict]:
+def _csv_rows(path: str) -> Iterator[dict]:
     with open_binary(path) as f:
         yield from csv.DictReader(io.TextIOWrapper(f, encoding="utf-8", errors="surrogateescape", newline=""))
 
@@ -303,7 +303,7 @@ def _csv(source: InputSource, path: str, start: int, end: int | None) -> Iterato
     max_bytes, fields = source.max_record_bytes, source.fields
     if end is None:
         rows = [0]
-        for row in _until_error(_csv_rows(path, max_bytes), path, lambda: f"row={rows[0]}"):
+        for row in _until_error(_csv_rows(path), path, lambda: f"row={rows[0]}"):
             rows[0] += 1
             yield row if isinstance(row, BadRecord) else _csv_row(row, max_bytes, fields)
         return
@@ -422,13 +422,13 @@ def _parquet(source: InputSource, piece: Piece) -> Iterator[tuple[int, Any]]:
 def _arrow_stream(source: InputSource, path: str) -> Iterator[Any]:
     import pyarrow as pa
 
-    where = "schema"
+    batch_no = 0  # the batch being read
     try:
-        for batch_no, batch in enumerate(pa.ipc.open_stream(_arrow_source(path))):
-            where = f"batch={batch_no}"
+        for batch in pa.ipc.open_stream(_arrow_source(path)):
             yield from _batch_records(batch, source)
+            batch_no += 1
     except Exception as exc:
-        yield _unreadable(path, exc, where)
+        yield _unreadable(path, exc, f"batch={batch_no}")
 
 
 def _arrow(source: InputSource, piece: Piece, first: int) -> Iterator[tuple[int, Any]]:
@@ -561,7 +561,8 @@ class IndexInputs(PipelineStep):
             if _needs_index(source, piece):
                 with self.track_time():
                     records, safe = count_piece(source, piece)
-                entries.append({"path": piece.path, "part": piece.part, "records": records, "splittable": safe})
+                entry = {"path": piece.path, "size": piece.size, "part": piece.part, "parts": piece.parts}
+                entries.append(entry | {"records": records, "splittable": safe})
                 self.stat_update("parts")
                 self.stat_update("records", value=records)
         os.makedirs(self.folder, exist_ok=True)
@@ -573,10 +574,10 @@ class IndexInputs(PipelineStep):
         yield
 
 
-def load_index(folder: str, world_size: int, wanted: Iterable[str]) -> dict[str, tuple[list[int], bool]]:
-    """path -> (records of each part, whether the file is split) for the files in `wanted`, from every task's file."""
+def load_index(folder: str, world_size: int, wanted: Iterable[str]) -> dict[str, dict[int, dict]]:
+    """path -> part -> index entry, for the files in `wanted`, from every task's index file."""
     wanted = set(wanted)
-    parts: dict[str, dict[int, tuple[int, bool]]] = {}
+    parts: dict[str, dict[int, dict]] = {}
     for rank in range(world_size):
         path = _index_file(folder, rank)
         if not os.path.exists(path):
@@ -584,11 +585,21 @@ def load_index(folder: str, world_size: int, wanted: Iterable[str]) -> dict[str,
         with open(path) as f:
             for e in json.load(f)["parts"]:
                 if e["path"] in wanted:
-                    parts.setdefault(e["path"], {})[e["part"]] = (e["records"], e["splittable"])
-    return {
-        p: ([counts[i][0] for i in sorted(counts)], all(safe for _, safe in counts.values()))
-        for p, counts in parts.items()
-    }
+                    parts.setdefault(e["path"], {})[e["part"]] = e
+    return parts
+
+
+def first_record(piece: Piece, index: dict[str, dict[int, dict]]) -> tuple[int, bool]:
+    """(index of the piece's first record, whether its file must be read whole instead) from the index run."""
+    parts = index.get(piece.path, {})
+    if sorted(parts) != list(range(piece.parts)) or any(e["size"] != piece.size for e in parts.values()):
+        raise RuntimeError(
+            f"{piece.path}: the input-index run counted another version of this file (this run planned {piece.size} "
+            "bytes); it changed during the run or since that run: re-run with --force"
+        )
+    if not all(e["splittable"] for e in parts.values()):
+        return 0, True
+    return sum(parts[i]["records"] for i in range(piece.part)), False
 
 
 class InputReader(PipelineStep):
@@ -627,12 +638,9 @@ class InputReader(PipelineStep):
             index = load_index(self.index_dir, world_size, (p.path for p in pieces))
         for piece in pieces:
             source = self.sources[piece.source]
-            first, whole = 0, piece.whole
-            if _needs_index(source, piece):
-                counts, split = index[piece.path]
-                if not split and piece.part > 0:
-                    continue  # read whole by the task of part 0
-                first, whole = (sum(counts[: piece.part]), False) if split else (0, True)
+            first, whole = first_record(piece, index) if _needs_index(source, piece) else (0, piece.whole)
+            if whole and piece.part > 0:
+                continue  # read whole by the task of part 0
             for i, record in iter_piece(source, piece, first, whole):
                 yield source, piece.path, i, record
 

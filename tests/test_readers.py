@@ -320,3 +320,27 @@ def test_unreadable_rest_is_excluded_with_where_reading_stopped(tmp_path):
     (excluded,) = read_docs(tmp_path / "excl", 1)
     assert stats["total"].total == len(kept) + 1 and stats["dropped_unreadable_file"].total == 1
     assert excluded.metadata["stopped_at"].startswith("byte=") and excluded.id.startswith("in/t.jsonl.gz@byte=")
+
+
+def test_an_input_edited_after_its_records_were_counted_is_an_error_not_wrong_ids(tmp_path):
+    sources = write_inputs(tmp_path / "in", 4000)[:1]
+    reader = InputReader(sources, None, None, 2, str(tmp_path / "index"))
+    for rank in range(2):
+        list(reader.index_step().run(None, rank, 2))
+    path = Path(sources[0].files[0])
+    path.write_bytes(b'{"text": "a new first line"}\n' + path.read_bytes())
+    edited = InputReader(sources, None, None, 2, str(tmp_path / "index"))  # a re-run plans the new size
+    with pytest.raises(RuntimeError, match="counted another version of this file.*--force"):
+        list(edited.run(None, 1, 2))
+
+
+def test_truncated_arrow_stream_keeps_the_batches_before(tmp_path):
+    table = pa.table({"id": list(range(500)), "text": [f"row {i}" for i in range(500)]})
+    path = tmp_path / "s.arrow"
+    with pa.ipc.new_stream(str(path), table.schema) as w:
+        w.write_table(table, max_chunksize=100)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 7 // 10])
+    *good, rest = iter_records(source(path, "arrow"), str(path))
+    assert [r["id"] for r in good] == list(range(len(good))) and len(good) % 100 == 0 and 0 < len(good) < 500
+    assert rest.reason == "unreadable_file" and rest.where == f"batch={len(good) // 100}"
