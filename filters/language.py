@@ -7,14 +7,14 @@ characters are read (`detection_text`).
 
 Each distinct text is detected once per document: `detect_cached` keeps every result in `metadata["lang"]`, keyed by
 a hash of the detector's signature and the exact text it read, so a later stage (or run) reuses it only for the same
-text and the same detector. The language stage judges a chat sample by its problem and its trace (or answer), the
-very texts `reasoning_quality` compares (the longer of the two), so after that stage it detects nothing again.
+text and the same detector. `reasoning_quality` detects a chat sample's problem and trace; the language stage judges
+the longer of the two, so after that stage it detects nothing again.
 
-lingua's cost grows with the text; its low-accuracy mode is no faster in lingua 2 (BENCHMARKS.md). The cheaper path
-that agrees with it is a probe: a text longer than 3 x `probe_chars` is first detected on its first and last
-`probe_chars` characters, and when both say the same language with confidence >= PROBE_CONFIDENCE, that is the
-result; otherwise the whole text is read (measured: same language as the full detection on every one of 4,180 real
-texts longer than 500 characters).
+lingua's cost grows with the text. The cheaper path that agrees with it is a probe: a text longer than 3 x
+`probe_chars` is first detected on its first and last `probe_chars` characters, and when both say the same language
+with confidence >= PROBE_CONFIDENCE, that is the result; otherwise the whole text is read. On the real corpora it gives
+the whole-text language and verdict on every text, 2.6x faster on long traces; lingua's low-accuracy mode is at most
+1.4x faster there and changes 0.1-0.6% of the results, so it is only an option (BENCHMARKS.md, bench/language_id.py).
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ class LanguageOptions(StageOptions):
     detector_languages: list[str] | None = Field(
         None, description="lingua: languages to choose among (default: en zh es fr de ru ja ko pt it + `languages`)"
     )
-    low_accuracy: bool = Field(False, description="lingua's low accuracy mode (trigrams only; no faster in lingua 2)")
+    low_accuracy: bool = Field(False, description="lingua's low accuracy mode (trigrams only; ~0.5% results differ)")
     probe_chars: int = Field(
         PROBE_CHARS, ge=0, description="lingua: probe long texts at both ends with this many characters first (0: off)"
     )

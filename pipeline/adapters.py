@@ -120,7 +120,7 @@ def _first(value: Any) -> Any:
 def _scalar_text(value: Any, name: str) -> str:
     """An answer may also be a finite number (`answer: 72`)."""
     if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-        if isinstance(value, float | Decimal) and not math.isfinite(value):
+        if not (value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)):
             raise AdaptError("wrong_type", f"{name} is {value}, expected a string or a finite number")
         return str(value)
     return _text(value, name)

@@ -175,9 +175,9 @@ def _skip_line(f) -> int:
 def iter_lines(f, start: int, end: int | None, max_bytes: int) -> Iterator[tuple[int, bytes, int]]:
     """`(offset, line, length)` of the lines of `f` that start in [start, end) (end None: to the end of the file).
 
-    A line longer than `max_bytes` is never held whole: it comes cut to its first EXCLUDED_TEXT_LIMIT bytes, with its
-    full `length`. start > 0 seeks to start - 1 and skips to the next line start, so a line starting exactly at
-    `start` belongs to this range, and the line crossing `end` is read through (it starts inside)."""
+    A line longer than `max_bytes` is never held whole: it comes cut (to max_bytes + 1 bytes at most, and to
+    EXCLUDED_TEXT_LIMIT), with its full `length`. start > 0 seeks to start - 1 and skips to the next line start, so a
+    line starting exactly at `start` belongs to this range, and the line crossing `end` is read through."""
     pos = 0
     if start > 0:
         f.seek(start - 1)
@@ -217,32 +217,18 @@ def _until_error(items: Iterator, path: str, where) -> Iterator:
         yield item
 
 
-def _strict_json(line: bytes) -> Any:
-    """orjson, else the standard library for what orjson refuses but JSON allows (integers beyond 64 bits)."""
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-
-        def refuse(constant: str):
-            raise ValueError(f"{constant} is not JSON")
-
-        try:
-            return json.loads(line, parse_constant=refuse)
-        except ValueError:
-            raise orjson.JSONDecodeError("malformed JSON", "", 0) from None
-
-
 def _json_record(line: bytes, length: int, max_bytes: int, fields: dict[str, str]) -> Any:
     if length > max_bytes:
         return BadRecord("too_large", line, raw_upstream_id(line, fields))
     try:
+        return orjson.loads(line)  # strict RFC 8259 (no NaN, no lone surrogates): what it reads can be written again
+    except orjson.JSONDecodeError:
+        pass
+    try:
         line.decode("utf-8")
     except UnicodeDecodeError:
         return BadRecord("invalid_utf8", line, raw_upstream_id(line, fields))
-    try:
-        return _strict_json(line)
-    except orjson.JSONDecodeError:
-        return BadRecord("malformed_json", line, raw_upstream_id(line, fields))
+    return BadRecord("malformed_json", line, raw_upstream_id(line, fields))
 
 
 def _file_lines(path: str, start: int, end: int | None, max_bytes: int) -> Iterator[tuple[int, bytes, int]]:
