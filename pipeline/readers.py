@@ -173,7 +173,7 @@ def _skip_line(f) -> int:
 
 
 def iter_lines(f, start: int, end: int | None, max_bytes: int) -> Iterator[tuple[int, bytes, int]]:
-    """`(offset, line, length)` of the lines of `f` that start in [start, end) (end None: to the end of the file).
+    """`(offset, line, length)` of the lines of `f` (at its start) that start in [start, end) (end None: to the end).
 
     A line longer than `max_bytes` is never held whole: it comes cut (to max_bytes + 1 bytes at most, and to
     EXCLUDED_TEXT_LIMIT), with its full `length`. start > 0 seeks to start - 1 and skips to the next line start, so a
@@ -322,6 +322,7 @@ def _csv_count(source: InputSource, path: str, start: int, end: int) -> tuple[in
     n, safe = 0, True
     with open_binary(path) as f:
         header_at, _ = _csv_header(f, source.max_record_bytes)
+    with open_binary(path) as f:
         for offset, line, _ in iter_lines(f, start, end, source.max_record_bytes):
             safe = safe and _csv_safe(line)
             n += offset != header_at and bool(line.rstrip(b"\r\n"))

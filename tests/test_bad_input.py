@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reasonpipe.filters.exclusions import exclusion_writer, json_safe
+from reasonpipe.pipeline import splits
 from reasonpipe.pipeline.adapters import ADAPTERS, AdaptError, adapt
 from reasonpipe.pipeline.readers import InputReader, InputSource
 from reasonpipe.pipeline.steps import Adapt, Normalize
@@ -151,15 +152,20 @@ def read_adapt_normalize(path: Path, fmt: str, tmp_path: Path, tasks: int = 2) -
     root = str(path.parent)
     sources = [InputSource(schema, fmt, (str(path),), root, schema, "web") for schema in sorted(ADAPTERS)]
     excl = tmp_path / f"excl-{fmt}"
-    reader = InputReader(sources, None, exclusion_writer(str(excl / "read")), tasks, str(tmp_path / f"idx-{fmt}"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(splits, "MIN_PIECE", 256)  # split even these small files: parts, index, csv fallback
+        reader = InputReader(sources, None, exclusion_writer(str(excl / "read")), tasks, str(tmp_path / f"i-{fmt}"))
     if (index := reader.index_step()) is not None:
         for rank in range(tasks):
             list(index.run(None, rank, tasks))
     adapt_step = Adapt({s.name: (s.schema, s.fields) for s in sources}, exclusion_writer(str(excl / "adapt")))
     normalize = Normalize(exclusion_writer(str(excl / "normalize")))
-    kept = []
+    kept, ids = [], []
     for rank in range(tasks):
-        kept += list(normalize.run(adapt_step.run(reader.run(None, rank, tasks), rank, tasks), rank, tasks))
+        read = list(reader.run(None, rank, tasks))
+        ids += [d.id for d in read]
+        kept += list(normalize.run(adapt_step.run(iter(read), rank, tasks), rank, tasks))
+    assert len(ids) == len(set(ids))  # no record read twice, whatever the split
     counts = {}
     for name, step in (("read", reader), ("adapt", adapt_step), ("normalize", normalize)):
         stats = {k: v.total for k, v in step.stats.stats.items()}
