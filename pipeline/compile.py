@@ -127,8 +127,17 @@ def compile_plan(loaded: LoadedManifest, limit: int | None = None, hashes: HashC
         work = os.path.join(prep_dir, "stages", label)
         return BuildContext(label, work, os.path.join(excl, label), m.executor.tasks, m.seed, domains)
 
+    reader = InputReader(
+        sources,
+        limit,
+        exclusion_writer(os.path.join(excl, "read")),
+        m.executor.tasks,
+        os.path.join(prep_dir, "input-index"),
+    )
+    if (index := reader.index_step()) is not None:  # numbers the records of tasks that start inside a file
+        chain.add_run("input-index", [index], m.executor.tasks)
     chain.label = "read"
-    chain.add(InputReader(sources, limit, exclusion_writer(os.path.join(excl, "read"))))
+    chain.add(reader)
     chain.label = None
     chain.add(Progress("ingest"))
     chain.label = "adapt"
