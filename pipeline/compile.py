@@ -38,7 +38,8 @@ def fingerprints(loaded: LoadedManifest, limit: int | None) -> tuple[str, str]:
     prep = {k: raw.get(k) for k in ("inputs", "stages", "tokenizer", "seed")}
     prep |= {"tasks": m.executor.tasks, "limit": limit, "version": __version__, "base": str(loaded.base_dir)}
     pack = {"prep": _hash(prep), "trim": m.trim.model_dump(), "pack": m.pack.model_dump(), "context": m.context}
-    pack |= {"mixture": m.mixture.model_dump() if m.mixture else None, "output": m.output.model_dump()}
+    output = m.output.model_dump(exclude={"keep_intermediate"})  # changes no output
+    pack |= {"mixture": m.mixture.model_dump() if m.mixture else None, "output": output}
     return _hash(prep), _hash(pack)
 
 
@@ -104,13 +105,16 @@ def compile_plan(loaded: LoadedManifest, limit: int | None = None) -> Plan:
     chain.add(Normalize(exclusion_writer(os.path.join(excl, "normalize"))))
     for spec in loaded.stages:
         chain.label = spec.label
-        stage_class(spec.name)().build(spec.options, ctx(spec.label, spec.domains), chain)
+        stage_ctx = ctx(spec.label, spec.domains)
+        stage_class(spec.name)().build(spec.options, stage_ctx, chain)
+        chain.free_with_current(stage_ctx.work_dir)  # its last reader: the streaming run that continues after it
         labels.append((spec.label, spec.name))
     chain.label = None
     canonical = os.path.join(prep_dir, "canonical")
     chain.close("canonical", DocWriter(canonical))
 
     tail.add_prep_runs(chain, loaded, prep_dir, canonical)
+    chain.runs[-1].frees.append(canonical)  # read by the tokenizer and tokenize runs, tokenize last
     plan = Plan(loaded, output_dir, prep_dir, pack_dir, prep_hash, pack_hash, chain.runs, sources, labels)
     plan.runs += tail.pack_runs(plan)
     plan.labels += [("mixture", "mixture"), ("trim", "trim")]

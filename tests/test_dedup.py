@@ -169,16 +169,39 @@ def test_minhash_is_deterministic_and_respects_domains(tmp_path) -> None:
     assert removed == {c for c in copies if by_id[c].metadata["domain"] == "web" and orig_domain[c] == "web"}
 
 
-def test_minhash_same_numbers_keeps_templated_math_problems_distinct(tmp_path) -> None:
-    """Problems that differ only in their numbers share most shingles; `same_numbers` keeps them apart while
-    case/whitespace variants of each are still removed."""
-    template = "A farmer has {a} cows and buys {b} more. Each cow gives {c} litres of milk a day, so the total is {e}."
-    rng = random.Random(0)
-    texts = [template.format(a=rng.randint(2, 90), b=rng.randint(2, 90), c=rng.randint(2, 9), e=i) for i in range(30)]
-    docs = [Document(text=t, id=f"p{i:02d}", metadata={}) for i, t in enumerate(texts)]
-    docs += [Document(text=t.upper().replace(" ", "  "), id=f"v{i:02d}", metadata={}) for i, t in enumerate(texts)]
-    kept, _ = run_stage("minhash", {"same_numbers": True}, docs, tmp_path=tmp_path)
+TEMPLATE = (
+    "A farmer keeps {a} cows on a small hill farm. Every morning each cow gives the same amount of milk, and the "
+    "farmer sells all of it at the market in town, where the price per litre stays the same for the whole week. "
+    "How much milk does the farmer sell in one week if each cow gives {b} litres per day?"
+)
+
+
+@pytest.mark.parametrize("domain, options", [("math", {}), ("web", {"number_aware": True})])
+def test_minhash_number_aware_keeps_templated_math_problems_distinct(tmp_path, domain, options) -> None:
+    """Problems that differ in one number share ~90% of their shingles; the number-aware check (default for math,
+    an option elsewhere) keeps them apart while case/whitespace variants of each are still removed."""
+    texts = [TEMPLATE.format(a=12 + i, b=5) for i in range(20)] + [TEMPLATE.format(a=12, b=6 + i) for i in range(10)]
+    meta = {"domain": domain}
+    docs = [Document(text=t, id=f"p{i:02d}", metadata=dict(meta)) for i, t in enumerate(texts)]
+    docs += [
+        Document(text=t.upper().replace(" ", "  "), id=f"v{i:02d}", metadata=dict(meta)) for i, t in enumerate(texts)
+    ]
+    kept, stats = run_stage("minhash", options, docs, tmp_path=tmp_path / "on")
     assert {d.id for d in kept} == {f"p{i:02d}" for i in range(30)}
+    assert stats["rejected_marks"] > 0
+    off = {"number_aware": False} if domain == "math" else {}
+    kept, _ = run_stage("minhash", off, docs, tmp_path=tmp_path / "off")
+    assert len(kept) < 5  # without the check the variants merge
+
+
+def test_number_aware_check_lets_copies_lose_numbers_but_not_change_them(tmp_path) -> None:
+    """A copy that lost a number (an edit, a replaced word) is still a duplicate; one whose number changed is not."""
+    base = TEMPLATE.format(a=12, b=5) + " The farmer also owns 3 dogs and 7 cats, which drink 2 litres a day."
+    lost = base.replace(" 7 cats", " several cats")
+    changed = base.replace(" 7 cats", " 8 cats")
+    docs = [Document(text=t, id=i, metadata={"domain": "math"}) for i, t in [("a", base), ("b", lost), ("c", changed)]]
+    kept, _ = run_stage("minhash", {}, docs, tasks=1, tmp_path=tmp_path)
+    assert [d.id for d in kept] == ["a", "c"]
 
 
 def test_minhash_describe_reports_lsh_threshold() -> None:
@@ -251,19 +274,25 @@ def test_perturb_replaces_the_requested_fraction() -> None:
     assert changed == 10
 
 
+def _removed_by(state: np.ndarray) -> dict[int, int]:
+    return {i: int(k) for i, k in enumerate(state) if k >= 0}
+
+
 def test_greedy_keep_removes_only_direct_duplicates_of_kept_documents() -> None:
-    order = {n: (n,) for n in range(6)}
+    rank = np.arange(6)
     # chain 0~1~2 (0 not similar to 2), clique 3~4~5
-    edges = [(0, 1), (1, 2), (3, 4), (3, 5), (4, 5)]
-    assert greedy_keep(edges, order, keep=1) == {1: 0, 4: 3, 5: 3}
-    assert greedy_keep(edges, order, keep=2) == {5: 3}
+    edges = np.array([(0, 1), (1, 2), (3, 4), (3, 5), (4, 5)])
+    assert _removed_by(greedy_keep(edges, rank, keep=1)) == {1: 0, 4: 3, 5: 3}
+    assert _removed_by(greedy_keep(edges, rank, keep=2)) == {5: 3}
+    # the visiting order is the rank, not the node number
+    assert _removed_by(greedy_keep(edges, np.array([2, 1, 0, 5, 4, 3]), keep=1)) == {1: 2, 4: 5, 3: 5}
 
 
 def test_greedy_keep_checks_kept_documents_reached_through_removed_neighbours() -> None:
-    order = {n: (n,) for n in range(3)}
+    rank, edges = np.arange(3), np.array([(0, 1), (1, 2)])
     # 0~1 and 1~2 are candidate edges; 2 is also similar to 0 but that pair was never a candidate
-    assert greedy_keep([(0, 1), (1, 2)], order, 1, similar=lambda a, b: {a, b} == {0, 2}) == {1: 0, 2: 0}
-    assert greedy_keep([(0, 1), (1, 2)], order, 1, similar=lambda a, b: False) == {1: 0}
+    assert _removed_by(greedy_keep(edges, rank, 1, similar=lambda a, b: {a, b} == {0, 2})) == {1: 0, 2: 0}
+    assert _removed_by(greedy_keep(edges, rank, 1, similar=lambda a, b: False)) == {1: 0}
 
 
 def test_band_pairs_all_pairs_in_small_runs_linear_in_large_ones() -> None:
