@@ -11,6 +11,8 @@ from pathlib import Path
 
 from datatrove.data import Document
 
+from reasonpipe.sample import render_text
+
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
 COMMON = (
@@ -89,3 +91,28 @@ def planted_corpus(
             docs.append(Document(text=perturb(texts[i], fraction, rng), id=doc_id, metadata={"domain": "web"}))
             copies[doc_id] = fraction
     return docs, copies
+
+
+def chat_sample(doc_id: str, problem: str, reasoning: str, answer: str) -> Document:
+    """A canonical chat sample (domain reasoning): the problem as user turn, reasoning + answer as assistant turn."""
+    turns = [
+        {"role": "user", "content": problem, "reasoning": None},
+        {"role": "assistant", "content": answer, "reasoning": reasoning},
+    ]
+    return Document(
+        text=render_text(turns), id=doc_id, metadata={"kind": "chat", "domain": "reasoning", "turns": turns}
+    )
+
+
+def problem_variant(problem: str, rng: random.Random) -> str:
+    """A variant of a problem: whitespace, punctuation, casing or a one-word edit (numbers untouched)."""
+    kind = rng.randrange(4)
+    if kind == 0:
+        return "  ".join(problem.split()) + "\n"
+    if kind == 1:
+        return problem.replace(",", "").replace("?", " ?")
+    if kind == 2:
+        return problem.upper()
+    words = problem.split()
+    words[rng.choice([i for i, w in enumerate(words) if not any(c.isdigit() for c in w)])] = "the"
+    return " ".join(words)

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 from datatrove.data import Document
-from dedupdata import REAL, generated_texts, perturb, planted_corpus, real_texts
+from dedupdata import REAL, chat_sample, generated_texts, perturb, planted_corpus, problem_variant, real_texts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from stagekit import read_exclusions, run_stage
@@ -16,7 +16,6 @@ from stagekit import read_exclusions, run_stage
 from reasonpipe.filters.minhash import MinhashOptions, MinhashStage
 from reasonpipe.filters.minhash_core import MinHasher, band_pairs, greedy_keep, jaccard, ngram_hashes, token_hashes
 from reasonpipe.filters.normalize import Normalization, normalize, prepare, tokens
-from reasonpipe.sample import render_text
 
 NORM = Normalization()
 
@@ -212,30 +211,6 @@ def test_minhash_describe_reports_lsh_threshold() -> None:
 # --- problem_dedup ---
 
 
-def _chat(doc_id: str, problem: str, reasoning: str, answer: str) -> Document:
-    turns = [
-        {"role": "user", "content": problem, "reasoning": None},
-        {"role": "assistant", "content": answer, "reasoning": reasoning},
-    ]
-    return Document(
-        text=render_text(turns), id=doc_id, metadata={"kind": "chat", "domain": "reasoning", "turns": turns}
-    )
-
-
-def _variant(problem: str, rng: random.Random) -> str:
-    """Whitespace, punctuation, casing or a small edit."""
-    kind = rng.randrange(4)
-    if kind == 0:
-        return "  ".join(problem.split()) + "\n"
-    if kind == 1:
-        return problem.replace(",", "").replace("?", " ?")
-    if kind == 2:
-        return problem.upper()
-    words = problem.split()
-    words[rng.choice([i for i, w in enumerate(words) if not any(c.isdigit() for c in w)])] = "the"
-    return " ".join(words)
-
-
 def test_problem_dedup_keeps_k_best_traces_per_problem(tmp_path) -> None:
     rng = random.Random(2)
     problems = [
@@ -247,7 +222,7 @@ def test_problem_dedup_keeps_k_best_traces_per_problem(tmp_path) -> None:
     for p, problem in enumerate(problems):
         for t in range(7):
             answer = "" if t == 6 else str(t)  # the longest trace has no final answer
-            docs.append(_chat(f"p{p}-t{t}", _variant(problem, rng), "step " * (10 + 10 * t), answer))
+            docs.append(chat_sample(f"p{p}-t{t}", problem_variant(problem, rng), "step " * (10 + 10 * t), answer))
     docs.append(Document(text=problems[0], id="plain", metadata={"domain": "reasoning"}))
     rng.shuffle(docs)
     kept, stats = run_stage("problem_dedup", {"k": 3}, docs, tasks=2, tmp_path=tmp_path)
@@ -261,7 +236,7 @@ def test_problem_dedup_keeps_k_best_traces_per_problem(tmp_path) -> None:
 
 def test_problem_dedup_fits_rule_and_shortest_preference(tmp_path) -> None:
     problem = "Compute the sum of the first 10 odd numbers and explain each step of the computation."
-    docs = [_chat(f"t{t}", problem, "r" * (100 * (t + 1)), "100") for t in range(5)]
+    docs = [chat_sample(f"t{t}", problem, "r" * (100 * (t + 1)), "100") for t in range(5)]
     kept, _ = run_stage("problem_dedup", {"k": 1, "max_reasoning_chars": 350}, docs, tmp_path=tmp_path / "a")
     assert [d.id for d in kept] == ["t2"]  # longest that fits
     kept, _ = run_stage("problem_dedup", {"k": 2, "prefer": "shortest"}, docs, tmp_path=tmp_path / "b")
@@ -307,7 +282,8 @@ def test_same_input_and_tasks_give_the_same_kept_set(stage: str, tmp_path) -> No
     rng = random.Random(4)
     problems = generated_texts(30, seed=4, words=(15, 40))
     docs = [
-        _chat(f"s{i:03d}", _variant(problems[i % 30], rng), "r " * rng.randint(1, 50), str(i % 3)) for i in range(120)
+        chat_sample(f"s{i:03d}", problem_variant(problems[i % 30], rng), "r " * rng.randint(1, 50), str(i % 3))
+        for i in range(120)
     ]
     docs += [Document(text=d.text.upper(), id=f"u{i:03d}", metadata=dict(d.metadata)) for i, d in enumerate(docs[:40])]
     runs = [
