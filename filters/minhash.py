@@ -2,7 +2,7 @@
 
 Runs (see filters/minhash_steps.py): signatures are computed inline (vectorised numpy, ~20x datatrove's signature
 step) while the documents are materialized; then LSH buckets (N tasks, each reading only its hash range of band
-keys), verification (V tasks, each verifying the pairs routed to it), clustering over the verified pairs (1 task) and
+keys), verification (V tasks, each verifying the pairs routed to it), clustering over the verified pairs (V tasks) and
 the filtering streaming run. Unlike datatrove, no document is removed on a band collision alone: the pair's shingle
 sets must reach `jaccard_threshold`. Documents are visited in (rank, position) order and one is removed when it is
 verified-similar to an earlier kept document (not through chains of removed ones).
@@ -46,8 +46,8 @@ class MinhashOptions(StageOptions):
             document, `false`: none.
         seed: MinHash seed; None = the manifest's seed.
         bucket_tasks: tasks of the buckets run (each reads 1/bucket_tasks of the band keys); None = the run's tasks.
-        verify_tasks: tasks of the verification run (each verifies 1/verify_tasks of the candidate pairs); None = the
-            run's tasks.
+        verify_tasks: tasks of the verification and clustering runs (each verifies 1/verify_tasks of the candidate
+            pairs, then clusters 1/verify_tasks of the groups); None = the run's tasks.
     """
 
     shingle_size: int = Field(3, ge=1, le=64)

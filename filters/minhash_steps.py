@@ -14,10 +14,11 @@ data for the whole corpus:
    many bands found it), reads the records and gram sets of their documents by range, and keeps the pairs whose true
    gram-set Jaccard similarity reaches the threshold and whose marks agree (`edges/{v}.npy`), vectorised: one lexsort
    per chunk of pairs, no Python object per pair.
-4. `ClusterRemovals` (1 task): over the verified edges only, visits documents best first by (order key, rank, row)
-   and removes each one similar to `keep` or more kept documents (`greedy_keep`: no removal through chains of removed
-   documents). With `relabel`, every document of a connected group of verified pairs gets the group's smallest
-   problem key. Writes `removals/{r}/0000.json` per rank: `[[id, kept_id | None, new_problem_key | None], ...]`.
+4. `ClusterRemovals` (V tasks): union-find over the verified edges only gives connected groups; task c takes the
+   groups whose smallest member hashes to c, visits their documents best first by (order key, rank, row) and removes
+   each one similar to `keep` or more kept documents (`greedy_keep`: no removal through chains of removed documents).
+   With `relabel`, every document of a group gets the group's smallest problem key. Writes `removals/{r}/{c}.json`
+   per rank: `[[id, kept_id | None, new_problem_key | None], ...]`.
 5. `RemovalFilter` (inline in the next streaming run): drops the listed documents of its rank (matched by id) with a
    reason and `duplicate_of`, and sets the new problem keys.
 
@@ -355,10 +356,11 @@ class VerifyPairs(PipelineStep):
 
 
 class ClusterRemovals(PipelineStep):
-    """Choose what to remove (1 task) from the verified pairs.
+    """Choose what to remove from the verified pairs; task c of C handles the connected groups owned by c.
 
-    Memory: the verified edges and their documents' records (O(verified pairs): ~100 bytes per pair), never
-    anything per document of the corpus.
+    Every task reads the verified edges (16 bytes each) and labels their groups (vectorised union-find over the pairs
+    only); task c then orders, clusters and looks up ids for the documents of its own groups. Memory: ~50 bytes per
+    verified pair, plus records, ids and the greedy pass for 1/C of them; nothing per document of the corpus.
     """
 
     type = "🫂 - DEDUP"
@@ -379,29 +381,35 @@ class ClusterRemovals(PipelineStep):
         self.threshold, self.marks, self.keep, self.relabel = threshold, marks, keep, relabel
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        assert world_size == 1, "ClusterRemovals runs as a single task"
         df = folder(self.work_dir)
         with self.track_time():
             found = [read_npy(df, f"edges/{v:05d}.npy") for v in range(self.verify_tasks)]
             edges = np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
             nodes, dense = np.unique(edges, return_inverse=True)
             dense = dense.reshape(-1, 2)
+            group = components(dense, len(nodes))
+            owner = partition_of(mix64(nodes[group].astype(np.uint64)), world_size)
+            mine = np.flatnonzero(owner == rank)  # nodes of the groups this task owns (increasing: nodes stay sorted)
+            local = np.full(len(nodes), -1, dtype=np.int64)
+            local[mine] = np.arange(len(mine))
+            nodes, group = nodes[mine], local[group[mine]]
+            dense = local[dense[owner[dense[:, 0]] == rank]]  # an edge never leaves its group
+            del edges, found, owner, local
+
             docs = SignedDocs(df)
             rec = docs.records(nodes)
             key = rec["key"]
-            rank_of = np.empty(len(nodes), dtype=np.int64)
-            rank_of[np.lexsort((nodes, key[:, 2], key[:, 1], key[:, 0]))] = np.arange(len(nodes))
+            order = np.empty(len(nodes), dtype=np.int64)
+            order[np.lexsort((nodes, key[:, 2], key[:, 1], key[:, 0]))] = np.arange(len(nodes))
 
             def similar(i: int, j: int) -> bool:
                 ok, agree = docs.verify(np.array([[nodes[i], nodes[j]]]), self.threshold, self.marks)
                 return bool(ok[0] and agree[0])
 
-            state = greedy_keep(dense, rank_of, self.keep, similar)
+            state = greedy_keep(dense, order, self.keep, similar)
             removed = np.flatnonzero(state >= 0)
-            new_key = np.zeros(len(nodes), dtype=np.uint64)
-            changed = np.zeros(len(nodes), dtype=bool)
-            if self.relabel and len(nodes):
-                group = components(dense, len(nodes))
+            new_key, changed = rec["pkey"], np.zeros(len(nodes), dtype=bool)
+            if self.relabel and len(nodes):  # every member of a group gets its smallest problem key
                 smallest = np.full(len(nodes), np.iinfo(np.uint64).max, dtype=np.uint64)
                 np.minimum.at(smallest, group, rec["pkey"])
                 new_key = smallest[group]
@@ -415,7 +423,7 @@ class ClusterRemovals(PipelineStep):
                 rows.setdefault(int(nodes[i] >> 32), []).append([ids[int(nodes[i])], kept, label])
             self.stat_update("to_remove", value=len(removed))
             self.stat_update("relabeled", value=int(changed.sum()))
-            write_removals(df, self.sign_tasks, rows)
+            write_removals(df, self.sign_tasks, rows, producer=rank)
         return
         yield
 
@@ -460,7 +468,7 @@ class RemovalFilter(BaseFilter):
 
 def build_lsh_dedup(chain, ctx, signer, opts, name: str, reason: str, marks: str, keep: int = 1, relabel=False):
     """The runs shared by the MinHash stages: the signer (built by the caller) rides the materialising run, then LSH
-    buckets, verification, one clustering task, and a streaming run that removes what it chose (`reason`)."""
+    buckets, verification, clustering, and a streaming run that removes what they chose (`reason`)."""
     tasks = ctx.tasks
     bucket_tasks, verify_tasks = signer.bucket_tasks, opts.verify_tasks or tasks
     chain.add(signer)
@@ -469,5 +477,5 @@ def build_lsh_dedup(chain, ctx, signer, opts, name: str, reason: str, marks: str
     verify = VerifyPairs(ctx.work_dir, bucket_tasks, opts.jaccard_threshold, marks)
     chain.add_run(f"{name}-verify", [verify], tasks=verify_tasks)
     cluster = ClusterRemovals(ctx.work_dir, tasks, verify_tasks, opts.jaccard_threshold, marks, keep, relabel)
-    chain.add_run(f"{name}-cluster", [cluster], tasks=1)
-    chain.continue_from(docs, RemovalFilter(ctx.work_dir, reason, 1, ctx.exclusion_writer()))
+    chain.add_run(f"{name}-cluster", [cluster], tasks=verify_tasks)
+    chain.continue_from(docs, RemovalFilter(ctx.work_dir, reason, verify_tasks, ctx.exclusion_writer()))

@@ -46,7 +46,8 @@ class ProblemDedupOptions(StageOptions):
         prefer: "longest" or "shortest" reasoning among equals.
         normalization: problem normalisation (digits and operators always kept).
         seed: MinHash seed; None = the manifest's seed.
-        bucket_tasks, verify_tasks: tasks of the buckets and verification runs; None = the run's tasks.
+        bucket_tasks, verify_tasks: tasks of the buckets run and of the verification and clustering runs; None =
+            the run's tasks.
     """
 
     k: int = Field(4, ge=1)
