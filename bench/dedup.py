@@ -50,7 +50,8 @@ import reasonpipe.filters.decontaminate  # noqa: E402,F401  (registers the stage
 import reasonpipe.filters.exact_dedup  # noqa: E402,F401
 import reasonpipe.filters.problem_dedup  # noqa: E402,F401
 from reasonpipe.filters.minhash import MinhashOptions, WordShingleSigner  # noqa: E402
-from reasonpipe.filters.minhash_steps import ClusterRemovals, LshBuckets, RemovalFilter, VerifyPairs  # noqa: E402
+from reasonpipe.filters.minhash_steps import ClusterRemovals, LshBuckets, VerifyPairs  # noqa: E402
+from reasonpipe.filters.removals import RemovalFilter  # noqa: E402
 from reasonpipe.filters.stage import REGISTRY, BuildContext  # noqa: E402
 from reasonpipe.sample import render_text  # noqa: E402
 

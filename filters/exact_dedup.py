@@ -15,15 +15,8 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from pydantic import Field
 
-from reasonpipe.filters.minhash_steps import (
-    RemovalFilter,
-    append_ids,
-    gid_of,
-    lookup_ids,
-    sig_name,
-    write_removals,
-)
 from reasonpipe.filters.normalize import Normalization, normalize
+from reasonpipe.filters.removals import RemovalFilter, append_ids, gid_of, lookup_ids, sig_name, write_removals
 from reasonpipe.filters.stage import BuildContext, Chain, Stage, StageOptions, register
 from reasonpipe.filters.workfiles import Column, folder, partition_of, read_partition, write_partitioned
 
@@ -119,7 +112,7 @@ class ExactDuplicateFinder(PipelineStep):
             head = np.ones(len(h), dtype=bool)
             head[dup] = False
             first = g[np.maximum.accumulate(np.where(head, np.arange(len(h)), 0))]  # the kept gid of each row
-            ids = lookup_ids(df, "docs", ID_RECORD, np.concatenate((g[dup], first[dup])))
+            ids = lookup_ids(df, ID_RECORD, np.concatenate((g[dup], first[dup])))
             removals: dict[int, list] = {}
             for removed, kept in zip(g[dup].tolist(), first[dup].tolist()):
                 removals.setdefault(removed >> 32, []).append([ids[removed], ids[kept], None])

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 from datatrove.data import Document
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from reasonpipe.filters.minhash_core import lsh_threshold, ngram_hashes, token_hashes
 from reasonpipe.filters.minhash_steps import GramSignatureWriter, build_lsh_dedup
@@ -59,6 +59,13 @@ class MinhashOptions(StageOptions):
     seed: int | None = None
     bucket_tasks: int | None = Field(None, ge=1)
     verify_tasks: int | None = Field(None, ge=1)
+
+    @field_validator("number_aware", mode="before")
+    @classmethod
+    def _domains_or_bool(cls, value):
+        if isinstance(value, bool) or (isinstance(value, list) and all(isinstance(d, str) for d in value)):
+            return value
+        raise ValueError("expected true, false or a list of domain names")
 
 
 class WordShingleSigner(GramSignatureWriter):

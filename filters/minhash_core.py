@@ -205,6 +205,19 @@ def unique_pairs(pairs: np.ndarray) -> np.ndarray:
     return pairs[keep]
 
 
+def distinct_per_text(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each text's gram hashes sorted and without repeats (the set the Jaccard similarity is computed on)."""
+    text = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    order = np.lexsort((values, text))
+    values, text = values[order], text[order]
+    keep = np.ones(len(values), dtype=bool)
+    keep[1:] = (values[1:] != values[:-1]) | (text[1:] != text[:-1])
+    counts = np.bincount(text[keep], minlength=len(offsets) - 1)
+    out = np.zeros(len(offsets), dtype=np.int64)
+    np.cumsum(counts, out=out[1:])
+    return values[keep], out
+
+
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     """Jaccard similarity of two sets given as sorted unique arrays (reference for `pair_intersections`)."""
     if len(a) == 0 and len(b) == 0:

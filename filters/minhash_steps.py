@@ -27,24 +27,22 @@ Document ids across ranks are `gid = rank << 32 | row` (row: index among the ran
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-
 import numpy as np
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.io import DataFolder
 from datatrove.pipeline.base import PipelineStep
-from datatrove.pipeline.filters.base_filter import BaseFilter
 
 from reasonpipe.filters.minhash_core import (
     MinHasher,
     band_pairs,
     components,
+    distinct_per_text,
     greedy_keep,
     mix64,
     pair_intersections,
     unique_pairs,
 )
+from reasonpipe.filters.removals import ROW, RemovalFilter, append_ids, gid_of, lookup_ids, sig_name, write_removals
 from reasonpipe.filters.workfiles import (
     Column,
     folder,
@@ -53,7 +51,6 @@ from reasonpipe.filters.workfiles import (
     read_partition,
     read_rows,
     read_spans,
-    write_bytes,
     write_npy,
     write_partitioned,
 )
@@ -74,44 +71,7 @@ RECORD = np.dtype(
 )
 BAND = np.dtype([("key", "<u8"), ("row", "<u4")])
 PAIR = np.dtype([("a", "<i8"), ("b", "<i8")])
-_ROW = np.int64(0xFFFFFFFF)
 _CHUNK = 1 << 21  # gram hashes per verification chunk (~100 MB of work arrays)
-
-
-def gid_of(rank: int, rows: np.ndarray) -> np.ndarray:
-    return (np.int64(rank) << np.int64(32)) | rows.astype(np.int64)
-
-
-def sig_name(rank: int, kind: str) -> str:
-    return f"signatures/{rank:05d}.{kind}"
-
-
-def lookup_ids(df: DataFolder, kind: str, record_dtype: np.dtype, gids: np.ndarray) -> dict[int, str]:
-    """{gid: document id} for the given gids, read from each rank's `{r}.{kind}` records and `{r}.ids`."""
-    out: dict[int, str] = {}
-    gids = np.unique(gids)
-    for rank in np.unique(gids >> 32).tolist():
-        mine = gids[(gids >> 32) == rank]
-        rec = read_rows(df, sig_name(rank, kind), record_dtype, mine & _ROW)
-        blob, off = read_spans(df, sig_name(rank, "ids"), np.uint8, rec["id"], rec["nid"])
-        raw = blob.tobytes()
-        for g, lo, hi in zip(mine.tolist(), off[:-1].tolist(), off[1:].tolist()):
-            out[g] = raw[lo:hi].decode("utf-8", "surrogatepass")
-    return out
-
-
-def append_ids(ids: Column, doc_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Append document ids (UTF-8) to an ids column; returns each one's first byte and length."""
-    raw = [i.encode("utf-8", "surrogatepass") for i in doc_ids]
-    lens = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))
-    start = ids.append(np.frombuffer(b"".join(raw), dtype=np.uint8))
-    return start + np.cumsum(lens) - lens, lens
-
-
-def write_removals(df: DataFolder, ranks: int, rows: dict[int, list], producer: int = 0) -> None:
-    """`removals/{rank}/{producer}.json` for every rank (empty lists included): `[[id, kept_id, new_key], ...]`."""
-    for rank in range(ranks):
-        write_bytes(df, f"removals/{rank:05d}/{producer:04d}.json", json.dumps(sorted(rows.get(rank, []))).encode())
 
 
 class GramSignatureWriter(PipelineStep):
@@ -180,7 +140,7 @@ class GramSignatureWriter(PipelineStep):
             if not docs:
                 return
             values, offsets = self.grams(docs)
-            values, offsets = _distinct_per_text(values, offsets)
+            values, offsets = distinct_per_text(values, offsets)
             lens = np.diff(offsets)
             nonempty = np.flatnonzero(lens > 0)  # documents without grams are never compared
             self.stat_update("no_grams", value=len(docs) - len(nonempty))
@@ -218,19 +178,6 @@ def _multiset_hashes(marks: list[str]) -> np.ndarray:
         seen[m] = seen.get(m, 0) + 1
         hashed.append(xxh64_intdigest(f"{m}\0{seen[m]}"))
     return np.unique(np.array(hashed, dtype=np.uint64))
-
-
-def _distinct_per_text(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each text's gram hashes sorted and without repeats (the set the Jaccard similarity is computed on)."""
-    text = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-    order = np.lexsort((values, text))
-    values, text = values[order], text[order]
-    keep = np.ones(len(values), dtype=bool)
-    keep[1:] = (values[1:] != values[:-1]) | (text[1:] != text[:-1])
-    counts = np.bincount(text[keep], minlength=len(offsets) - 1)
-    out = np.zeros(len(offsets), dtype=np.int64)
-    np.cumsum(counts, out=out[1:])
-    return values[keep], out
 
 
 class LshBuckets(PipelineStep):
@@ -278,7 +225,7 @@ class SignedDocs:
         """Records of sorted distinct gids, in that order."""
         ranks, parts = gids >> 32, []
         for rank in np.unique(ranks).tolist():
-            parts.append(read_rows(self.df, sig_name(rank, "docs"), RECORD, gids[ranks == rank] & _ROW))
+            parts.append(read_rows(self.df, sig_name(rank, "docs"), RECORD, gids[ranks == rank] & ROW))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=RECORD)
 
     def sets(self, gids: np.ndarray, rec: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
@@ -302,14 +249,12 @@ class SignedDocs:
         volume = rec["ngram"][a].astype(np.int64) + rec["ngram"][b]
         similar = np.zeros(len(pairs), dtype=bool)
         agree = np.ones(len(pairs), dtype=bool)
-        bounds = np.searchsorted(np.cumsum(volume), np.arange(_CHUNK, volume.sum() + _CHUNK, _CHUNK), side="right")
-        lo = 0
-        for hi in np.unique(np.append(bounds, len(pairs))).tolist():
-            if hi <= lo:
+        chunk = np.cumsum(volume) // _CHUNK  # chunks of ~_CHUNK gram hashes (a bigger pair alone)
+        for sel in np.split(np.arange(len(pairs)), np.flatnonzero(np.diff(chunk)) + 1):
+            if len(sel) == 0:
                 continue
-            sel = slice(lo, hi)
             local, inv = np.unique(np.concatenate((a[sel], b[sel])), return_inverse=True)
-            la, lb = inv[: hi - lo], inv[hi - lo :]
+            la, lb = inv[: len(sel)], inv[len(sel) :]
             values, offsets = self.sets(nodes[local], rec[local], "grams")
             inter = pair_intersections(values, offsets, la, lb)
             na, nb = rec["ngram"][a[sel]].astype(np.int64), rec["ngram"][b[sel]].astype(np.int64)
@@ -321,7 +266,6 @@ class SignedDocs:
                 ma, mb = rec["nmark"][a[sel]].astype(np.int64), rec["nmark"][b[sel]].astype(np.int64)
                 ok = shared == np.minimum(ma, mb) if marks == "contained" else (shared == ma) & (ma == mb)
                 agree[sel] = ~check | ok
-            lo = hi
         return similar, agree
 
 
@@ -415,7 +359,7 @@ class ClusterRemovals(PipelineStep):
                 new_key = smallest[group]
                 changed = new_key != rec["pkey"]
             touched = np.flatnonzero(changed | (state >= 0))
-            ids = lookup_ids(df, "docs", RECORD, nodes[np.concatenate((touched, state[removed]))])
+            ids = lookup_ids(df, RECORD, nodes[np.concatenate((touched, state[removed]))])
             rows: dict[int, list] = {}
             for i in touched.tolist():
                 kept = ids[int(nodes[state[i]])] if state[i] >= 0 else None
@@ -426,44 +370,6 @@ class ClusterRemovals(PipelineStep):
             write_removals(df, self.sign_tasks, rows, producer=rank)
         return
         yield
-
-
-class RemovalFilter(BaseFilter):
-    """Drop the documents listed for this rank in `removals/{rank}/*.json` (from `producers` tasks), tagging
-    `duplicate_of`; rows without a kept id only relabel `problem_key`. Memory: this rank's rows."""
-
-    name = "🫂 remove duplicates"
-
-    def __init__(self, work_dir: str, reason: str, producers: int = 1, exclusion_writer=None):
-        super().__init__(exclusion_writer=exclusion_writer)
-        self.work_dir, self.reason, self.producers = work_dir, reason, producers
-        self._rows: dict[str, tuple[str | None, str | None]] = {}
-
-    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> Iterator[Document]:
-        df = folder(self.work_dir)
-        self._rows = {}
-        for p in range(self.producers):
-            name = f"removals/{rank:05d}/{p:04d}.json"
-            if not df.exists(name):
-                path = df.resolve_paths(name)
-                raise FileNotFoundError(f"{path} is missing: the dedup runs before this one did not complete")
-            with df.open(name, "rb") as f:
-                self._rows.update({doc_id: (kept, key) for doc_id, kept, key in json.load(f)})
-        yield from super().run(data, rank, world_size)
-
-    def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        row = self._rows.get(doc.id)
-        if row is None:
-            return True
-        kept, key = row
-        if key is not None:
-            doc.metadata["problem_key"] = key
-            self.stat_update("relabeled")
-        if kept is None:
-            return True
-        doc.metadata["filter_reason"] = self.reason
-        doc.metadata["duplicate_of"] = kept
-        return False, self.reason
 
 
 def build_lsh_dedup(chain, ctx, signer, opts, name: str, reason: str, marks: str, keep: int = 1, relabel=False):

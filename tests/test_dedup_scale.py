@@ -177,6 +177,16 @@ def test_results_do_not_depend_on_partitioning_or_filesystem(stage, corpus, vari
     assert not (tmp_path / "mem" / "work").exists()
 
 
+def test_verification_in_small_chunks_gives_the_same_result(tmp_path, monkeypatch) -> None:
+    """Candidate pairs are verified in chunks of bounded gram volume; the chunk size never changes what is removed."""
+    import reasonpipe.filters.minhash_steps as steps
+
+    docs = _near_dup_corpus(4)
+    reference = _result(docs, tmp_path / "ref", "minhash", {})
+    monkeypatch.setattr(steps, "_CHUNK", 300)  # a few pairs per chunk (documents have ~60-120 grams)
+    assert _result(docs, tmp_path / "small", "minhash", {}) == reference
+
+
 def test_problem_dedup_gives_each_problem_group_one_key(tmp_path) -> None:
     """Kept and dropped traces of one near-duplicate problem share the group's smallest key; distinct problems
     (different numbers) keep their own."""
@@ -256,3 +266,40 @@ def test_intermediate_folders_are_freed_only_after_their_last_reader_completes(t
     assert (tmp_path / "docs" / "00000.jsonl.gz").exists()
     execute(_plan(tmp_path, keep))  # resume: the writer is skipped, the reader redoes its failed task
     assert (tmp_path / "docs").exists() == keep
+
+
+# --- careless users ---
+
+MANIFEST = """\
+name: t
+inputs:
+  - {name: docs, path: docs.jsonl, schema: text, domain: math}
+stages:
+  - minhash: STAGE
+tokenizer: {train: {vocab_size: 1000}}
+output: {path: out, keep_intermediate: KEEP}
+"""
+
+
+@pytest.mark.parametrize(
+    "stage, keep, expected",
+    [
+        (
+            "{number_aware: 3}",
+            "false",
+            "minhash.number_aware: expected true, false or a list of domain names (found 3)",
+        ),
+        ("{same_numbers: true}", "false", "stages[0].minhash.same_numbers: unknown key"),
+        ("{verify_tasks: 0}", "false", "stages[0].minhash.verify_tasks: Input should be greater than or equal to 1"),
+        ("{}", "sometimes", "output.keep_intermediate"),
+    ],
+)
+def test_dedup_options_mistakes_name_the_key(tmp_path, stage, keep, expected) -> None:
+    from reasonpipe.pipeline.manifest import ManifestError, load_manifest
+
+    (tmp_path / "docs.jsonl").write_text('{"text": "x"}\n')
+    path = tmp_path / "m.yaml"
+    path.write_text(MANIFEST.replace("STAGE", stage).replace("KEEP", keep))
+    with pytest.raises(ManifestError) as exc:
+        load_manifest(path)
+    assert any(expected in p for p in exc.value.problems), exc.value.problems
