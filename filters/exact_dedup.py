@@ -10,6 +10,8 @@ lowercase, collapsed whitespace) keeps digits and operators: "3+4=7" != "3-4=7".
 
 from __future__ import annotations
 
+from array import array
+
 import numpy as np
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
@@ -41,7 +43,7 @@ HASH_ROW = np.dtype([("hash", "<u8"), ("row", "<u4")])
 class ExactSignatureWriter(PipelineStep):
     """Record (hash of normalised text, id) of each selected document; forward every document.
 
-    Memory: 12 bytes per selected document of this rank until the end of the task, when the hashes are written
+    Memory: 8 bytes per selected document of this rank until the end of the task, when the hashes are written
     partitioned by finder shard (ids are appended to `{rank}.ids` as they come).
     """
 
@@ -58,7 +60,7 @@ class ExactSignatureWriter(PipelineStep):
 
         df = folder(self.work_dir)
         records, ids = Column(df, sig_name(rank, "docs"), ID_RECORD), Column(df, sig_name(rank, "ids"), np.uint8)
-        hashes: list[int] = []
+        hashes = array("Q")  # 8 bytes per document
         pending: list[str] = []  # ids not yet written
 
         def flush() -> None:
@@ -80,7 +82,7 @@ class ExactSignatureWriter(PipelineStep):
         records.close()
         ids.close()
         rows = np.zeros(len(hashes), dtype=HASH_ROW)
-        rows["hash"], rows["row"] = np.array(hashes, dtype=np.uint64), np.arange(len(hashes))
+        rows["hash"], rows["row"] = np.frombuffer(hashes, dtype=np.uint64), np.arange(len(hashes))
         shard = partition_of(rows["hash"], self.finder_tasks)
         write_partitioned(df, sig_name(rank, "hashes"), rows, shard, self.finder_tasks)
 
