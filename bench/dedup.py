@@ -396,7 +396,11 @@ def scaled_records(records: list[dict], k: int) -> list[dict]:
 
 def memory(args, texts: list[str], tmp: Path) -> None:
     k = args.scale
+    job = tmp / "baseline.pkl"
+    job.write_bytes(pickle.dumps(([], 1, str(tmp / "logs-baseline"))))
+    base = peak_rss_mib([sys.executable, __file__, "--run-pickled", str(job)], job.with_suffix(".hwm"))
     print(f"\npeak RSS per run (MiB; each run its own process, its tasks one after another), 1x vs {k}x the corpus")
+    print(f"(an empty run, i.e. Python + numpy + datatrove + reasonpipe imported: {base:.0f} MiB)")
     print(f"{'stage':<15}{'run':<26}{'1x':>8}{f'{k}x':>8}{'ratio':>7}")
     gsm = gsm_records()
     for stage, opts in (("exact_dedup", {}), ("minhash", {}), ("problem_dedup", {"k": 1})):

@@ -239,17 +239,24 @@ def segment_indices(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
 def pair_intersections(values: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """|S_a & S_b| for every pair (a[i], b[i]) of sets S_j = values[offsets[j]:offsets[j + 1]] (each duplicate-free).
 
-    One lexsort of the pairs' concatenated members labelled by pair: an element shared by both sets of a pair shows
-    up as two equal neighbours with the same label. No Python object per pair.
+    Every member of every set, keyed by (set, value) as `mix64(value ^ salt[set])`, goes into one sorted table; the
+    members of the smaller set of each pair are looked up under the other set's salt, and a hit counts when the found
+    entry belongs to that set. A few array passes, no Python object per pair; exact (a missed hit would need two
+    64-bit keys of the table to coincide).
     """
-    la, lb = offsets[a + 1] - offsets[a], offsets[b + 1] - offsets[b]
-    members = np.concatenate((values[segment_indices(offsets[a], la)], values[segment_indices(offsets[b], lb)]))
-    pair = np.arange(len(a), dtype=np.int64)
-    labels = np.concatenate((np.repeat(pair, la), np.repeat(pair, lb)))
-    order = np.lexsort((members, labels))
-    members, labels = members[order], labels[order]
-    shared = (members[1:] == members[:-1]) & (labels[1:] == labels[:-1])
-    return np.bincount(labels[1:][shared], minlength=len(a))
+    lens = np.diff(offsets)
+    swap = lens[b] > lens[a]  # look up the smaller set of each pair
+    a, b = np.where(swap, b, a), np.where(swap, a, b)
+    salt = mix64(np.arange(len(lens), dtype=np.uint64) + _P)
+    keys = mix64(values ^ np.repeat(salt, lens))
+    order = np.argsort(keys)
+    table, owner = keys[order], np.repeat(np.arange(len(lens)), lens)[order]
+    lb = lens[b]
+    query = mix64(values[segment_indices(offsets[b], lb)] ^ np.repeat(salt[a], lb))
+    pos = np.minimum(np.searchsorted(table, query), max(len(table) - 1, 0))
+    wanted = np.repeat(a, lb)
+    hit = (table[pos] == query) & (owner[pos] == wanted) if len(table) else np.zeros(len(query), dtype=bool)
+    return np.bincount(np.repeat(np.arange(len(a)), lb)[hit], minlength=len(a))
 
 
 def components(edges: np.ndarray, n: int) -> np.ndarray:
