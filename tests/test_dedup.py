@@ -24,7 +24,7 @@ from stagekit import read_exclusions, run_stage
 
 from reasonpipe.filters.minhash import MinhashOptions, MinhashStage
 from reasonpipe.filters.minhash_core import MinHasher, band_pairs, greedy_keep, jaccard, ngram_hashes, token_hashes
-from reasonpipe.filters.normalize import Normalization, normalize, prepare, tokens
+from reasonpipe.filters.normalize import Normalization, math_marks, normalize, prepare, tokens
 
 NORM = Normalization()
 
@@ -69,6 +69,13 @@ def test_normalisation_keeps_math_and_code_distinct() -> None:
     assert tokens("3+4=7", NORM) == ["3", "+", "4", "=", "7"]
     assert tokens("x = a - b", NORM) != tokens("x = a + b", NORM)
     assert normalize("ＨＥＬＬＯ   World\t3+4", NORM) == normalize("hello world 3+4", NORM)
+
+
+def test_math_marks_are_numbers_latex_commands_and_function_names() -> None:
+    assert math_marks("Compute $\\tan 330^\\circ$.") == ["\\tan", "330", "\\circ"]
+    assert math_marks("x^2+bx+48 = 0, so x = 3.5") == ["2", "48", "0", "3.5"]
+    assert math_marks("SIN(x) + log y, but a basin is not a sin; sinx") == ["sin", "log", "sin"]
+    assert math_marks("\\Gamma vs \\gamma, ２ apples") == ["\\Gamma", "\\gamma", "2"]
 
 
 def test_minhash_estimates_jaccard() -> None:
