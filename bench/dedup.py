@@ -48,9 +48,9 @@ from stagekit import LocalChain, read_docs  # noqa: E402
 
 import reasonpipe.filters.decontaminate  # noqa: E402,F401  (registers the stage)
 import reasonpipe.filters.exact_dedup  # noqa: E402,F401
-import reasonpipe.filters.problem_dedup  # noqa: E402,F401
 from reasonpipe.filters.minhash import MinhashOptions, WordShingleSigner  # noqa: E402
 from reasonpipe.filters.minhash_steps import ClusterRemovals, LshBuckets, VerifyPairs  # noqa: E402
+from reasonpipe.filters.problem_dedup import problem_hash  # noqa: E402
 from reasonpipe.filters.removals import RemovalFilter  # noqa: E402
 from reasonpipe.filters.stage import REGISTRY, BuildContext  # noqa: E402
 from reasonpipe.sample import render_text  # noqa: E402
@@ -239,7 +239,7 @@ def chat_corpus(records: list[dict], copies: int = 3) -> list[Document]:
                 {"role": "user", "content": problem, "reasoning": None},
                 {"role": "assistant", "content": answer.strip(), "reasoning": reasoning.strip() + " " * v},
             ]
-            meta = {"kind": "chat", "domain": "math", "turns": turns}
+            meta = {"kind": "chat", "domain": "math", "turns": turns, "problem_key": problem_hash(problem)}
             docs.append(Document(text=render_text(turns), id=f"gsm-{i}-{v}", metadata=meta))
     return docs
 

@@ -150,14 +150,15 @@ class GramSignatureWriter(PipelineStep):
             rec = np.zeros(len(docs), dtype=RECORD)
             rec["ngram"] = lens[nonempty]
             rec["gram"] = cols["grams"].append(values) + offsets[:-1][nonempty]
-            for i, doc in enumerate(docs):
-                marks = self.marks(doc)
-                if marks is not None:
-                    rec["checked"][i] = 1
-                    hashed = _multiset_hashes(marks)
-                    rec["mark"][i], rec["nmark"][i] = cols["marks"].append(hashed), len(hashed)
-                rec["key"][i] = self.key(doc)
-                rec["pkey"][i] = self.problem_key(doc)
+            marks = [self.marks(doc) for doc in docs]
+            hashed = [_multiset_hashes(m) for m in marks if m is not None]
+            checked = np.array([m is not None for m in marks], dtype=bool)
+            counts = np.fromiter(map(len, hashed), dtype=np.int64, count=len(hashed))
+            start = cols["marks"].append(np.array([h for hs in hashed for h in hs], dtype=np.uint64))
+            rec["checked"], rec["nmark"][checked] = checked, counts
+            rec["mark"][checked] = start + np.cumsum(counts) - counts
+            rec["key"] = [self.key(doc) for doc in docs]
+            rec["pkey"] = [self.problem_key(doc) for doc in docs]
             rec["id"], rec["nid"] = append_ids(cols["ids"], [doc.id for doc in docs])
             first_row = cols["docs"].append(rec)
             keys = mix64(self.hasher.band_keys(self.hasher.signatures(values, offsets)[nonempty]) ^ self.band_salt)
@@ -167,17 +168,17 @@ class GramSignatureWriter(PipelineStep):
             bands.append(out)
 
 
-def _multiset_hashes(marks: list[str]) -> np.ndarray:
-    """Sorted hashes of a multiset of strings as a set: the k-th occurrence of a mark is an element of its own, so
-    set intersection counts multiset intersection."""
+def _multiset_hashes(marks: list[str]) -> list[int]:
+    """Sorted distinct hashes of a multiset of strings as a set: the k-th occurrence of a mark is an element of its
+    own, so set intersection counts multiset intersection."""
     from xxhash import xxh64_intdigest
 
     seen: dict[str, int] = {}
-    hashed = []
+    hashed = set()
     for m in marks:
         seen[m] = seen.get(m, 0) + 1
-        hashed.append(xxh64_intdigest(f"{m}\0{seen[m]}"))
-    return np.unique(np.array(hashed, dtype=np.uint64))
+        hashed.add(xxh64_intdigest(f"{m}\0{seen[m]}"))
+    return sorted(hashed)
 
 
 class LshBuckets(PipelineStep):

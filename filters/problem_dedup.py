@@ -109,7 +109,7 @@ class ProblemSigner(GramSignatureWriter):
         )
 
     def marks(self, doc: Document) -> list[str] | None:
-        return math_marks(normalize(problem_text(doc), self.opts.normalization)) if self.opts.same_numbers else None
+        return math_marks(problem_text(doc)) if self.opts.same_numbers else None
 
     def key(self, doc: Document) -> tuple[int, int, int]:
         return rank_key(doc, self.opts)
