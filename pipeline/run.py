@@ -92,11 +92,14 @@ def _interrupted(plan: Plan, i: int) -> Interrupted:
 
 def execute(plan: Plan) -> None:
     cfg = plan.loaded.manifest.executor
+    keep = plan.loaded.manifest.output.keep_intermediate
     quiet_logs()
     for i, run in enumerate(plan.runs, 1):
         title = f"[{i}/{len(plan.runs)}] {run.name}"
         if run_complete(run):
             console.print(f"{title}: already complete, skipped")
+            if not keep:
+                run.release()
             continue
         start = time.monotonic()
         try:
@@ -111,6 +114,8 @@ def execute(plan: Plan) -> None:
         if not run_complete(run):
             raise RunError(f"run {run.name!r} finished with incomplete tasks; logs: {run.logging_dir}/logs")
         console.print(f"{title}: done in {time.monotonic() - start:.1f}s ({run.tasks} tasks)")
+        if not keep:  # intermediate folders no later run reads (output.keep_intermediate keeps them)
+            run.release()
 
 
 def print_accounting(table: list[dict]) -> None:
