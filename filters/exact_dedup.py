@@ -1,24 +1,26 @@
 """`exact_dedup`: remove documents whose normalised text equals an earlier document's, globally across tasks.
 
-Runs: the 64-bit xxhash of each selected document's normalised text is recorded inline while the documents are
-materialized (`{rank}.npz`: hash, position; `{rank}.ids.jsonl`), one task finds the duplicates (the first document by
-(rank, position) of each hash is kept), and the filtering streaming run drops the rest with reason `duplicate_exact`.
-The default normalisation (NFKC, lowercase, collapsed whitespace) keeps digits and operators: "3+4=7" != "3-4=7".
+Runs: while the documents are materialized, each task records the 64-bit xxhash of each selected document's
+normalised text and its id (`signatures/{rank}.*`, through filters/workfiles.py: any fsspec filesystem), with the
+hashes partitioned by hash range into F finder shards; finder task f reads only shard f of every rank (memory
+O(documents / F)), keeps the first document of each hash by (rank, position) and lists the others; the filtering
+streaming run drops them with reason `duplicate_exact` and `duplicate_of`. The default normalisation (NFKC,
+lowercase, collapsed whitespace) keeps digits and operators: "3+4=7" != "3-4=7".
 """
 
 from __future__ import annotations
 
-import json
-import os
+from array import array
 
 import numpy as np
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from pydantic import Field
 
-from reasonpipe.filters.minhash_steps import RemovalFilter, write_removals
 from reasonpipe.filters.normalize import Normalization, normalize
+from reasonpipe.filters.removals import RemovalFilter, append_ids, gid_of, lookup_ids, sig_name, write_removals
 from reasonpipe.filters.stage import BuildContext, Chain, Stage, StageOptions, register
+from reasonpipe.filters.workfiles import Column, folder, partition_of, read_partition, write_partitioned
 
 
 class ExactDedupOptions(StageOptions):
@@ -27,82 +29,97 @@ class ExactDedupOptions(StageOptions):
     Attributes:
         normalization: how texts are normalised before hashing (default NFKC + lowercase + collapsed whitespace;
             `strip_punctuation: true` also ignores prose punctuation). Digits and operators are always kept.
+        finder_tasks: tasks of the finder run (each handles 1/finder_tasks of the hash range); None = the run's tasks.
     """
 
     normalization: Normalization = Field(default_factory=Normalization)
+    finder_tasks: int | None = Field(None, ge=1)
+
+
+ID_RECORD = np.dtype([("id", "<i8"), ("nid", "<u4")])  # where a document's id is in {rank}.ids
+HASH_ROW = np.dtype([("hash", "<u8"), ("row", "<u4")])
 
 
 class ExactSignatureWriter(PipelineStep):
-    """Record (hash of normalised text, position) of each selected document; forward every document."""
+    """Record (hash of normalised text, id) of each selected document; forward every document.
+
+    Memory: 8 bytes per selected document of this rank until the end of the task, when the hashes are written
+    partitioned by finder shard (ids are appended to `{rank}.ids` as they come).
+    """
 
     type = "🫂 - DEDUP"
     name = "💥 exact-dedup signatures"
     _requires_dependencies = ["xxhash"]
 
-    def __init__(self, sig_dir: str, norm: Normalization, domains: tuple[str, ...] | None):
+    def __init__(self, work_dir: str, norm: Normalization, domains: tuple[str, ...] | None, finder_tasks: int):
         super().__init__()
-        self.sig_dir, self.norm, self.domains = sig_dir, norm, domains
+        self.work_dir, self.norm, self.domains, self.finder_tasks = work_dir, norm, domains, finder_tasks
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         from xxhash import xxh64_intdigest
 
-        os.makedirs(self.sig_dir, exist_ok=True)
-        hashes, positions, ids = [], [], []
-        for position, doc in enumerate(data):
+        df = folder(self.work_dir)
+        records, ids = Column(df, sig_name(rank, "docs"), ID_RECORD), Column(df, sig_name(rank, "ids"), np.uint8)
+        hashes = array("Q")  # 8 bytes per document
+        pending: list[str] = []  # ids not yet written
+
+        def flush() -> None:
+            rec = np.zeros(len(pending), dtype=ID_RECORD)
+            rec["id"], rec["nid"] = append_ids(ids, pending)
+            records.append(rec)
+            pending.clear()
+
+        for doc in data:
             with self.track_time():
                 if self.domains is None or doc.metadata.get("domain") in self.domains:
                     hashes.append(xxh64_intdigest(normalize(doc.text, self.norm).encode("utf-8", "surrogatepass")))
-                    positions.append(position)
-                    ids.append(doc.id)
+                    pending.append(doc.id)
                     self.stat_update("signed")
+                    if len(pending) >= 4096:
+                        flush()
             yield doc
-        path = os.path.join(self.sig_dir, f"{rank:05d}")
-        np.savez(path + ".npz", hash=np.array(hashes, dtype=np.uint64), index=np.array(positions, dtype=np.int64))
-        with open(path + ".ids.jsonl", "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(i) + "\n" for i in ids)
+        flush()
+        records.close()
+        ids.close()
+        rows = np.zeros(len(hashes), dtype=HASH_ROW)
+        rows["hash"], rows["row"] = np.frombuffer(hashes, dtype=np.uint64), np.arange(len(hashes))
+        shard = partition_of(rows["hash"], self.finder_tasks)
+        write_partitioned(df, sig_name(rank, "hashes"), rows, shard, self.finder_tasks)
 
 
 class ExactDuplicateFinder(PipelineStep):
-    """One task: group equal hashes over all ranks; all but the first (by rank, position) are removed."""
+    """Finder task f of F: the hashes of shard f from every rank; of equal hashes all but the first (by rank, then
+    position) are removed. Memory: the shard's rows (~20 bytes per document / F) and the ids of its duplicates."""
 
     type = "🫂 - DEDUP"
     name = "💥 exact-dedup finder"
 
-    def __init__(self, sig_dir: str, removals_dir: str):
+    def __init__(self, work_dir: str, sign_tasks: int):
         super().__init__()
-        self.sig_dir, self.removals_dir = sig_dir, removals_dir
+        self.work_dir, self.sign_tasks = work_dir, sign_tasks
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        assert world_size == 1, "ExactDuplicateFinder runs as a single task"
+        df = folder(self.work_dir)
         with self.track_time():
-            ranks = sorted(int(f.removesuffix(".npz")) for f in os.listdir(self.sig_dir) if f.endswith(".npz"))
-            loaded = [dict(np.load(os.path.join(self.sig_dir, f"{r:05d}.npz"))) for r in ranks]
-            hashes = np.concatenate([z["hash"] for z in loaded] or [np.zeros(0, np.uint64)])
-            rank_of = np.concatenate([np.full(len(z["hash"]), r) for r, z in zip(ranks, loaded)] or [np.zeros(0)])
-            row = np.concatenate([np.arange(len(z["hash"])) for z in loaded] or [np.zeros(0)]).astype(np.int64)
-            order = np.lexsort((row, rank_of, hashes))  # within a hash: rank, then position
-            h = hashes[order]
+            hashes, gids = [], []
+            for r in range(self.sign_tasks):
+                rows = read_partition(df, sig_name(r, "hashes"), HASH_ROW, rank)
+                hashes.append(rows["hash"])
+                gids.append(gid_of(r, rows["row"]))
+            h = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
+            g = np.concatenate(gids) if gids else np.zeros(0, np.int64)
+            order = np.lexsort((g, h))  # within a hash: rank, then position
+            h, g = h[order], g[order]
             dup = np.flatnonzero(h[1:] == h[:-1]) + 1
             head = np.ones(len(h), dtype=bool)
             head[dup] = False
-            first = np.maximum.accumulate(np.where(head, np.arange(len(h)), 0))  # run head of each position
-            positions = {r: z["index"] for r, z in zip(ranks, loaded)}
-            ids = {r: None for r in ranks}
-
-            def doc_id(r: int, i: int) -> str:
-                if ids[r] is None:
-                    with open(os.path.join(self.sig_dir, f"{r:05d}.ids.jsonl"), encoding="utf-8") as f:
-                        ids[r] = f.read().splitlines()
-                return json.loads(ids[r][i])
-
-            removals: dict[int, list] = {r: [] for r in ranks}
-            for d in dup.tolist():
-                k, f = order[d], order[first[d]]
-                r, i = int(rank_of[k]), int(row[k])
-                kept = doc_id(int(rank_of[f]), int(row[f]))
-                removals[r].append([int(positions[r][i]), doc_id(r, i), kept])
+            first = g[np.maximum.accumulate(np.where(head, np.arange(len(h)), 0))]  # the kept gid of each row
+            ids = lookup_ids(df, ID_RECORD, np.concatenate((g[dup], first[dup])))
+            removals: dict[int, list] = {}
+            for removed, kept in zip(g[dup].tolist(), first[dup].tolist()):
+                removals.setdefault(removed >> 32, []).append([ids[removed], ids[kept], None])
             self.stat_update("duplicates", value=len(dup))
-            write_removals(self.removals_dir, removals)
+            write_removals(df, self.sign_tasks, removals, producer=rank)
         return
         yield
 
@@ -114,11 +131,12 @@ class ExactDedupStage(Stage):
     extra_runs = 2  # the finder, and the filtering streaming run (signatures ride the materialize run)
 
     def build(self, opts: ExactDedupOptions, ctx: BuildContext, chain: Chain) -> None:
-        sig_dir, removals_dir = f"{ctx.work_dir}/signatures", f"{ctx.work_dir}/removals"
-        chain.add(ExactSignatureWriter(sig_dir, opts.normalization, ctx.domains))
-        folder = chain.materialize()
-        chain.add_run("exact-dedup-find", [ExactDuplicateFinder(sig_dir, removals_dir)], tasks=1)
-        chain.continue_from(folder, RemovalFilter(removals_dir, "duplicate_exact", ctx.exclusion_writer()))
+        finders = opts.finder_tasks or ctx.tasks
+        chain.add(ExactSignatureWriter(ctx.work_dir, opts.normalization, ctx.domains, finders))
+        docs = chain.materialize()
+        chain.add_run("exact-dedup-find", [ExactDuplicateFinder(ctx.work_dir, ctx.tasks)], tasks=finders)
+        removal = RemovalFilter(ctx.work_dir, "duplicate_exact", finders, ctx.exclusion_writer())
+        chain.continue_from(docs, removal)
 
     def describe(self, opts: ExactDedupOptions) -> str:
         n = opts.normalization

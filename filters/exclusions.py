@@ -1,11 +1,52 @@
-"""Where rejected documents go: gzipped JSONL per rank, the reason in `metadata.filter_reason`."""
+"""Where rejected documents go: gzipped JSONL per rank, the reason in `metadata.filter_reason`.
+
+A rejected record may hold anything its reader produced (a parquet binary column, a decimal, a timestamp, an integer
+beyond 64 bits, a lone surrogate from invalid UTF-8): the writer stores a JSON-safe copy, so writing an exclusion never
+fails. Bytes become `{"$base64": "<base64>"}`, dates and times ISO 8601 strings, decimals, durations and other values
+their `str()`, non-string keys strings, invalid Unicode is replaced.
+"""
 
 from __future__ import annotations
 
+import base64
+import datetime
 import os
 import posixpath
+from typing import Any
 
+from datatrove.data import Document
 from datatrove.pipeline.writers import JsonlWriter
+
+_INT_RANGE = (-(1 << 63), 1 << 64)  # what orjson writes as a number
+
+
+def _safe_str(text: str) -> str:
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:  # lone surrogates (text decoded with surrogateescape)
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def json_safe(value: Any) -> Any:
+    """A copy of `value` that orjson can always write (see the module docstring)."""
+    if value is None or isinstance(value, bool):
+        return bool(value) if value is not None else None
+    if isinstance(value, str):
+        return _safe_str(str(value))
+    if isinstance(value, int):
+        return int(value) if _INT_RANGE[0] <= value < _INT_RANGE[1] else str(value)
+    if isinstance(value, float):
+        return float(value)  # orjson writes NaN and infinities as null
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"$base64": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, dict):
+        return {_safe_str(k) if isinstance(k, str) else str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [json_safe(v) for v in value]
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    return _safe_str(str(value))
 
 
 class AtomicJsonlWriter(JsonlWriter):
@@ -27,6 +68,15 @@ class AtomicJsonlWriter(JsonlWriter):
         self._pending = {}
 
 
-def exclusion_writer(folder: str):
+class ExclusionWriter(AtomicJsonlWriter):
+    """datatrove's JsonlWriter over JSON-safe copies of the rejected documents."""
+
+    name = "🗑 exclusions"
+
+    def _default_adapter(self, document: Document) -> dict:
+        return json_safe(super()._default_adapter(document))
+
+
+def exclusion_writer(folder: str) -> ExclusionWriter:
     """A datatrove writer for a stage's rejected documents (pass it to `BaseFilter(exclusion_writer=...)`)."""
-    return AtomicJsonlWriter(folder, output_filename="${rank}.jsonl.gz")
+    return ExclusionWriter(folder, output_filename="${rank}.jsonl.gz")

@@ -2,8 +2,19 @@
 
 Two backends, both local: lingua (`lingua-language-detector`, models ship in the wheel; the default) and a fastText
 model file given by path (`fasttext-numpy2-wheel`, optional; e.g. lid.176.bin downloaded beforehand). Detection runs
-on the prose of a document: code, LaTeX math and markup are stripped first (`prose`), and only its first `max_chars`
-characters are read.
+on the prose of a text: code, LaTeX math and markup are stripped first (`prose`), and only its first `max_chars`
+characters are read (`detection_text`).
+
+Each distinct text is detected once per document: `detect_cached` keeps every result in `metadata["lang"]`, keyed by
+a hash of the detector's signature and the exact text it read, so a later stage (or run) reuses it only for the same
+text and the same detector. `reasoning_quality` detects a chat sample's problem and trace; the language stage judges
+the longer of the two, so after that stage it detects nothing again.
+
+lingua's cost grows with the text. The cheaper path that agrees with it is a probe: a text longer than 3 x
+`probe_chars` is first detected on its first and last `probe_chars` characters, and when both say the same language
+with confidence >= PROBE_CONFIDENCE, that is the result; otherwise the whole text is read. On the real corpora it gives
+the whole-text language and verdict on every text, 2.6x faster on long traces; lingua's low-accuracy mode is at most
+1.4x faster there and changes 0.1-0.6% of the results, so it is only an option (BENCHMARKS.md, bench/language_id.py).
 """
 
 from __future__ import annotations
@@ -13,13 +24,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
+import xxhash
 from pydantic import Field, field_validator, model_validator
 
 from reasonpipe.filters.base import DomainFilter
 from reasonpipe.filters.stage import BuildContext, Chain, ExistingPath, Stage, StageOptions, register
+from reasonpipe.sample import final_answer_text, is_chat, problem_text, reasoning_text
 
 # The detector's default languages when none are given: loading all 75 lingua languages is slow and rarely useful.
 COMPACT_LANGUAGES = ("en", "zh", "es", "fr", "de", "ru", "ja", "ko", "pt", "it")
+PROBE_CHARS = 200  # head and tail probes of long texts (0: always read the whole text)
+PROBE_CONFIDENCE = 0.99
 
 _MATH_ENVS = (
     r"\\begin\{(equation|align|gather|multline|eqnarray|displaymath|math|array|[pbvBV]?matrix|xymatrix|tikzcd|cases)"
@@ -51,10 +66,34 @@ def letter_count(text: str) -> int:
     return len(_LETTER.findall(text))
 
 
+def detection_text(text: str, max_chars: int) -> str:
+    """What a detector reads of `text`: the first `max_chars` characters of the prose of its first 4 x max_chars."""
+    return prose(text[: max_chars * 4])[:max_chars]
+
+
 class Detector(Protocol):
+    signature: str  # names the detector and its settings: same signature and same text give the same result
+
     def detect(self, text: str) -> tuple[str, float] | None:
         """The most likely language (ISO 639-1 code, lowercase) of `text` and its confidence in [0, 1]."""
         ...
+
+
+def detect_cached(doc, detector: Detector, text: str, step=None) -> tuple[str, float] | None:
+    """`detector.detect(text)`, once per document: results live in `doc.metadata["lang"]` as
+    `{hash of (signature, text): [code, score] | None}`. `step` counts `lang_detected` / `lang_reused`."""
+    cache = doc.metadata.setdefault("lang", {})
+    key = xxhash.xxh3_64_hexdigest(f"{detector.signature}\0{text}")
+    if key in cache:
+        if step is not None:
+            step.stat_update("lang_reused")
+        hit = cache[key]
+        return None if hit is None else (hit[0], hit[1])
+    result = detector.detect(text)
+    cache[key] = None if result is None else [result[0], result[1]]
+    if step is not None:
+        step.stat_update("lang_detected")
+    return result
 
 
 def lingua_language(code: str):
@@ -68,15 +107,21 @@ def lingua_language(code: str):
 
 
 class LinguaDetector:
-    """lingua over a subset of languages, built on first use (so the step pickles without it)."""
+    """lingua over a subset of languages, built on first use (so the step pickles without it); long texts are probed
+    at both ends first (see the module docstring)."""
 
-    def __init__(self, languages: Sequence[str] = COMPACT_LANGUAGES, low_accuracy: bool = False):
+    def __init__(
+        self, languages: Sequence[str] = COMPACT_LANGUAGES, low_accuracy: bool = False, probe_chars: int = PROBE_CHARS
+    ):
         if len(set(languages)) < 2:
             raise ValueError(f"lingua needs at least 2 languages to choose from, got {list(languages)}")
         for code in languages:
             lingua_language(code)
         self.languages = tuple(sorted(set(languages)))
         self.low_accuracy = low_accuracy
+        self.probe_chars = probe_chars
+        mode = "low" if low_accuracy else "high"
+        self.signature = f"lingua/{mode}/probe{probe_chars}@{PROBE_CONFIDENCE}/{','.join(self.languages)}"
         self._detector = None
 
     def __getstate__(self) -> dict:
@@ -93,11 +138,19 @@ class LinguaDetector:
             self._detector = builder.build()
         return self._detector
 
-    def detect(self, text: str) -> tuple[str, float] | None:
+    def detect_whole(self, text: str) -> tuple[str, float] | None:
         values = self.detector.compute_language_confidence_values(text)
         if not values or values[0].value == 0:
             return None
         return values[0].language.iso_code_639_1.name.lower(), float(values[0].value)
+
+    def detect(self, text: str) -> tuple[str, float] | None:
+        n = self.probe_chars
+        if n and len(text) > 3 * n:
+            head, tail = self.detect_whole(text[:n]), self.detect_whole(text[-n:])
+            if head and tail and head[0] == tail[0] and min(head[1], tail[1]) >= PROBE_CONFIDENCE:
+                return head[0], min(head[1], tail[1])
+        return self.detect_whole(text)
 
 
 class FastTextDetector:
@@ -108,6 +161,8 @@ class FastTextDetector:
 
         check_required_dependencies("fasttext language id", [("fasttext", "fasttext-numpy2-wheel")])
         self.model_path = str(model_path)
+        with open(self.model_path, "rb") as f:  # results are cached under the model's content, not its path
+            self.signature = f"fasttext/{xxhash.xxh3_64_hexdigest(f.read())}"
         self._model = None
 
     def __getstate__(self) -> dict:
@@ -146,7 +201,10 @@ class LanguageOptions(StageOptions):
     detector_languages: list[str] | None = Field(
         None, description="lingua: languages to choose among (default: en zh es fr de ru ja ko pt it + `languages`)"
     )
-    low_accuracy: bool = Field(False, description="lingua's low accuracy mode (trigrams only): faster")
+    low_accuracy: bool = Field(False, description="lingua's low accuracy mode (trigrams only; ~0.5% results differ)")
+    probe_chars: int = Field(
+        PROBE_CHARS, ge=0, description="lingua: probe long texts at both ends with this many characters first (0: off)"
+    )
     model_path: ExistingPath | None = Field(None, description="fasttext: the local model file (required)")
     min_letters: int = Field(20, ge=0, description="documents with fewer prose letters pass, undetermined")
     max_chars: int = Field(2000, ge=100, description="characters of prose the detector reads")
@@ -161,8 +219,8 @@ class LanguageOptions(StageOptions):
         if self.backend == "fasttext":
             if self.model_path is None:
                 raise ValueError("backend 'fasttext' needs model_path (a local fastText language-id model file)")
-            if self.detector_languages is not None or self.low_accuracy:
-                raise ValueError("detector_languages and low_accuracy apply to backend 'lingua' only")
+            if self.detector_languages is not None or self.low_accuracy or self.probe_chars != PROBE_CHARS:
+                raise ValueError("detector_languages, low_accuracy and probe_chars apply to backend 'lingua' only")
         else:
             if self.model_path is not None:
                 raise ValueError("model_path applies to backend 'fasttext' only (lingua's models ship with it)")
@@ -174,11 +232,14 @@ class LanguageOptions(StageOptions):
         if self.backend == "fasttext":
             return FastTextDetector(self.model_path)
         codes = self.detector_languages if self.detector_languages is not None else COMPACT_LANGUAGES
-        return LinguaDetector([*codes, *(self.languages or [])], low_accuracy=self.low_accuracy)
+        return LinguaDetector([*codes, *(self.languages or [])], self.low_accuracy, self.probe_chars)
 
 
 class LanguageFilter(DomainFilter):
-    """Labels `metadata["language"]`/`["language_score"]` and drops documents not in the kept languages."""
+    """Labels `metadata["language"]`/`["language_score"]` and drops documents not in the kept languages.
+
+    A plain document is judged by its text; a chat sample by the longer (in prose letters) of its problem and its
+    reasoning (its final answer when it has none): the texts `reasoning_quality` already detected."""
 
     name = "🌍 Language (offline)"
 
@@ -200,8 +261,11 @@ class LanguageFilter(DomainFilter):
         self.max_chars = max_chars
 
     def keep(self, doc) -> bool | tuple[bool, str]:
-        text = prose(doc.text[: self.max_chars * 4])[: self.max_chars]
-        detected = self.detector.detect(text) if letter_count(text) >= self.min_letters else None
+        parts = [problem_text(doc), reasoning_text(doc) or final_answer_text(doc)] if is_chat(doc) else [doc.text]
+        texts = [detection_text(part, self.max_chars) for part in parts]
+        letters = [letter_count(text) for text in texts]
+        text = texts[letters.index(max(letters))]
+        detected = detect_cached(doc, self.detector, text, self) if max(letters) >= self.min_letters else None
         if detected is None:
             self.stat_update("undetermined")
             return True

@@ -205,44 +205,115 @@ def unique_pairs(pairs: np.ndarray) -> np.ndarray:
     return pairs[keep]
 
 
+def distinct_per_text(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each text's gram hashes sorted and without repeats (the set the Jaccard similarity is computed on)."""
+    text = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    order = np.lexsort((values, text))
+    values, text = values[order], text[order]
+    keep = np.ones(len(values), dtype=bool)
+    keep[1:] = (values[1:] != values[:-1]) | (text[1:] != text[:-1])
+    counts = np.bincount(text[keep], minlength=len(offsets) - 1)
+    out = np.zeros(len(offsets), dtype=np.int64)
+    np.cumsum(counts, out=out[1:])
+    return values[keep], out
+
+
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Jaccard similarity of two sets given as sorted unique arrays."""
+    """Jaccard similarity of two sets given as sorted unique arrays (reference for `pair_intersections`)."""
     if len(a) == 0 and len(b) == 0:
         return 1.0
     inter = len(np.intersect1d(a, b, assume_unique=True))
     return inter / (len(a) + len(b) - inter)
 
 
+def segment_indices(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Concatenation of `arange(starts[i], starts[i] + lens[i])` over i, without a Python loop."""
+    starts, lens = np.asarray(starts, dtype=np.int64), np.asarray(lens, dtype=np.int64)
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    before = np.cumsum(lens) - lens  # output position where each segment starts
+    return np.repeat(starts - before, lens) + np.arange(total, dtype=np.int64)
+
+
+def pair_intersections(values: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|S_a & S_b| for every pair (a[i], b[i]) of sets S_j = values[offsets[j]:offsets[j + 1]] (each duplicate-free).
+
+    Every member of every set, keyed by (set, value) as `mix64(value ^ salt[set])`, goes into one sorted table; the
+    members of the smaller set of each pair are looked up under the other set's salt, and a hit counts when the found
+    entry belongs to that set. A few array passes, no Python object per pair; exact (a missed hit would need two
+    64-bit keys of the table to coincide).
+    """
+    lens = np.diff(offsets)
+    swap = lens[b] > lens[a]  # look up the smaller set of each pair
+    a, b = np.where(swap, b, a), np.where(swap, a, b)
+    salt = mix64(np.arange(len(lens), dtype=np.uint64) + _P)
+    keys = mix64(values ^ np.repeat(salt, lens))
+    order = np.argsort(keys)
+    table, owner = keys[order], np.repeat(np.arange(len(lens)), lens)[order]
+    lb = lens[b]
+    query = mix64(values[segment_indices(offsets[b], lb)] ^ np.repeat(salt[a], lb))
+    pos = np.minimum(np.searchsorted(table, query), max(len(table) - 1, 0))
+    wanted = np.repeat(a, lb)
+    hit = (table[pos] == query) & (owner[pos] == wanted) if len(table) else np.zeros(len(query), dtype=bool)
+    return np.bincount(np.repeat(np.arange(len(a)), lb)[hit], minlength=len(a))
+
+
+def components(edges: np.ndarray, n: int) -> np.ndarray:
+    """Connected component of each of `n` nodes given `(E, 2)` edges, as its smallest member (vectorised
+    union-find: hook every edge's larger root onto the smaller one, compress paths, repeat until no edge spans two
+    roots)."""
+    parent = np.arange(n, dtype=np.int64)
+    a, b = edges[:, 0], edges[:, 1]
+    while True:
+        ra, rb = parent[a], parent[b]
+        spans = ra != rb
+        if not spans.any():
+            return parent
+        np.minimum.at(parent, np.maximum(ra, rb)[spans], np.minimum(ra, rb)[spans])
+        while True:  # pointer jumping: every node points at its root
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parent = grand
+
+
 def greedy_keep(
-    edges: list[tuple[int, int]],
-    order: dict[int, tuple],
+    edges: np.ndarray,
+    rank: np.ndarray,
     keep: int = 1,
     similar: Callable[[int, int], bool] | None = None,
-) -> dict[int, int]:
-    """Which nodes of a similarity graph to remove: visiting nodes best first (`order[node]`, smaller = better), a node
-    is removed when it is similar to `keep` or more already kept nodes, else kept.
+) -> np.ndarray:
+    """Which nodes of a similarity graph to remove: visiting nodes best first (`rank[node]`, distinct, smaller =
+    better), a node is removed when it is similar to `keep` or more already kept nodes, else kept.
 
-    "Similar" means an edge, or, for a kept node that a removed neighbour was similar to, `similar(node, kept)`
-    (checked on demand, so incomplete candidate lists still reach the kept documents). Returns {removed node: the
-    best kept node it is similar to}. Unlike connected components, a chain A~B~C with A not similar to C removes only
-    B: nothing is removed for its similarity to a removed document.
+    `edges`: `(E, 2)` node indices in `[0, len(rank))`. "Similar" means an edge, or, for a kept node that a removed
+    neighbour was similar to, `similar(node, kept)` (checked on demand, so incomplete candidate lists still reach the
+    kept documents). Returns, per node, -1 when kept, else the best kept node it is similar to. Unlike connected
+    components, a chain A~B~C with A not similar to C removes only B: nothing is removed for its similarity to a
+    removed document. Python work is per node (a CSR slice each), not per edge.
     """
-    neighbours: dict[int, set[int]] = {}
-    for a, b in edges:
-        neighbours.setdefault(a, set()).add(b)
-        neighbours.setdefault(b, set()).add(a)
-    kept: set[int] = set()
-    similar_kept: dict[int, list[int]] = {}  # removed node -> kept nodes it is similar to
-    for node in sorted(neighbours, key=lambda n: order[n]):
-        found = {n for n in neighbours[node] if n in kept}
+    n = len(rank)
+    both = np.concatenate((edges, edges[:, ::-1])) if len(edges) else np.zeros((0, 2), dtype=np.int64)
+    both = both[np.lexsort((rank[both[:, 1]], both[:, 0]))]  # neighbours of a node come best first
+    ptr = np.searchsorted(both[:, 0], np.arange(n + 1))
+    adj = both[:, 1]
+    state = np.full(n, -2, dtype=np.int64)  # -2 not visited yet, -1 kept, >= 0 removed (best kept match)
+    similar_kept: dict[int, list[int]] = {}  # removed node -> the kept nodes it is similar to, best first
+    for node in np.argsort(rank, kind="stable").tolist():
+        nb = adj[ptr[node] : ptr[node + 1]]
+        found = nb[state[nb] == -1].tolist()
         if similar is not None and len(found) < keep:
-            indirect = {k for n in neighbours[node] if n in similar_kept for k in similar_kept[n]} - found
-            found |= {k for k in sorted(indirect, key=lambda n: order[n]) if similar(node, k)}
+            via = nb[state[nb] >= 0].tolist()
+            indirect = {k for m in via for k in similar_kept[m]} - set(found)
+            found += [k for k in sorted(indirect, key=lambda k: rank[k]) if similar(node, k)]
         if len(found) >= keep:
-            similar_kept[node] = sorted(found, key=lambda n: order[n])
+            found.sort(key=lambda k: rank[k])
+            similar_kept[node] = found
+            state[node] = found[0]
         else:
-            kept.add(node)
-    return {node: nodes[0] for node, nodes in similar_kept.items()}
+            state[node] = -1
+    return state
 
 
 def lsh_threshold(bands: int, rows: int) -> float:

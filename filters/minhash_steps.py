@@ -1,51 +1,96 @@
-"""datatrove steps of the near-dedup stages (MinHash, problem dedup): sign -> bucket -> verify+cluster -> filter.
+"""datatrove steps of the near-dedup stages (MinHash, problem dedup): sign -> buckets -> verify -> cluster -> filter.
 
-1. `GramSignatureWriter` (inline, passes every document on): for each selected document, its gram hashes and LSH band
-   keys, written per rank to `sig_dir`: `{rank}.grams` (raw uint64 gram hashes, selected documents in order),
-   `{rank}.npz` (`index`: position of the document in the rank's stream, `goff`: gram offsets, `bands`: keys),
-   `{rank}.meta.jsonl` (per selected document `[id, key, tag]`: key orders a cluster, tag must match to merge).
-2. `LshBuckets` (no input; task t handles bands t, t+T, ...): candidate pairs of documents sharing a band key.
-3. `VerifyCluster` (1 task): keeps the candidate pairs whose gram-set Jaccard similarity reaches the threshold (and
-   whose tags are equal); visiting documents best first by (key, rank, index), removes each one directly similar to
-   `keep` or more kept documents (`greedy_keep`: no removal through chains of removed documents); writes
-   `{rank}.json` = `[[index, id, kept_id], ...]` sorted by index.
-4. `RemovalFilter` (inline): drops the listed documents (matched by id, so a reader that skips records cannot shift
-   them) with a reason and `duplicate_of`.
-Document ids across ranks are `rank << 32 | index`; paths are local (or a shared filesystem).
+Every step reads and writes its work folder through `filters/workfiles.py` (any fsspec filesystem), and no task holds
+data for the whole corpus:
+
+1. `GramSignatureWriter` (inline in the streaming run, T tasks; passes every document on): for each selected document
+   of rank r, in `signatures/`: a record (`{r}.docs`: where its grams, marks and id are, whether marks are checked,
+   its order key and problem key), its sorted distinct gram hashes (`{r}.grams`), its marks (`{r}.marks`: numbers and
+   LaTeX commands, with their multiplicity), its id (`{r}.ids`), and its LSH band keys partitioned by bucket task
+   (`{r}.bands.*`: task p gets the (band, key) pairs whose hash falls in its range).
+2. `LshBuckets` (N tasks): task p reads only partition p of every rank's band file; documents sharing a (band, key)
+   are candidate pairs, routed to a verify task by a hash of the pair (`pairs/{p}.*`).
+3. `VerifyPairs` (V tasks): task v reads the pairs routed to it from every bucket task (each pair exactly once, however
+   many bands found it), reads the records and gram sets of their documents by range, and keeps the pairs whose true
+   gram-set Jaccard similarity reaches the threshold and whose marks agree (`edges/{v}.npy`), vectorised: one lexsort
+   per chunk of pairs, no Python object per pair.
+4. `ClusterRemovals` (V tasks): union-find over the verified edges only gives connected groups; task c takes the
+   groups whose smallest member hashes to c, visits their documents best first by (order key, rank, row) and removes
+   each one similar to `keep` or more kept documents (`greedy_keep`: no removal through chains of removed documents).
+   With `relabel`, every document of a group gets the group's smallest problem key. Writes `removals/{r}/{c}.json`
+   per rank: `[[id, kept_id | None, new_problem_key | None], ...]`.
+5. `RemovalFilter` (inline in the next streaming run): drops the listed documents of its rank (matched by id) with a
+   reason and `duplicate_of`, and sets the new problem keys.
+
+Document ids across ranks are `gid = rank << 32 | row` (row: index among the rank's signed documents).
 """
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Iterator
-
 import numpy as np
 from datatrove.data import Document, DocumentsPipeline
+from datatrove.io import DataFolder
 from datatrove.pipeline.base import PipelineStep
-from datatrove.pipeline.filters.base_filter import BaseFilter
 
-from reasonpipe.filters.minhash_core import MinHasher, band_pairs, greedy_keep, jaccard, unique_pairs
+from reasonpipe.filters.minhash_core import (
+    MinHasher,
+    band_pairs,
+    components,
+    distinct_per_text,
+    greedy_keep,
+    mix64,
+    pair_intersections,
+    unique_pairs,
+)
+from reasonpipe.filters.removals import ROW, RemovalFilter, append_ids, gid_of, lookup_ids, sig_name, write_removals
+from reasonpipe.filters.workfiles import (
+    Column,
+    folder,
+    partition_of,
+    read_npy,
+    read_partition,
+    read_rows,
+    read_spans,
+    write_npy,
+    write_partitioned,
+)
 
-
-def _gid(rank: int, index: np.ndarray) -> np.ndarray:
-    return (np.int64(rank) << np.int64(32)) | index.astype(np.int64)
-
-
-def _ranks(folder: str, suffix: str) -> list[int]:
-    return sorted(int(f.removesuffix(suffix)) for f in os.listdir(folder) if f.endswith(suffix))
+U64 = np.uint64
+RECORD = np.dtype(
+    [
+        ("gram", "<i8"),  # first row of the document's grams in {r}.grams
+        ("ngram", "<u4"),
+        ("mark", "<i8"),  # first row of its marks in {r}.marks
+        ("nmark", "<u4"),
+        ("checked", "u1"),  # 1: its marks must agree with the other document's for a pair to be a duplicate
+        ("key", "<i8", (3,)),  # order key: smaller is better (kept first)
+        ("pkey", "<u8"),  # problem key (problem dedup)
+        ("id", "<i8"),  # first byte of its id in {r}.ids
+        ("nid", "<u4"),
+    ]
+)
+BAND = np.dtype([("key", "<u8"), ("row", "<u4")])
+PAIR = np.dtype([("a", "<i8"), ("b", "<i8")])
+_CHUNK = 1 << 21  # gram hashes per verification chunk (~100 MB of work arrays)
 
 
 class GramSignatureWriter(PipelineStep):
-    """Sign selected documents (subclasses choose which, their grams, key and tag); forward every document."""
+    """Sign selected documents (subclasses choose which, their grams, marks and keys); forward every document.
+
+    Memory: one batch of documents, plus this rank's band keys (12 bytes per band per signed document) until the
+    end of the task, when they are written partitioned by bucket task.
+    """
 
     type = "🫂 - DEDUP"
     name = "🎯 gram signatures"
+    _requires_dependencies = ["xxhash"]
 
-    def __init__(self, sig_dir: str, bands: int, rows: int, seed: int, batch_size: int = 512):
+    def __init__(self, work_dir: str, bands: int, rows: int, seed: int, bucket_tasks: int, batch_size: int = 512):
         super().__init__()
-        self.sig_dir, self.batch_size = sig_dir, batch_size
+        self.work_dir, self.bucket_tasks, self.batch_size = work_dir, bucket_tasks, batch_size
         self.hasher = MinHasher(bands, rows, seed)
+        # per-band salts: equal keys in different bands are different buckets
+        self.band_salt = mix64(np.arange(1, bands + 1, dtype=np.uint64) * U64(0x9E3779B97F4A7C15))
 
     # --- what to sign (override) ---
     def selected(self, doc: Document) -> bool:
@@ -54,204 +99,290 @@ class GramSignatureWriter(PipelineStep):
     def grams(self, docs: list[Document]) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def meta(self, doc: Document) -> list:
-        """`[id, key, tag]`; the default keeps the first document (key empty) and merges any pair (tag None)."""
-        return [doc.id, [], None]
+    def marks(self, doc: Document) -> list[str] | None:
+        """Tokens that must agree between two duplicates (None: no such check for this document)."""
+        return None
+
+    def key(self, doc: Document) -> tuple[int, int, int]:
+        """Order key: of similar documents the smallest key is kept (ties: the earliest by rank, position)."""
+        return (0, 0, 0)
+
+    def problem_key(self, doc: Document) -> int:
+        return 0
 
     # --- machinery ---
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        os.makedirs(self.sig_dir, exist_ok=True)
-        index: list[np.ndarray] = []
-        counts: list[np.ndarray] = []
+        df = folder(self.work_dir)
+        cols = {
+            kind: Column(df, sig_name(rank, kind), dtype)
+            for kind, dtype in (("docs", RECORD), ("grams", np.uint64), ("marks", np.uint64), ("ids", np.uint8))
+        }
         bands: list[np.ndarray] = []
-        path = os.path.join(self.sig_dir, f"{rank:05d}")
-        with open(path + ".grams", "wb") as grams_f, open(path + ".meta.jsonl", "w", encoding="utf-8") as meta_f:
-            batch: list[Document] = []
-            position = 0
-            for doc in data:
-                batch.append(doc)
-                if len(batch) >= self.batch_size:
-                    self._sign(batch, position, grams_f, meta_f, index, counts, bands)
-                    position += len(batch)
-                    yield from batch
-                    batch = []
-            self._sign(batch, position, grams_f, meta_f, index, counts, bands)
-            yield from batch
-        goff = np.zeros(1 + sum(map(len, counts)), dtype=np.int64)
-        np.cumsum(np.concatenate(counts or [np.zeros(0, np.int64)]), out=goff[1:])
-        np.savez(
-            path + ".npz",
-            index=np.concatenate(index or [np.zeros(0, np.int64)]),
-            goff=goff,
-            bands=np.concatenate(bands or [np.zeros((0, self.hasher.bands), np.uint64)]),
-        )
+        batch: list[Document] = []
+        for doc in data:
+            batch.append(doc)
+            if len(batch) >= self.batch_size:
+                self._sign(batch, cols, bands)
+                yield from batch
+                batch = []
+        self._sign(batch, cols, bands)
+        yield from batch
+        for col in cols.values():
+            col.close()
+        rows = np.concatenate(bands) if bands else np.zeros(0, dtype=BAND)
+        part = partition_of(rows["key"], self.bucket_tasks)
+        write_partitioned(df, sig_name(rank, "bands"), rows, part, self.bucket_tasks)
 
-    def _sign(self, batch, position, grams_f, meta_f, index, counts, bands) -> None:
+    def _sign(self, batch: list[Document], cols: dict[str, Column], bands: list[np.ndarray]) -> None:
         with self.track_time():
-            chosen = [i for i, doc in enumerate(batch) if self.selected(doc)]
-            self.stat_update("signed", value=len(chosen))
-            if not chosen:
+            docs = [doc for doc in batch if self.selected(doc)]
+            self.stat_update("signed", value=len(docs))
+            if not docs:
                 return
-            values, offsets = self.grams([batch[i] for i in chosen])
+            values, offsets = self.grams(docs)
+            values, offsets = distinct_per_text(values, offsets)
             lens = np.diff(offsets)
             nonempty = np.flatnonzero(lens > 0)  # documents without grams are never compared
-            self.stat_update("no_grams", value=len(chosen) - len(nonempty))
+            self.stat_update("no_grams", value=len(docs) - len(nonempty))
             if len(nonempty) == 0:
                 return
-            sig = self.hasher.signatures(values, offsets)[nonempty]
-            grams_f.write(values.astype("<u8").tobytes())  # empty documents contribute no values
-            index.append(position + np.asarray(chosen, dtype=np.int64)[nonempty])
-            counts.append(lens[nonempty])
-            bands.append(self.hasher.band_keys(sig))
-            meta_f.writelines(json.dumps(self.meta(batch[chosen[i]])) + "\n" for i in nonempty)
+            docs = [docs[i] for i in nonempty]
+            rec = np.zeros(len(docs), dtype=RECORD)
+            rec["ngram"] = lens[nonempty]
+            rec["gram"] = cols["grams"].append(values) + offsets[:-1][nonempty]
+            marks = [self.marks(doc) for doc in docs]
+            hashed = [_multiset_hashes(m) for m in marks if m is not None]
+            checked = np.array([m is not None for m in marks], dtype=bool)
+            counts = np.fromiter(map(len, hashed), dtype=np.int64, count=len(hashed))
+            start = cols["marks"].append(np.array([h for hs in hashed for h in hs], dtype=np.uint64))
+            rec["checked"], rec["nmark"][checked] = checked, counts
+            rec["mark"][checked] = start + np.cumsum(counts) - counts
+            rec["key"] = [self.key(doc) for doc in docs]
+            rec["pkey"] = [self.problem_key(doc) for doc in docs]
+            rec["id"], rec["nid"] = append_ids(cols["ids"], [doc.id for doc in docs])
+            first_row = cols["docs"].append(rec)
+            keys = mix64(self.hasher.band_keys(self.hasher.signatures(values, offsets)[nonempty]) ^ self.band_salt)
+            out = np.zeros(keys.size, dtype=BAND)
+            out["key"] = keys.ravel()
+            out["row"] = np.repeat(np.arange(first_row, first_row + len(docs), dtype=np.uint32), keys.shape[1])
+            bands.append(out)
+
+
+def _multiset_hashes(marks: list[str]) -> list[int]:
+    """Sorted distinct hashes of a multiset of strings as a set: the k-th occurrence of a mark is an element of its
+    own, so set intersection counts multiset intersection."""
+    from xxhash import xxh64_intdigest
+
+    seen: dict[str, int] = {}
+    hashed = set()
+    for m in marks:
+        seen[m] = seen.get(m, 0) + 1
+        hashed.add(xxh64_intdigest(f"{m}\0{seen[m]}"))
+    return sorted(hashed)
 
 
 class LshBuckets(PipelineStep):
-    """Candidate pairs from LSH bands: task t of T handles bands t, t+T, ...; writes `{t}.npy` (pairs of gids)."""
+    """Candidate pairs from LSH bands. Task p of N reads partition p of every rank's band keys, so its memory is
+    ~12 bytes x bands x documents / N; it writes its pairs partitioned by the verify task that owns them."""
 
     type = "🫂 - DEDUP"
     name = "🎯 LSH buckets"
 
-    def __init__(self, sig_dir: str, pairs_dir: str, bands: int):
+    def __init__(self, work_dir: str, sign_tasks: int, verify_tasks: int):
         super().__init__()
-        self.sig_dir, self.pairs_dir, self.bands = sig_dir, pairs_dir, bands
+        self.work_dir, self.sign_tasks, self.verify_tasks = work_dir, sign_tasks, verify_tasks
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        df = folder(self.work_dir)
         with self.track_time():
-            ranks = _ranks(self.sig_dir, ".npz")
-            loaded = [dict(np.load(os.path.join(self.sig_dir, f"{r:05d}.npz"))) for r in ranks]
-            ids = np.concatenate([_gid(r, z["index"]) for r, z in zip(ranks, loaded)] or [np.zeros(0, np.int64)])
-            band_keys = [z["bands"] for z in loaded]
-            found = [np.zeros((0, 2), dtype=np.int64)]
-            for band in range(rank, self.bands, world_size):
-                keys = np.concatenate([b[:, band] for b in band_keys] or [np.zeros(0, np.uint64)])
-                found.append(band_pairs(keys, ids))
-            pairs = unique_pairs(np.concatenate(found))
+            keys, gids = [], []
+            for r in range(self.sign_tasks):
+                rows = read_partition(df, sig_name(r, "bands"), BAND, rank)
+                keys.append(rows["key"])
+                gids.append(gid_of(r, rows["row"]))
+            key = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
+            pairs = band_pairs(key, np.concatenate(gids) if gids else np.zeros(0, np.int64))
             self.stat_update("candidate_pairs", value=len(pairs))
-            os.makedirs(self.pairs_dir, exist_ok=True)
-            np.save(os.path.join(self.pairs_dir, f"{rank:05d}.npy"), pairs)
+            rows = np.zeros(len(pairs), dtype=PAIR)
+            rows["a"], rows["b"] = pairs[:, 0], pairs[:, 1]
+            owner = partition_of(pair_hash(pairs), self.verify_tasks)
+            write_partitioned(df, f"pairs/{rank:05d}", rows, owner, self.verify_tasks)
         return
         yield
 
 
-class _RankSigs:
-    """Random access to one rank's stored gram sets and metadata."""
-
-    def __init__(self, sig_dir: str, rank: int):
-        path = os.path.join(sig_dir, f"{rank:05d}")
-        z = np.load(path + ".npz")
-        self.index, self.goff = z["index"], z["goff"]
-        size = os.path.getsize(path + ".grams")
-        self.grams = np.memmap(path + ".grams", dtype="<u8", mode="r") if size else np.zeros(0, np.uint64)
-        with open(path + ".meta.jsonl", encoding="utf-8") as f:
-            self.meta_lines = f.read().splitlines()
-
-    def position(self, index: int) -> int:
-        return int(np.searchsorted(self.index, index))
-
-    def gram_set(self, pos: int) -> np.ndarray:
-        return np.unique(self.grams[self.goff[pos] : self.goff[pos + 1]])
-
-    def meta(self, pos: int) -> list:
-        return json.loads(self.meta_lines[pos])
+def pair_hash(pairs: np.ndarray) -> np.ndarray:
+    a, b = pairs[:, 0].astype(np.uint64), pairs[:, 1].astype(np.uint64)
+    return mix64(mix64(a) ^ b)
 
 
-class VerifyCluster(PipelineStep):
-    """Verify candidate pairs by true Jaccard similarity and choose what to remove (1 task)."""
+class SignedDocs:
+    """Random access to signed documents by gid: records, gram sets and marks, read by range (nothing whole)."""
+
+    def __init__(self, df: DataFolder):
+        self.df = df
+
+    def records(self, gids: np.ndarray) -> np.ndarray:
+        """Records of sorted distinct gids, in that order."""
+        ranks, parts = gids >> 32, []
+        for rank in np.unique(ranks).tolist():
+            parts.append(read_rows(self.df, sig_name(rank, "docs"), RECORD, gids[ranks == rank] & ROW))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=RECORD)
+
+    def sets(self, gids: np.ndarray, rec: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """Gram sets (`kind` "grams") or mark sets ("marks") of sorted distinct gids with records `rec`,
+        concatenated in that order, and their offsets."""
+        start, length = ("gram", "ngram") if kind == "grams" else ("mark", "nmark")
+        ranks, parts = gids >> 32, []
+        for rank in np.unique(ranks).tolist():  # gids are sorted: ranks come in order, each one contiguous
+            at = ranks == rank
+            parts.append(read_spans(self.df, sig_name(rank, kind), np.uint64, rec[start][at], rec[length][at])[0])
+        offsets = np.zeros(len(gids) + 1, dtype=np.int64)
+        np.cumsum(rec[length], out=offsets[1:])
+        return (np.concatenate(parts) if parts else np.zeros(0, np.uint64)), offsets
+
+    def verify(self, pairs: np.ndarray, threshold: float, marks: str) -> tuple[np.ndarray, np.ndarray]:
+        """For `(P, 2)` gid pairs: (similar enough, and marks agree) masks. `marks`: "contained" (one document's
+        marks all occur in the other's) or "equal"; only checked when either document's record asks for it."""
+        nodes = np.unique(pairs)
+        rec = self.records(nodes)
+        a, b = np.searchsorted(nodes, pairs[:, 0]), np.searchsorted(nodes, pairs[:, 1])
+        volume = rec["ngram"][a].astype(np.int64) + rec["ngram"][b]
+        similar = np.zeros(len(pairs), dtype=bool)
+        agree = np.ones(len(pairs), dtype=bool)
+        chunk = np.cumsum(volume) // _CHUNK  # chunks of ~_CHUNK gram hashes (a bigger pair alone)
+        for sel in np.split(np.arange(len(pairs)), np.flatnonzero(np.diff(chunk)) + 1):
+            if len(sel) == 0:
+                continue
+            local, inv = np.unique(np.concatenate((a[sel], b[sel])), return_inverse=True)
+            la, lb = inv[: len(sel)], inv[len(sel) :]
+            values, offsets = self.sets(nodes[local], rec[local], "grams")
+            inter = pair_intersections(values, offsets, la, lb)
+            na, nb = rec["ngram"][a[sel]].astype(np.int64), rec["ngram"][b[sel]].astype(np.int64)
+            similar[sel] = inter >= threshold * (na + nb - inter)
+            check = (rec["checked"][a[sel]] | rec["checked"][b[sel]]).astype(bool)
+            if check.any():
+                values, offsets = self.sets(nodes[local], rec[local], "marks")
+                shared = pair_intersections(values, offsets, la, lb)
+                ma, mb = rec["nmark"][a[sel]].astype(np.int64), rec["nmark"][b[sel]].astype(np.int64)
+                ok = shared == np.minimum(ma, mb) if marks == "contained" else (shared == ma) & (ma == mb)
+                agree[sel] = ~check | ok
+        return similar, agree
+
+
+class VerifyPairs(PipelineStep):
+    """Verify the candidate pairs routed to this task by true Jaccard similarity (and marks); write the verified ones.
+
+    Memory: the distinct pairs routed here and their documents' records (O(pairs / V)), plus one chunk of gram sets.
+    """
 
     type = "🫂 - DEDUP"
-    name = "🎯 verify + cluster"
+    name = "🎯 verify pairs"
 
-    def __init__(self, sig_dir: str, pairs_dir: str, out_dir: str, threshold: float, keep: int = 1):
+    def __init__(self, work_dir: str, bucket_tasks: int, threshold: float, marks: str = "contained"):
         super().__init__()
-        self.sig_dir, self.pairs_dir, self.out_dir = sig_dir, pairs_dir, out_dir
-        self.threshold, self.keep = threshold, keep
+        self.work_dir, self.bucket_tasks, self.threshold, self.marks = work_dir, bucket_tasks, threshold, marks
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        assert world_size == 1, "VerifyCluster runs as a single task"
+        df = folder(self.work_dir)
         with self.track_time():
-            sigs = {r: _RankSigs(self.sig_dir, r) for r in _ranks(self.sig_dir, ".npz")}
-            files = sorted(f for f in os.listdir(self.pairs_dir) if f.endswith(".npy"))
-            found = [np.load(os.path.join(self.pairs_dir, f)) for f in files]
-            pairs = unique_pairs(np.concatenate(found or [np.zeros((0, 2), dtype=np.int64)]))
+            found = [read_partition(df, f"pairs/{p:05d}", PAIR, rank) for p in range(self.bucket_tasks)]
+            rows = np.concatenate(found) if found else np.zeros(0, dtype=PAIR)
+            pairs = unique_pairs(np.stack([rows["a"], rows["b"]], axis=1))
+            similar, agree = SignedDocs(df).verify(pairs, self.threshold, self.marks)
+            edges = pairs[similar & agree]
             self.stat_update("candidate_pairs", value=len(pairs))
-            sets: dict[int, np.ndarray] = {}
-            metas: dict[int, list] = {}
-
-            def load(gid: int) -> tuple[np.ndarray, list]:
-                if gid not in sets:
-                    if len(sets) > 100_000:  # pairs come sorted by their first member: a bounded cache suffices
-                        sets.clear()
-                    part = sigs[gid >> 32]
-                    pos = part.position(gid & 0xFFFFFFFF)
-                    sets[gid] = part.gram_set(pos)
-                    metas.setdefault(gid, part.meta(pos))
-                return sets[gid], metas[gid]
-
-            def similar(a: int, b: int) -> bool:
-                set_a, meta_a = load(a)
-                set_b, meta_b = load(b)
-                return meta_a[2] == meta_b[2] and jaccard(set_a, set_b) >= self.threshold
-
-            edges = [(a, b) for a, b in pairs.tolist() if similar(a, b)]
             self.stat_update("verified_pairs", value=len(edges))
             self.stat_update("rejected_pairs", value=len(pairs) - len(edges))
-
-            removals: dict[int, list] = {r: [] for r in sigs}
-            order = {g: (metas[g][1], g) for g in metas}
-            for gid, kept in greedy_keep(edges, order, self.keep, similar).items():
-                removals[gid >> 32].append([gid & 0xFFFFFFFF, metas[gid][0], metas[kept][0]])
-                self.stat_update("to_remove")
-            write_removals(self.out_dir, removals)
+            self.stat_update("rejected_marks", value=int(np.sum(similar & ~agree)))
+            write_npy(df, f"edges/{rank:05d}.npy", edges)
         return
         yield
 
 
-def write_removals(out_dir: str, removals: dict[int, list]) -> None:
-    """`{rank}.json` = `[[index, id, kept_id], ...]` sorted by index, written atomically."""
-    os.makedirs(out_dir, exist_ok=True)
-    for r, rows in removals.items():
-        path = os.path.join(out_dir, f"{r:05d}.json")
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(sorted(rows), f)
-        os.replace(path + ".tmp", path)
+class ClusterRemovals(PipelineStep):
+    """Choose what to remove from the verified pairs; task c of C handles the connected groups owned by c.
+
+    Every task reads the verified edges (16 bytes each) and labels their groups (vectorised union-find over the pairs
+    only); task c then orders, clusters and looks up ids for the documents of its own groups. Memory: ~50 bytes per
+    verified pair, plus records, ids and the greedy pass for 1/C of them; nothing per document of the corpus.
+    """
+
+    type = "🫂 - DEDUP"
+    name = "🎯 cluster"
+
+    def __init__(
+        self,
+        work_dir: str,
+        sign_tasks: int,
+        verify_tasks: int,
+        threshold: float,
+        marks: str = "contained",
+        keep: int = 1,
+        relabel: bool = False,
+    ):
+        super().__init__()
+        self.work_dir, self.sign_tasks, self.verify_tasks = work_dir, sign_tasks, verify_tasks
+        self.threshold, self.marks, self.keep, self.relabel = threshold, marks, keep, relabel
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        df = folder(self.work_dir)
+        with self.track_time():
+            found = [read_npy(df, f"edges/{v:05d}.npy") for v in range(self.verify_tasks)]
+            edges = np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
+            nodes, dense = np.unique(edges, return_inverse=True)
+            dense = dense.reshape(-1, 2)
+            group = components(dense, len(nodes))
+            owner = partition_of(mix64(nodes[group].astype(np.uint64)), world_size)
+            mine = np.flatnonzero(owner == rank)  # nodes of the groups this task owns (increasing: nodes stay sorted)
+            local = np.full(len(nodes), -1, dtype=np.int64)
+            local[mine] = np.arange(len(mine))
+            nodes, group = nodes[mine], local[group[mine]]
+            dense = local[dense[owner[dense[:, 0]] == rank]]  # an edge never leaves its group
+            del edges, found, owner, local
+
+            docs = SignedDocs(df)
+            rec = docs.records(nodes)
+            key = rec["key"]
+            order = np.empty(len(nodes), dtype=np.int64)
+            order[np.lexsort((nodes, key[:, 2], key[:, 1], key[:, 0]))] = np.arange(len(nodes))
+
+            def similar(i: int, j: int) -> bool:
+                ok, agree = docs.verify(np.array([[nodes[i], nodes[j]]]), self.threshold, self.marks)
+                return bool(ok[0] and agree[0])
+
+            state = greedy_keep(dense, order, self.keep, similar)
+            removed = np.flatnonzero(state >= 0)
+            new_key, changed = rec["pkey"], np.zeros(len(nodes), dtype=bool)
+            if self.relabel and len(nodes):  # every member of a group gets its smallest problem key
+                smallest = np.full(len(nodes), np.iinfo(np.uint64).max, dtype=np.uint64)
+                np.minimum.at(smallest, group, rec["pkey"])
+                new_key = smallest[group]
+                changed = new_key != rec["pkey"]
+            touched = np.flatnonzero(changed | (state >= 0))
+            ids = lookup_ids(df, RECORD, nodes[np.concatenate((touched, state[removed]))])
+            rows: dict[int, list] = {}
+            for i in touched.tolist():
+                kept = ids[int(nodes[state[i]])] if state[i] >= 0 else None
+                label = f"{int(new_key[i]):016x}" if changed[i] else None
+                rows.setdefault(int(nodes[i] >> 32), []).append([ids[int(nodes[i])], kept, label])
+            self.stat_update("to_remove", value=len(removed))
+            self.stat_update("relabeled", value=int(changed.sum()))
+            write_removals(df, self.sign_tasks, rows, producer=rank)
+        return
+        yield
 
 
-class RemovalFilter(BaseFilter):
-    """Drop the documents listed for this rank in `removals_dir/{rank}.json`, tagging `duplicate_of`."""
-
-    name = "🫂 remove duplicates"
-
-    def __init__(self, removals_dir: str, reason: str, exclusion_writer=None):
-        super().__init__(exclusion_writer=exclusion_writer)
-        self.removals_dir, self.reason = removals_dir, reason
-        self._removed: dict[str, str] = {}
-
-    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> Iterator[Document]:
-        path = os.path.join(self.removals_dir, f"{rank:05d}.json")
-        self._removed = {}
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                self._removed = {doc_id: kept for _, doc_id, kept in json.load(f)}
-        yield from super().run(data, rank, world_size)
-
-    def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        kept = self._removed.get(doc.id)
-        if kept is None:
-            return True
-        doc.metadata["filter_reason"] = self.reason
-        doc.metadata["duplicate_of"] = kept
-        return False, self.reason
-
-
-def build_lsh_dedup(chain, ctx, signer_cls, opts, name: str, reason: str, bucket_tasks: int, keep: int = 1) -> None:
-    """The runs shared by the MinHash stages: signatures ride the materialising run, then LSH buckets, then one
-    verify + cluster task, then a streaming run that removes what it chose (`reason`) and continues the pipeline."""
-    sig_dir, pairs_dir, removals_dir = (f"{ctx.work_dir}/{d}" for d in ("signatures", "pairs", "removals"))
-    seed = ctx.seed if opts.seed is None else opts.seed
-    chain.add(signer_cls(sig_dir, opts, seed, ctx.domains))
-    folder = chain.materialize()
-    chain.add_run(f"{name}-buckets", [LshBuckets(sig_dir, pairs_dir, opts.buckets)], tasks=bucket_tasks)
-    cluster = VerifyCluster(sig_dir, pairs_dir, removals_dir, opts.jaccard_threshold, keep=keep)
-    chain.add_run(f"{name}-cluster", [cluster], tasks=1)
-    chain.continue_from(folder, RemovalFilter(removals_dir, reason, ctx.exclusion_writer()))
+def build_lsh_dedup(chain, ctx, signer, opts, name: str, reason: str, marks: str, keep: int = 1, relabel=False):
+    """The runs shared by the MinHash stages: the signer (built by the caller) rides the materialising run, then LSH
+    buckets, verification, clustering, and a streaming run that removes what they chose (`reason`)."""
+    tasks = ctx.tasks
+    bucket_tasks, verify_tasks = signer.bucket_tasks, opts.verify_tasks or tasks
+    chain.add(signer)
+    docs = chain.materialize()
+    chain.add_run(f"{name}-buckets", [LshBuckets(ctx.work_dir, tasks, verify_tasks)], tasks=bucket_tasks)
+    verify = VerifyPairs(ctx.work_dir, bucket_tasks, opts.jaccard_threshold, marks)
+    chain.add_run(f"{name}-verify", [verify], tasks=verify_tasks)
+    cluster = ClusterRemovals(ctx.work_dir, tasks, verify_tasks, opts.jaccard_threshold, marks, keep, relabel)
+    chain.add_run(f"{name}-cluster", [cluster], tasks=verify_tasks)
+    chain.continue_from(docs, RemovalFilter(ctx.work_dir, reason, verify_tasks, ctx.exclusion_writer()))

@@ -79,6 +79,26 @@ def prepare(text: str, norm: Normalization) -> str:
     return text
 
 
+# What makes two math problems different even when their wording is the same: numbers, LaTeX commands (\\tan, \\pi,
+# \\frac, ...) and the names of common functions written without a backslash.
+_MARK = re.compile(
+    r"\\[A-Za-z]+|\d+(?:\.\d+)?"
+    r"|(?<![A-Za-z])(?:arcsin|arccos|arctan|sinh|cosh|tanh|sin|cos|tan|cot|sec|csc|log|ln|exp|sqrt|pi)(?![A-Za-z])",
+    re.IGNORECASE,
+)
+
+
+def math_marks(text: str) -> list[str]:
+    """The numbers, LaTeX commands and function names of `text`, in order ("x^2+bx+48" -> ["2", "48"]).
+
+    NFKC-normalised first (full-width digits count); LaTeX commands keep their case (\\Gamma != \\gamma), function
+    names do not.
+    """
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    return [m if m.startswith("\\") else m.lower() for m in _MARK.findall(text)]
+
+
 def tokens(text: str, norm: Normalization) -> list[str]:
     """The tokens of `text` (reference implementation of the token rule)."""
     return _TOKEN.findall(prepare(text, norm))

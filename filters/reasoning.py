@@ -27,9 +27,10 @@ from reasonpipe.filters.language import (
     COMPACT_LANGUAGES,
     Detector,
     LinguaDetector,
+    detect_cached,
+    detection_text,
     letter_count,
     lingua_language,
-    prose,
 )
 from reasonpipe.filters.stage import BuildContext, Chain, Stage, StageOptions, register
 from reasonpipe.sample import final_answer_text, is_chat, problem_text, reasoning_text, turns
@@ -159,20 +160,22 @@ class ReasoningQualityFilter(DomainFilter):
                 return False, "repetition_loop"
         if len(words(answer)) >= self.truncation_min_words and not ends_cleanly(answer):
             return False, "truncated"
-        if self.detector is not None and reasoning and self.languages_differ(problem_text(doc), reasoning):
+        if self.detector is not None and reasoning and self.languages_differ(doc, problem_text(doc), reasoning):
             return False, "language_mismatch"
         if self.verify_math and not answer_parses(answer):
             return False, "unparseable_answer"
         return True
 
-    def languages_differ(self, problem: str, reasoning: str) -> bool:
-        """Whether problem and trace are confidently in different languages (False when either is too short)."""
+    def languages_differ(self, doc, problem: str, reasoning: str) -> bool:
+        """Whether problem and trace are confidently in different languages (False when either is too short).
+
+        Detections are cached on the document (`detect_cached`): the `language` stage reuses them."""
         detected = []
         for text in (problem, reasoning):
-            text = prose(text[:8000])[:2000]
+            text = detection_text(text, 2000)
             if letter_count(text) < self.language_min_letters:
                 return False
-            result = self.detector.detect(text)
+            result = detect_cached(doc, self.detector, text, self)
             if result is None or result[1] < self.language_min_confidence:
                 return False
             detected.append(result[0])

@@ -6,14 +6,26 @@ Pure functions: `adapt(record, schema, fields) -> (text, metadata)` or `AdaptErr
 - problem_solution: a problem and a solution; the final answer from an explicit field, GSM8K `#### n` or `\\boxed{}`.
 - prompt_completion: a prompt and a completion (which may hold think tags).
 - text: plain text.
-`fields` maps canonical names (messages, problem, solution, reasoning, answer, prompt, completion, text) to keys;
+`fields` maps canonical names (messages, problem, solution, reasoning, answer, prompt, completion, text, id) to keys;
 `gold` names a record key holding the gold answer of the problem, kept as `metadata["gold"]` (for `answer_verify`).
+
+Values of any type never crash an adapter: text fields take strings, UTF-8 bytes (binary columns) and null (empty);
+a message's content may also be a list of text parts (`[{"type": "text", "text": ...}]`); `messages` may be a JSON
+string (csv inputs); an explicit answer may be a number. Anything else is an `AdaptError` (`wrong_type`,
+`invalid_utf8`, ...) whose message names the field and the type found.
+
+A record's own id (`upstream_id`: the `id` field mapping, else the first of ID_KEYS present) is kept as a string.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import re
+from decimal import Decimal
 from typing import Any
+
+import orjson
 
 from reasonpipe.filters.answers import boxed
 from reasonpipe.sample import render_text
@@ -38,6 +50,7 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
     "completion": ("completion", "output", "response"),
     "text": ("text", "content"),
 }
+ID_KEYS = ("id", "uuid", "_id", "task_id", "problem_id", "question_id", "unique_id", "sample_id", "example_id", "idx")
 ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant"}
 ROLES |= {"model": "assistant", "bot": "assistant"}
 
@@ -55,6 +68,10 @@ class AdaptError(ValueError):
         self.reason = reason
 
 
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, str | bytes) and not value)
+
+
 def _get(record: dict, name: str, fields: dict[str, str], required: bool = True, skip: tuple = ()) -> Any:
     """The record's value for canonical field `name`: the mapped key, else the first candidate key present."""
     if name in fields:
@@ -65,17 +82,91 @@ def _get(record: dict, name: str, fields: dict[str, str], required: bool = True,
             return None
         return record[key]
     for key in CANDIDATES[name]:
-        if key in record and key not in skip and record[key] not in (None, ""):
+        if key in record and key not in skip and _present(record[key]):
             return record[key]
     if required:
         raise AdaptError(f"missing_{name}", f"none of {CANDIDATES[name]} in record")
     return None
 
 
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
 def _text(value: Any, name: str) -> str:
-    if not isinstance(value, str):
-        raise AdaptError("wrong_type", f"{name} is {type(value).__name__}, expected a string")
-    return value
+    """A text field: a string, UTF-8 bytes, or null (empty); a list of text parts for message content."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bytes | bytearray | memoryview):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise AdaptError("invalid_utf8", f"{name} holds bytes that are not UTF-8") from None
+    if isinstance(value, list) and name.endswith("content") and all(isinstance(p, dict) for p in value):
+        parts = []
+        for part in value:  # OpenAI-style content parts: text only
+            if part.get("type", "text") != "text" or "text" not in part:
+                raise AdaptError("non_text_content", f"{name} has a {part.get('type')!r} part")
+            parts.append(_text(part["text"], name))
+        return "".join(parts)
+    raise AdaptError("wrong_type", f"{name} is {_kind(value)}, expected a string")
+
+
+def _first(value: Any) -> Any:
+    """Several reference solutions/answers (a list of strings): the first."""
+    return value[0] if isinstance(value, list) and value and all(isinstance(v, str) for v in value) else value
+
+
+def _scalar_text(value: Any, name: str) -> str:
+    """An answer may also be a finite number (`answer: 72`)."""
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        if not (value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)):
+            raise AdaptError("wrong_type", f"{name} is {value}, expected a string or a finite number")
+        return str(value)
+    return _text(value, name)
+
+
+def _id_value(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, str | int | bytes):
+        return None
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return str(value) if str(value).strip() else None
+
+
+def upstream_id(record: Any, fields: dict[str, str]) -> str | None:
+    """The record's own id as a string (`fields["id"]`, else the first of ID_KEYS with a string/integer value)."""
+    if not isinstance(record, dict):
+        return None
+    if "id" in fields:
+        return _id_value(record.get(fields["id"]))
+    for key in ID_KEYS:
+        if (value := _id_value(record.get(key))) is not None:
+            return value
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _raw_id_pattern(keys: tuple[str, ...]) -> re.Pattern:
+    names = b"|".join(re.escape(k.encode()) for k in keys)
+    return re.compile(rb'"(?:%s)"\s*:\s*("(?:[^"\\\n]|\\.){1,200}"|-?\d{1,40})[\s,}]' % names)
+
+
+def raw_upstream_id(raw: bytes, fields: dict[str, str]) -> str | None:
+    """Best effort for a line that is not a readable record (malformed, too large): the first `"<id key>": value`
+    in its first 64 KiB, when it is a JSON string or integer."""
+    pattern = _raw_id_pattern((fields["id"],) if "id" in fields else ID_KEYS)
+    if (m := pattern.search(raw[: 64 << 10])) is None:
+        return None
+    try:
+        return _id_value(orjson.loads(m.group(1)))
+    except orjson.JSONDecodeError:
+        return None
 
 
 def split_reasoning(text: str) -> tuple[str | None, str]:
@@ -123,19 +214,34 @@ def _chat(turns: list[dict], answer: str | None) -> tuple[str, dict]:
     return render_text(turns), meta
 
 
-def adapt_messages(record: dict, fields: dict[str, str]) -> tuple[str, dict]:
+def _messages(record: dict, fields: dict[str, str]) -> list:
     messages = _get(record, "messages", fields)
+    if isinstance(messages, str | bytes) and messages.lstrip()[:1] in ("[", b"["):
+        try:
+            messages = orjson.loads(messages)  # a JSON-encoded list (csv inputs)
+        except orjson.JSONDecodeError:
+            raise AdaptError("wrong_type", "messages is a string that is not a JSON list") from None
     if not isinstance(messages, list) or not messages:
-        raise AdaptError("wrong_type", "messages must be a non-empty list")
+        raise AdaptError("wrong_type", f"messages must be a non-empty list, found {_kind(messages)}")
+    return messages
+
+
+def adapt_messages(record: dict, fields: dict[str, str]) -> tuple[str, dict]:
     turns, answer = [], None
-    for m in messages:
+    for i, m in enumerate(_messages(record, fields)):
         if not isinstance(m, dict):
-            raise AdaptError("wrong_type", "each message must be an object")
-        role = ROLES.get(str(m.get("role", m.get("from", ""))).lower())
-        if role is None:
-            raise AdaptError("unknown_role", str(m.get("role", m.get("from"))))
-        content = _text(m.get("content", m.get("value", "")), "message content")
-        reasoning = m.get("reasoning") or m.get("reasoning_content") or m.get("thinking")
+            raise AdaptError("wrong_type", f"messages[{i}] is {_kind(m)}, expected an object")
+        raw_role = m.get("role", m.get("from"))
+        if raw_role is None:
+            raise AdaptError("unknown_role", f"messages[{i}] has no role")
+        if not isinstance(raw_role, str):
+            raise AdaptError("wrong_type", f"messages[{i}].role is {_kind(raw_role)}, expected a string")
+        if (role := ROLES.get(raw_role.lower())) is None:
+            raise AdaptError("unknown_role", f"messages[{i}].role is {raw_role[:100]!r}")
+        content = _text(m.get("content", m.get("value")), f"messages[{i}].content")
+        reasoning = None
+        for key in ("reasoning", "reasoning_content", "thinking"):
+            reasoning = reasoning or _text(m.get(key), f"messages[{i}].{key}") or None
         if role == "assistant":
             inline, content = split_reasoning(content)
             reasoning = reasoning or inline
@@ -151,19 +257,17 @@ def adapt_messages(record: dict, fields: dict[str, str]) -> tuple[str, dict]:
 def adapt_problem_solution(record: dict, fields: dict[str, str]) -> tuple[str, dict]:
     problem = _text(_get(record, "problem", fields), "problem").strip()
     # prefer a worked solution over a bare `answer` field; fall back to `answer` (GSM8K keeps its work there)
-    solution = _get(record, "solution", fields, required=False, skip=("answer",)) or _get(record, "solution", fields)
-    if isinstance(solution, list) and solution and all(isinstance(s, str) for s in solution):
-        solution = solution[0]  # several reference solutions: keep the first
-    solution = _text(solution, "solution")
-    separate = _get(record, "reasoning", fields, required=False)
+    raw = _get(record, "solution", fields, required=False, skip=("answer",)) or _get(record, "solution", fields)
+    solution = _text(_first(raw), "solution")
+    separate = _text(_get(record, "reasoning", fields, required=False), "reasoning").strip()
     if separate:
-        reasoning, answer_text, extracted = _text(separate, "reasoning").strip(), solution.strip(), None
+        reasoning, answer_text = separate, solution.strip()
         extracted = boxed(answer_text)
     else:
         reasoning, answer_text, extracted = split_solution(solution)
     explicit = _get(record, "answer", fields, required=False)
-    if isinstance(explicit, str | int | float) and explicit is not solution and str(explicit).strip():
-        extracted = str(explicit).strip()
+    if explicit is not None and explicit is not raw:  # not the field the solution came from
+        extracted = _scalar_text(_first(explicit), "answer").strip() or extracted
     if not problem or not answer_text:
         raise AdaptError("empty_text", "problem or answer is empty")
     turns = [{"role": "user", "content": problem, "reasoning": None}]

@@ -127,8 +127,17 @@ def compile_plan(loaded: LoadedManifest, limit: int | None = None, hashes: HashC
         work = os.path.join(prep_dir, "stages", label)
         return BuildContext(label, work, os.path.join(excl, label), m.executor.tasks, m.seed, domains)
 
+    reader = InputReader(
+        sources,
+        limit,
+        exclusion_writer(os.path.join(excl, "read")),
+        m.executor.tasks,
+        os.path.join(prep_dir, "input-index"),
+    )
+    if (index := reader.index_step()) is not None:  # numbers the records of tasks that start inside a file
+        chain.add_run("input-index", [index], m.executor.tasks)
     chain.label = "read"
-    chain.add(InputReader(sources, limit, exclusion_writer(os.path.join(excl, "read"))))
+    chain.add(reader)
     chain.label = None
     chain.add(Progress("ingest"))
     chain.label = "adapt"
@@ -138,13 +147,16 @@ def compile_plan(loaded: LoadedManifest, limit: int | None = None, hashes: HashC
     chain.add(Normalize(exclusion_writer(os.path.join(excl, "normalize"))))
     for spec in loaded.stages:
         chain.label = spec.label
-        stage_class(spec.name)().build(spec.options, ctx(spec.label, spec.domains), chain)
+        stage_ctx = ctx(spec.label, spec.domains)
+        stage_class(spec.name)().build(spec.options, stage_ctx, chain)
+        chain.free_with_current(stage_ctx.work_dir)  # its last reader: the streaming run that continues after it
         labels.append((spec.label, spec.name))
     chain.label = None
     canonical = os.path.join(prep_dir, "canonical")
     chain.close("canonical", DocWriter(canonical), *tail.canonical_steps(loaded, prep_dir))
 
     tail.add_prep_runs(chain, loaded, prep_dir, canonical)
+    chain.runs[-1].frees.append(canonical)  # read by the tokenizer and tokenize runs, tokenize last
     plan = Plan(loaded, output_dir, work, prep_dir, pack_dir, prep, pack, chain.runs, sources, labels)
     plan.runs += tail.pack_runs(plan)
     plan.labels += [("mixture", "mixture"), ("trim", "trim")]

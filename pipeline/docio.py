@@ -1,8 +1,9 @@
-"""Intermediate documents between datatrove runs: one gzipped JSONL file per task rank.
+"""Intermediate documents between datatrove runs: one gzipped JSONL file per task rank, on any fsspec filesystem.
 
 Rank r writes `<folder>/<r:05d>.jsonl.gz` and, in the next run, rank r reads exactly that file (datatrove's readers
 shard `sorted(files)[rank::n]`, which shifts when a rank wrote nothing). Per-rank document order is preserved, which
-datatrove's dedup filters rely on (they address documents by their index within a rank).
+the dedup filters rely on. `folder` is a path or URL (`s3://...`, `memory://...`): I/O goes through datatrove's
+`DataFolder`, so the workers of a run can share an object store.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import os
 
 import orjson
 from datatrove.data import Document, DocumentsPipeline
+from datatrove.io import DataFolderLike, get_datafolder
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.typeshelper import StatHints
 
 
-def doc_file(folder: str, rank: int) -> str:
-    return os.path.join(folder, f"{rank:05d}.jsonl.gz")
+def doc_file(rank: int) -> str:
+    return f"{rank:05d}.jsonl.gz"
 
 
 class DocWriter(PipelineStep):
@@ -26,21 +28,20 @@ class DocWriter(PipelineStep):
     name = "💾 documents"
     type = "💽 - WRITER"
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: DataFolderLike):
         super().__init__()
-        self.folder = folder
+        self.folder = get_datafolder(folder)
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        os.makedirs(self.folder, exist_ok=True)
-        path = doc_file(self.folder, rank)
+        name = doc_file(rank)
         # its own name per attempt: a retried task never shares its temporary file with a straggler
-        tmp = os.path.join(self.folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-        with gzip.open(tmp, "wb", compresslevel=1) as f:
+        tmp = f".{name}.tmp-{os.getpid()}"
+        with self.folder.open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as f:
             for doc in data:
                 f.write(orjson.dumps({"id": doc.id, "text": doc.text, "metadata": doc.metadata}) + b"\n")
                 self.stat_update("written")
                 yield doc
-        os.replace(tmp, path)
+        self.folder.mv(tmp, name)
 
 
 class DocReader(PipelineStep):
@@ -49,18 +50,14 @@ class DocReader(PipelineStep):
     name = "📂 documents"
     type = "📖 - READER"
 
-    def __init__(self, folder: str, all_ranks: bool = False):
+    def __init__(self, folder: DataFolderLike, all_ranks: bool = False):
         super().__init__()
-        self.folder, self.all_ranks = folder, all_ranks
-
-    def _paths(self, rank: int) -> list[str]:
-        if self.all_ranks:
-            return sorted(os.path.join(self.folder, f) for f in os.listdir(self.folder) if f.endswith(".jsonl.gz"))
-        return [doc_file(self.folder, rank)]
+        self.folder, self.all_ranks = get_datafolder(folder), all_ranks
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        for path in self._paths(rank):
-            with gzip.open(path, "rb") as f:
+        names = self.folder.list_files(glob_pattern="*.jsonl.gz") if self.all_ranks else [doc_file(rank)]
+        for name in names:
+            with self.folder.open(name, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as f:
                 for line in f:
                     self.stat_update(StatHints.total)
                     yield Document(**orjson.loads(line))

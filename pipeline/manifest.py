@@ -81,6 +81,8 @@ class OutputConfig(Strict):
     # intermediate runs (tokenised corpus cache included); share one between manifests that differ only in
     # trim/pack/mixture (e.g. the 4K/32K/131K phases) so each re-runs only trimming and packing
     work_dir: str | None = None
+    # keep the intermediate document folders and dedup work files once every run that reads them is complete
+    keep_intermediate: bool = False
 
 
 class SlurmConfig(Strict):

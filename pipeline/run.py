@@ -92,11 +92,14 @@ def _interrupted(plan: Plan, i: int) -> Interrupted:
 
 def execute(plan: Plan) -> None:
     cfg = plan.loaded.manifest.executor
+    keep = plan.loaded.manifest.output.keep_intermediate
     quiet_logs()
     for i, run in enumerate(plan.runs, 1):
         title = f"[{i}/{len(plan.runs)}] {run.name}"
         if run_complete(run):
             console.print(f"{title}: already complete, skipped")
+            if not keep:
+                run.release()
             continue
         start = time.monotonic()
         try:
@@ -111,6 +114,8 @@ def execute(plan: Plan) -> None:
         if not run_complete(run):
             raise RunError(f"run {run.name!r} finished with incomplete tasks; logs: {run.logging_dir}/logs")
         console.print(f"{title}: done in {time.monotonic() - start:.1f}s ({run.tasks} tasks)")
+        if not keep:  # intermediate folders no later run reads (output.keep_intermediate keeps them)
+            run.release()
 
 
 def print_accounting(table: list[dict]) -> None:
@@ -207,6 +212,10 @@ def _run_locked(loaded: LoadedManifest, limit: int | None, force: bool, wait: bo
     plan.prep_key.save(plan.prep_dir)
     plan.pack_key.save(plan.pack_dir)
     if loaded.manifest.executor.kind == "slurm" and not wait and not slurm_chain.all_complete(plan):
+        if not loaded.manifest.output.keep_intermediate:  # what the finished runs were the last to read
+            for run in plan.runs:
+                if run_complete(run):
+                    run.release()
         jobs = slurm_chain.submit(plan, command or [sys.executable, "-m", "reasonpipe.pipeline.cli", "run", "?"])
         runs = ", ".join(f"{j.run} {j.job_id}" for j in jobs)
         console.print(

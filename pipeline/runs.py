@@ -28,6 +28,8 @@ class RunSpec:
     note: str = ""
     # a builder's inputs: the runs whose results it reads (their tokenizer, their stats); None = every earlier run
     needs: tuple[str, ...] | None = None
+    # intermediate folders (paths or URLs) that no later run reads: deleted once this run is complete
+    frees: list[str] = field(default_factory=list)
 
     def build(self) -> list:
         if callable(self.steps):
@@ -36,6 +38,16 @@ class RunSpec:
             if isinstance(step, Progress):
                 step.folder = os.path.join(self.logging_dir, "progress")
         return self.steps
+
+    def release(self) -> None:
+        """Delete the intermediate folders this run is the last to read (call once it is complete: a resumed run
+        still finds them until then)."""
+        from fsspec.core import url_to_fs
+
+        for path in self.frees:
+            fs, local = url_to_fs(path)
+            if fs.exists(local):
+                fs.rm(local, recursive=True)
 
 
 @dataclass
@@ -107,6 +119,7 @@ class Chain:
         self.current: list = []
         self.current_labels: dict[int, str] = {}
         self.label: str | None = None
+        self.current_frees: list[str] = []
         self._materialized = 0
 
     def _logdir(self, name: str) -> str:
@@ -120,9 +133,13 @@ class Chain:
 
     def close(self, name: str, *tail) -> None:
         """End the current streaming run (with `tail` steps appended unlabelled)."""
-        steps, labels = self.current + list(tail), self.current_labels
-        self.runs.append(RunSpec(name, "prep", self.tasks, self._logdir(name), steps, labels))
-        self.current, self.current_labels = [], {}
+        steps, labels, frees = self.current + list(tail), self.current_labels, self.current_frees
+        self.runs.append(RunSpec(name, "prep", self.tasks, self._logdir(name), steps, labels, frees=frees))
+        self.current, self.current_labels, self.current_frees = [], {}, []
+
+    def free_with_current(self, folder: str) -> None:
+        """`folder` is read by no run after the current streaming run: delete it once that run is complete."""
+        self.current_frees.append(folder)
 
     def materialize(self) -> str:
         folder = os.path.join(self.prep_dir, "docs", f"{self._materialized:02d}-{self.label}")
@@ -142,3 +159,4 @@ class Chain:
         self.add(DocReader(folder), Progress("continue"))
         self.label = saved
         self.add(*steps)
+        self.free_with_current(folder)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from reasonpipe.pipeline.distributed import env_command, slurm_executor
 from reasonpipe.pipeline.manifest import ExecutorConfig
-from reasonpipe.pipeline.runs import Plan, RunSpec
+from reasonpipe.pipeline.runs import Plan, RunSpec, run_complete
 
 CHAIN_FILE = "slurm-chain.json"
 CONTINUE = "continue"  # the name of a continuation job in the record
@@ -114,18 +114,14 @@ def check_not_submitted(output_dir: str) -> list[str]:
     return []
 
 
-def _run_complete(run: RunSpec) -> bool:
-    return _count(run.logging_dir) >= run.tasks
-
-
 def _buildable(plan: Plan, run: RunSpec) -> bool:
     """Whether every run `run`'s builder reads from is complete (its `needs`; by default every run before it)."""
     earlier = plan.runs[: plan.runs.index(run)]
-    return all(_run_complete(r) for r in earlier if run.needs is None or r.name in run.needs)
+    return all(run_complete(r) for r in earlier if run.needs is None or r.name in run.needs)
 
 
 def all_complete(plan: Plan) -> bool:
-    return all(_run_complete(r) for r in plan.runs)
+    return all(run_complete(r) for r in plan.runs)
 
 
 def _continuation(plan: Plan, cfg: ExecutorConfig, command: list[str], after: str | None) -> str:
@@ -157,7 +153,7 @@ def submit(plan: Plan, command: list[str]) -> list[Job]:
         jobs = []
     after: str | None = None
     for run in plan.runs:
-        if _run_complete(run):
+        if run_complete(run):
             continue
         if callable(run.steps) and not _buildable(plan, run):  # built from unfinished runs: continue after them
             break

@@ -12,12 +12,15 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
 from reasonpipe.filters.problem_dedup import problem_hash
-from reasonpipe.pipeline.adapters import AdaptError, adapt
+from reasonpipe.pipeline.adapters import AdaptError, adapt, upstream_id
 from reasonpipe.sample import problem_text, render_text
 
 
 class Adapt(BaseFilter):
-    """Raw record -> canonical sample, per the input's schema; unadaptable records are rejected with a reason."""
+    """Raw record -> canonical sample, per the input's schema; unadaptable records are rejected with a reason.
+
+    The record's own id becomes `metadata["upstream_id"]` (also on rejected records); an input whose `fields.id`
+    names a key a record lacks counts it as `missing_upstream_id`. A rejection's message is `filter_detail`."""
 
     name = "🔀 adapt"
 
@@ -27,9 +30,15 @@ class Adapt(BaseFilter):
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         schema, fields = self.schemas[doc.metadata["source"]]
+        record = doc.metadata["record"]
+        if (uid := upstream_id(record, fields)) is not None:
+            doc.metadata["upstream_id"] = uid
+        elif "id" in fields:
+            self.stat_update("missing_upstream_id")
         try:
-            text, meta = adapt(doc.metadata["record"], schema, fields)
+            text, meta = adapt(record, schema, fields)
         except AdaptError as err:
+            doc.metadata["filter_detail"] = str(err)
             return False, err.reason
         del doc.metadata["record"]
         doc.text = text

@@ -132,7 +132,7 @@ def pack_key(loaded: LoadedManifest, prep: WorkKey) -> WorkKey:
     config = {"trim": m.trim.model_dump(mode="json"), "pack": m.pack.model_dump(mode="json"), "context": m.context}
     config |= {"builders": m.builders.model_dump(mode="json")} if m.builders.active else {}
     config |= {"mixture": m.mixture.model_dump(mode="json") if m.mixture else None}
-    config |= {"output": m.output.model_dump(mode="json")}
+    config |= {"output": m.output.model_dump(mode="json", exclude={"keep_intermediate"})}  # it changes no output
     parts = {"prep": prep.digest, "config": config, "code": {"pack": code_version(*PACK_CODE)}}
     return WorkKey("pack", parts)
 

@@ -121,8 +121,11 @@ def run_stage(
     domains: tuple[str, ...] | list[str] | None = None,
     tmp_path: Path | None = None,
     seed: int = 0,
+    work_dir: str | None = None,
 ) -> tuple[list[Document], dict[str, float]]:
-    """Run stage `stage_name` with `options` on `docs` split over `tasks` tasks; see the module docstring."""
+    """Run stage `stage_name` with `options` on `docs` split over `tasks` tasks; see the module docstring.
+
+    `work_dir`: the stage's work folder (any fsspec URL, e.g. `memory://...`); default `tmp_path/work`."""
     tmp_path = Path(tmp_path or tempfile.mkdtemp(prefix="stagekit-"))
     stage = stage_class(stage_name)()
     opts = stage.Options.model_validate(options, context={"base_dir": str(tmp_path)})
@@ -132,7 +135,7 @@ def run_stage(
             writer.write(doc, rank=i * tasks // max(len(docs), 1))
     ctx = BuildContext(
         label=f"00-{stage_name}",
-        work_dir=str(tmp_path / "work"),
+        work_dir=work_dir or str(tmp_path / "work"),
         exclusions_dir=str(tmp_path / "exclusions"),
         tasks=tasks,
         seed=seed,

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from reasonpipe.pipeline.adapters import AdaptError, adapt, boxed, detect_schema, split_solution
+from reasonpipe.pipeline.adapters import (
+    AdaptError,
+    adapt,
+    boxed,
+    detect_schema,
+    raw_upstream_id,
+    split_solution,
+    upstream_id,
+)
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
@@ -141,3 +149,55 @@ def test_real_code_problems(name):
 def test_real_prose_is_text():
     recs = first(REAL / "prose" / "python_peps_paragraphs_6k.jsonl")
     assert detect_schema(recs, {}) == "text"
+
+
+@pytest.mark.parametrize(
+    "record, fields, expected",
+    [
+        ({"id": "gsm-17", "text": "t"}, {}, "gsm-17"),
+        ({"uuid": "3f2a", "text": "t"}, {}, "3f2a"),
+        ({"task_id": "HumanEval/0", "text": "t"}, {}, "HumanEval/0"),
+        ({"problem_id": 1234, "text": "t"}, {}, "1234"),  # integer ids are kept as strings
+        ({"question_id": "q", "unique_id": "u", "text": "t"}, {}, "q"),  # the first of ID_KEYS present
+        ({"id": True, "idx": 5, "text": "t"}, {}, "5"),  # a boolean is not an id
+        ({"id": {"nested": 1}, "text": "t"}, {}, None),
+        ({"id": "", "text": "t"}, {}, None),
+        ({"key": "k-9", "id": "other", "text": "t"}, {"id": "key"}, "k-9"),  # `fields: {id: key}` wins
+        ({"id": "other", "text": "t"}, {"id": "key"}, None),  # mapped key absent: no id (counted by Adapt)
+    ],
+)
+def test_upstream_id(record, fields, expected):
+    assert upstream_id(record, fields) == expected
+
+
+def test_adapt_step_keeps_upstream_ids_on_kept_and_rejected_records():
+    from datatrove.data import Document
+
+    from reasonpipe.pipeline.steps import Adapt
+
+    step = Adapt({"a": ("text", {}), "b": ("text", {"id": "key"})})
+
+    def doc(source, record):
+        return Document(text="", id="x", metadata={"source": source, "domain": "web", "record": record})
+
+    kept, empty, unmapped = (
+        doc("a", {"id": 7, "text": "hi"}),
+        doc("a", {"id": "e", "text": " "}),
+        doc("b", {"text": "x"}),
+    )
+    assert step.filter(kept) is True and kept.metadata["upstream_id"] == "7" and "record" not in kept.metadata
+    assert step.filter(empty) == (False, "empty_text") and empty.metadata["upstream_id"] == "e"
+    assert step.filter(unmapped) is True and "upstream_id" not in unmapped.metadata
+    assert step.stats["missing_upstream_id"].total == 1
+
+
+def test_upstream_id_of_unreadable_lines():
+    assert raw_upstream_id(b'{"id": "abc", "text": "broken', {}) == "abc"
+    assert raw_upstream_id(b'{"text": "x", "uuid": 42, "more": [1,', {}) == "42"
+    assert raw_upstream_id(b'{"key": "k\\"1", "id": "no"', {"id": "key"}) == 'k"1'
+    assert raw_upstream_id(b"not json at all", {}) is None
+
+
+def test_real_records_keep_their_ids():
+    recs = first(REAL / "code" / "humaneval.jsonl", 5)
+    assert [upstream_id(r, {}) for r in recs] == [r["task_id"] for r in recs]

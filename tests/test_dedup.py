@@ -8,15 +8,23 @@ import random
 import numpy as np
 import pytest
 from datatrove.data import Document
-from dedupdata import REAL, generated_texts, perturb, planted_corpus, real_texts
+from dedupdata import (
+    REAL,
+    chat_sample,
+    generated_texts,
+    math_eval_corpus,
+    perturb,
+    planted_corpus,
+    problem_variant,
+    real_texts,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from stagekit import read_exclusions, run_stage
 
 from reasonpipe.filters.minhash import MinhashOptions, MinhashStage
 from reasonpipe.filters.minhash_core import MinHasher, band_pairs, greedy_keep, jaccard, ngram_hashes, token_hashes
-from reasonpipe.filters.normalize import Normalization, normalize, prepare, tokens
-from reasonpipe.sample import render_text
+from reasonpipe.filters.normalize import Normalization, math_marks, normalize, prepare, tokens
 
 NORM = Normalization()
 
@@ -61,6 +69,13 @@ def test_normalisation_keeps_math_and_code_distinct() -> None:
     assert tokens("3+4=7", NORM) == ["3", "+", "4", "=", "7"]
     assert tokens("x = a - b", NORM) != tokens("x = a + b", NORM)
     assert normalize("ＨＥＬＬＯ   World\t3+4", NORM) == normalize("hello world 3+4", NORM)
+
+
+def test_math_marks_are_numbers_latex_commands_and_function_names() -> None:
+    assert math_marks("Compute $\\tan 330^\\circ$.") == ["\\tan", "330", "\\circ"]
+    assert math_marks("x^2+bx+48 = 0, so x = 3.5") == ["2", "48", "0", "3.5"]
+    assert math_marks("SIN(x) + log y, but a basin is not a sin; sinx") == ["sin", "log", "sin"]
+    assert math_marks("\\Gamma vs \\gamma, ２ apples") == ["\\Gamma", "\\gamma", "2"]
 
 
 def test_minhash_estimates_jaccard() -> None:
@@ -169,16 +184,63 @@ def test_minhash_is_deterministic_and_respects_domains(tmp_path) -> None:
     assert removed == {c for c in copies if by_id[c].metadata["domain"] == "web" and orig_domain[c] == "web"}
 
 
-def test_minhash_same_numbers_keeps_templated_math_problems_distinct(tmp_path) -> None:
-    """Problems that differ only in their numbers share most shingles; `same_numbers` keeps them apart while
-    case/whitespace variants of each are still removed."""
-    template = "A farmer has {a} cows and buys {b} more. Each cow gives {c} litres of milk a day, so the total is {e}."
-    rng = random.Random(0)
-    texts = [template.format(a=rng.randint(2, 90), b=rng.randint(2, 90), c=rng.randint(2, 9), e=i) for i in range(30)]
-    docs = [Document(text=t, id=f"p{i:02d}", metadata={}) for i, t in enumerate(texts)]
-    docs += [Document(text=t.upper().replace(" ", "  "), id=f"v{i:02d}", metadata={}) for i, t in enumerate(texts)]
-    kept, _ = run_stage("minhash", {"same_numbers": True}, docs, tmp_path=tmp_path)
+TEMPLATE = (
+    "A farmer keeps {a} cows on a small hill farm. Every morning each cow gives the same amount of milk, and the "
+    "farmer sells all of it at the market in town, where the price per litre stays the same for the whole week. "
+    "How much milk does the farmer sell in one week if each cow gives {b} litres per day?"
+)
+
+
+@pytest.mark.parametrize("domain, options", [("math", {}), ("web", {"number_aware": True})])
+def test_minhash_number_aware_keeps_templated_math_problems_distinct(tmp_path, domain, options) -> None:
+    """Problems that differ in one number share ~90% of their shingles; the number-aware check (default for math,
+    an option elsewhere) keeps them apart while case/whitespace variants of each are still removed."""
+    texts = [TEMPLATE.format(a=12 + i, b=5) for i in range(20)] + [TEMPLATE.format(a=12, b=6 + i) for i in range(10)]
+    meta = {"domain": domain}
+    docs = [Document(text=t, id=f"p{i:02d}", metadata=dict(meta)) for i, t in enumerate(texts)]
+    docs += [
+        Document(text=t.upper().replace(" ", "  "), id=f"v{i:02d}", metadata=dict(meta)) for i, t in enumerate(texts)
+    ]
+    kept, stats = run_stage("minhash", options, docs, tmp_path=tmp_path / "on")
     assert {d.id for d in kept} == {f"p{i:02d}" for i in range(30)}
+    assert stats["rejected_marks"] > 0
+    off = {"number_aware": False} if domain == "math" else {}
+    kept, _ = run_stage("minhash", off, docs, tmp_path=tmp_path / "off")
+    assert len(kept) < 5  # without the check the variants merge
+
+
+def test_number_aware_check_lets_copies_lose_numbers_but_not_change_them(tmp_path) -> None:
+    """A copy that lost a number (an edit, a replaced word) is still a duplicate; one whose number changed is not."""
+    base = TEMPLATE.format(a=12, b=5) + " The farmer also owns 3 dogs and 7 cats, which drink 2 litres a day."
+    lost = base.replace(" 7 cats", " several cats")
+    changed = base.replace(" 7 cats", " 8 cats")
+    docs = [Document(text=t, id=i, metadata={"domain": "math"}) for i, t in [("a", base), ("b", lost), ("c", changed)]]
+    kept, _ = run_stage("minhash", {}, docs, tasks=1, tmp_path=tmp_path)
+    assert [d.id for d in kept] == ["a", "c"]
+
+
+def removal_rates(docs: list[Document], kept: list[Document], roles: dict[str, str]) -> dict[str, float]:
+    """Share of each role's documents that were removed (originals and variants: distinct problems; copies)."""
+    kept_ids = {d.id for d in kept}
+    out = {}
+    for role in ("original", "variant", "copy"):
+        ids = [i for i, r in roles.items() if r == role]
+        out[role] = sum(i not in kept_ids for i in ids) / len(ids)
+    return out
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="real data not available")
+def test_number_aware_minhash_keeps_distinct_math_problems_on_real_data(tmp_path) -> None:
+    """Issue 12 point 5 on GSM8K and LaTeX prose: template variants (one number or LaTeX command changed) are distinct
+    problems; with the default number-aware check almost none is removed while planted 5% copies still are."""
+    docs, roles = math_eval_corpus(n_gsm=500, n_latex=250, n_variants=120, n_copies=120, seed=2)
+    kept, _ = run_stage("minhash", {}, docs, tasks=2, tmp_path=tmp_path / "on")
+    on = removal_rates(docs, kept, roles)
+    kept, _ = run_stage("minhash", {"number_aware": False}, docs, tasks=2, tmp_path=tmp_path / "off")
+    off = removal_rates(docs, kept, roles)
+    assert off["variant"] > 0.3, off  # without the check most variants merge with their original
+    assert on["variant"] <= 0.02 and on["original"] <= 0.01, on
+    assert on["copy"] >= 0.95 and off["copy"] >= 0.95, (on, off)
 
 
 def test_minhash_describe_reports_lsh_threshold() -> None:
@@ -187,30 +249,6 @@ def test_minhash_describe_reports_lsh_threshold() -> None:
 
 
 # --- problem_dedup ---
-
-
-def _chat(doc_id: str, problem: str, reasoning: str, answer: str) -> Document:
-    turns = [
-        {"role": "user", "content": problem, "reasoning": None},
-        {"role": "assistant", "content": answer, "reasoning": reasoning},
-    ]
-    return Document(
-        text=render_text(turns), id=doc_id, metadata={"kind": "chat", "domain": "reasoning", "turns": turns}
-    )
-
-
-def _variant(problem: str, rng: random.Random) -> str:
-    """Whitespace, punctuation, casing or a small edit."""
-    kind = rng.randrange(4)
-    if kind == 0:
-        return "  ".join(problem.split()) + "\n"
-    if kind == 1:
-        return problem.replace(",", "").replace("?", " ?")
-    if kind == 2:
-        return problem.upper()
-    words = problem.split()
-    words[rng.choice([i for i, w in enumerate(words) if not any(c.isdigit() for c in w)])] = "the"
-    return " ".join(words)
 
 
 def test_problem_dedup_keeps_k_best_traces_per_problem(tmp_path) -> None:
@@ -224,7 +262,7 @@ def test_problem_dedup_keeps_k_best_traces_per_problem(tmp_path) -> None:
     for p, problem in enumerate(problems):
         for t in range(7):
             answer = "" if t == 6 else str(t)  # the longest trace has no final answer
-            docs.append(_chat(f"p{p}-t{t}", _variant(problem, rng), "step " * (10 + 10 * t), answer))
+            docs.append(chat_sample(f"p{p}-t{t}", problem_variant(problem, rng), "step " * (10 + 10 * t), answer))
     docs.append(Document(text=problems[0], id="plain", metadata={"domain": "reasoning"}))
     rng.shuffle(docs)
     kept, stats = run_stage("problem_dedup", {"k": 3}, docs, tasks=2, tmp_path=tmp_path)
@@ -238,7 +276,7 @@ def test_problem_dedup_keeps_k_best_traces_per_problem(tmp_path) -> None:
 
 def test_problem_dedup_fits_rule_and_shortest_preference(tmp_path) -> None:
     problem = "Compute the sum of the first 10 odd numbers and explain each step of the computation."
-    docs = [_chat(f"t{t}", problem, "r" * (100 * (t + 1)), "100") for t in range(5)]
+    docs = [chat_sample(f"t{t}", problem, "r" * (100 * (t + 1)), "100") for t in range(5)]
     kept, _ = run_stage("problem_dedup", {"k": 1, "max_reasoning_chars": 350}, docs, tmp_path=tmp_path / "a")
     assert [d.id for d in kept] == ["t2"]  # longest that fits
     kept, _ = run_stage("problem_dedup", {"k": 2, "prefer": "shortest"}, docs, tmp_path=tmp_path / "b")
@@ -251,19 +289,25 @@ def test_perturb_replaces_the_requested_fraction() -> None:
     assert changed == 10
 
 
+def _removed_by(state: np.ndarray) -> dict[int, int]:
+    return {i: int(k) for i, k in enumerate(state) if k >= 0}
+
+
 def test_greedy_keep_removes_only_direct_duplicates_of_kept_documents() -> None:
-    order = {n: (n,) for n in range(6)}
+    rank = np.arange(6)
     # chain 0~1~2 (0 not similar to 2), clique 3~4~5
-    edges = [(0, 1), (1, 2), (3, 4), (3, 5), (4, 5)]
-    assert greedy_keep(edges, order, keep=1) == {1: 0, 4: 3, 5: 3}
-    assert greedy_keep(edges, order, keep=2) == {5: 3}
+    edges = np.array([(0, 1), (1, 2), (3, 4), (3, 5), (4, 5)])
+    assert _removed_by(greedy_keep(edges, rank, keep=1)) == {1: 0, 4: 3, 5: 3}
+    assert _removed_by(greedy_keep(edges, rank, keep=2)) == {5: 3}
+    # the visiting order is the rank, not the node number
+    assert _removed_by(greedy_keep(edges, np.array([2, 1, 0, 5, 4, 3]), keep=1)) == {1: 2, 4: 5, 3: 5}
 
 
 def test_greedy_keep_checks_kept_documents_reached_through_removed_neighbours() -> None:
-    order = {n: (n,) for n in range(3)}
+    rank, edges = np.arange(3), np.array([(0, 1), (1, 2)])
     # 0~1 and 1~2 are candidate edges; 2 is also similar to 0 but that pair was never a candidate
-    assert greedy_keep([(0, 1), (1, 2)], order, 1, similar=lambda a, b: {a, b} == {0, 2}) == {1: 0, 2: 0}
-    assert greedy_keep([(0, 1), (1, 2)], order, 1, similar=lambda a, b: False) == {1: 0}
+    assert _removed_by(greedy_keep(edges, rank, 1, similar=lambda a, b: {a, b} == {0, 2})) == {1: 0, 2: 0}
+    assert _removed_by(greedy_keep(edges, rank, 1, similar=lambda a, b: False)) == {1: 0}
 
 
 def test_band_pairs_all_pairs_in_small_runs_linear_in_large_ones() -> None:
@@ -278,7 +322,8 @@ def test_same_input_and_tasks_give_the_same_kept_set(stage: str, tmp_path) -> No
     rng = random.Random(4)
     problems = generated_texts(30, seed=4, words=(15, 40))
     docs = [
-        _chat(f"s{i:03d}", _variant(problems[i % 30], rng), "r " * rng.randint(1, 50), str(i % 3)) for i in range(120)
+        chat_sample(f"s{i:03d}", problem_variant(problems[i % 30], rng), "r " * rng.randint(1, 50), str(i % 3))
+        for i in range(120)
     ]
     docs += [Document(text=d.text.upper(), id=f"u{i:03d}", metadata=dict(d.metadata)) for i, d in enumerate(docs[:40])]
     runs = [

@@ -6,6 +6,7 @@ import json
 import pickle
 from pathlib import Path
 
+import orjson
 import pytest
 from datatrove.data import Document
 from hypothesis import given, settings
@@ -18,9 +19,12 @@ from reasonpipe.filters.language import (
     LanguageOptions,
     LanguageStage,
     LinguaDetector,
+    detect_cached,
+    detection_text,
     language_verdict,
     prose,
 )
+from reasonpipe.sample import render_text
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"  # shared/ beside the repository
 
@@ -228,3 +232,83 @@ def test_prose_is_idempotent_and_free_of_math_and_code(pieces):
     out = prose("".join(pieces))
     assert prose(out) == out
     assert not any(ch in out for ch in "$\\{}()=+`0123456789")
+
+
+class Counting:
+    """A detector that counts its calls (and says every text is English)."""
+
+    def __init__(self, signature: str = "counting/1"):
+        self.signature, self.calls = signature, []
+
+    def detect(self, text: str):
+        self.calls.append(text)
+        return ("en", 0.9)
+
+
+def test_each_text_is_detected_once_per_document():
+    d = doc("some text")
+    first, other = Counting(), Counting("counting/2")
+    assert detect_cached(d, first, "hello there") == ("en", 0.9)
+    assert detect_cached(d, first, "hello there") == ("en", 0.9) and len(first.calls) == 1
+    detect_cached(d, first, "another text")
+    detect_cached(d, other, "hello there")  # another detector (or settings): its own verdict
+    assert len(first.calls) == 2 and len(other.calls) == 1
+    stored = orjson.loads(orjson.dumps(d.metadata))  # the cache travels with the document between runs
+    again = Document(text=d.text, id=d.id, metadata=stored)
+    assert detect_cached(again, first, "hello there") == ("en", 0.9) and len(first.calls) == 2
+
+
+def chat_doc(problem: str, reasoning: str, answer: str = "The answer is 4.", i: int = 0) -> Document:
+    turns = [{"role": "user", "content": problem, "reasoning": None}]
+    turns.append({"role": "assistant", "content": answer, "reasoning": reasoning})
+    meta = {"source": "t", "domain": "reasoning", "kind": "chat", "turns": turns}
+    return Document(text=render_text(turns), id=f"chat/{i}", metadata=meta)
+
+
+def test_language_stage_reuses_what_reasoning_quality_detected():
+    from reasonpipe.filters.reasoning import ReasoningOptions, ReasoningQualityFilter
+
+    reasoning_detector = LinguaDetector(ReasoningOptions().detector_languages)
+    language_detector = LanguageOptions().detector()
+    assert reasoning_detector.signature == language_detector.signature  # the defaults share their verdicts
+    quality = ReasoningQualityFilter(detector=reasoning_detector)
+    language = LanguageFilter(language_detector, languages=["en"])
+    problem = " ".join(SAMPLES["en"]) + " What do you think about all of this, and why?"
+    trace = "Let me think about this carefully. " + " ".join(SAMPLES["en"][::-1]) + " So it adds up to four."
+    docs = [chat_doc(problem, trace + f" Step {i} done.", i=i) for i in range(3)]
+    assert all(quality.filter(d) is True for d in docs)
+    assert all(language.filter(d) is True for d in docs)
+    assert quality.stats["lang_detected"].total == 6
+    assert "lang_detected" not in language.stats.stats and language.stats["lang_reused"].total == 3
+
+
+def test_a_chat_sample_is_judged_by_the_longer_of_its_problem_and_its_trace(detector):
+    english = " ".join(SAMPLES["en"] * 8)[:1500]  # the first 2000 prose characters of the whole text are English
+    french = " ".join(SAMPLES["fr"] * 10)[:1800]
+    step = LanguageFilter(detector, languages=["en"])
+    assert step.filter(chat_doc(english, french)) == (False, "language_fr")  # the trace dominates
+    d = chat_doc(" ".join(SAMPLES["fr"]), english)
+    assert step.filter(d) is True and d.metadata["language"] == "en"
+
+
+def test_probing_long_texts_agrees_with_reading_them_whole(no_network, capsys):
+    files = ["prose/python_peps_paragraphs_6k.jsonl", "math_prose/stacks_project_paragraphs_5k.jsonl"]
+    files += ["reasoning/marco_o1_cot.jsonl"]
+    if not all((REAL / f).exists() for f in files):
+        pytest.skip("real data not available")
+    texts = []
+    for name in files:
+        with open(REAL / name) as f:
+            for line in f:
+                rec = json.loads(line)
+                for value in (rec.get("text"), rec.get("instruction"), rec.get("response")):
+                    if value and len(text := detection_text(value, 2000)) > 800:
+                        texts.append(text)
+    texts = texts[::2][:200]
+    probed = LinguaDetector(COMPACT_LANGUAGES)
+    whole = LinguaDetector(COMPACT_LANGUAGES, probe_chars=0)
+    assert probed.signature != whole.signature
+    same = sum(probed.detect(t)[0] == whole.detect(t)[0] for t in texts)
+    with capsys.disabled():
+        print(f"\nprobe vs whole-text lingua on {len(texts)} real texts > 800 chars: {same} agree")
+    assert len(texts) >= 150 and same == len(texts)

@@ -95,6 +95,15 @@ def test_rejections_are_written_with_their_reason(finished):
     assert {"malformed_json", "invalid_utf8"} <= reasons
 
 
+def test_intermediate_folders_are_deleted_once_consumed(finished):
+    _, out, _ = finished
+    (prep,) = (out / ".work").glob("prep-*")
+    assert (prep / "tokens").is_dir()  # the tokenised corpus stays (re-trimming reuses it)
+    assert not (prep / "canonical").exists()
+    leftovers = list((prep / "docs").glob("*")) + list((prep / "stages").glob("*"))
+    assert leftovers == []
+
+
 def test_rerun_is_a_noop(finished):
     manifest, _, _ = finished
     assert "nothing to do" in reasonpipe("run", str(manifest)).stdout

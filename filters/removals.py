@@ -1,0 +1,96 @@
+"""The shared end of the dedup stages: document ids in their work files, removal lists, and the filter applying them.
+
+A signing step gives each selected document of rank r a row (its index among the rank's selected documents) and a
+global id `gid = r << 32 | row`; it appends the document's id to `signatures/{r}.ids` and a record with the id's
+position to `signatures/{r}.docs`, so a later step looks up the ids of just the documents it removes. The steps that
+decide write `removals/{r}/{producer}.json` = `[[id, kept_id | None, new_problem_key | None], ...]` for every rank;
+`RemovalFilter`, in the next streaming run, applies rank r's lists.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import numpy as np
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.io import DataFolder
+from datatrove.pipeline.filters.base_filter import BaseFilter
+
+from reasonpipe.filters.workfiles import Column, folder, read_rows, read_spans, write_bytes
+
+ROW = np.int64(0xFFFFFFFF)  # gid & ROW: the row within its rank
+
+
+def gid_of(rank: int, rows: np.ndarray) -> np.ndarray:
+    return (np.int64(rank) << np.int64(32)) | rows.astype(np.int64)
+
+
+def sig_name(rank: int, kind: str) -> str:
+    return f"signatures/{rank:05d}.{kind}"
+
+
+def lookup_ids(df: DataFolder, record_dtype: np.dtype, gids: np.ndarray) -> dict[int, str]:
+    """{gid: document id} for the given gids, from the records (`{r}.docs`: fields `id`, `nid`) and `{r}.ids`."""
+    out: dict[int, str] = {}
+    gids = np.unique(gids)
+    for rank in np.unique(gids >> 32).tolist():
+        mine = gids[(gids >> 32) == rank]
+        rec = read_rows(df, sig_name(rank, "docs"), record_dtype, mine & ROW)
+        blob, off = read_spans(df, sig_name(rank, "ids"), np.uint8, rec["id"], rec["nid"])
+        raw = blob.tobytes()
+        for g, lo, hi in zip(mine.tolist(), off[:-1].tolist(), off[1:].tolist()):
+            out[g] = raw[lo:hi].decode("utf-8", "surrogatepass")
+    return out
+
+
+def append_ids(ids: Column, doc_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Append document ids (UTF-8) to an ids column; returns each one's first byte and length."""
+    raw = [i.encode("utf-8", "surrogatepass") for i in doc_ids]
+    lens = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))
+    start = ids.append(np.frombuffer(b"".join(raw), dtype=np.uint8))
+    return start + np.cumsum(lens) - lens, lens
+
+
+def write_removals(df: DataFolder, ranks: int, rows: dict[int, list], producer: int = 0) -> None:
+    """`removals/{rank}/{producer}.json` for every rank (empty lists included): `[[id, kept_id, new_key], ...]`."""
+    for rank in range(ranks):
+        write_bytes(df, f"removals/{rank:05d}/{producer:04d}.json", json.dumps(sorted(rows.get(rank, []))).encode())
+
+
+class RemovalFilter(BaseFilter):
+    """Drop the documents listed for this rank in `removals/{rank}/*.json` (from `producers` tasks), tagging
+    `duplicate_of`; rows without a kept id only relabel `problem_key`. Memory: this rank's rows."""
+
+    name = "🫂 remove duplicates"
+
+    def __init__(self, work_dir: str, reason: str, producers: int = 1, exclusion_writer=None):
+        super().__init__(exclusion_writer=exclusion_writer)
+        self.work_dir, self.reason, self.producers = work_dir, reason, producers
+        self._rows: dict[str, tuple[str | None, str | None]] = {}
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> Iterator[Document]:
+        df = folder(self.work_dir)
+        self._rows = {}
+        for p in range(self.producers):
+            name = f"removals/{rank:05d}/{p:04d}.json"
+            if not df.exists(name):
+                path = df.resolve_paths(name)
+                raise FileNotFoundError(f"{path} is missing: the dedup runs before this one did not complete")
+            with df.open(name, "rb") as f:
+                self._rows.update({doc_id: (kept, key) for doc_id, kept, key in json.load(f)})
+        yield from super().run(data, rank, world_size)
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        row = self._rows.get(doc.id)
+        if row is None:
+            return True
+        kept, key = row
+        if key is not None:
+            doc.metadata["problem_key"] = key
+            self.stat_update("relabeled")
+        if kept is None:
+            return True
+        doc.metadata["filter_reason"] = self.reason
+        doc.metadata["duplicate_of"] = kept
+        return False, self.reason
