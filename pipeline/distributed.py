@@ -110,11 +110,16 @@ class WaitingSlurmExecutor:
 
 
 class SlurmExecutor(SlurmPipelineExecutor):
-    """datatrove's Slurm executor, minus directives without a value (no partition: the cluster's default one)."""
+    """datatrove's Slurm executor, minus directives without a value (no partition: the cluster's default one) and
+    minus its stats-merging job: the accounting reads the per-task stats, and a merge job whose run failed would
+    stay pending forever (`DependencyNeverSatisfied`) after the chain is resubmitted."""
 
     def get_sbatch_args(self, max_array: int = 1) -> dict:
         args = super().get_sbatch_args(max_array)
         return {k: v for k, v in args.items() if v is not None}
+
+    def launch_merge_stats(self) -> None:
+        pass
 
 
 def env_command(cfg: ExecutorConfig) -> str:

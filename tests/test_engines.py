@@ -91,6 +91,9 @@ def test_slurm_chain_leaves_and_equals_local(corpus, local, tmp_path):
     assert digests(out) == local and local
     assert cli("inspect", str(out), "--validate").returncode == 0
     assert "nothing to do" in cli("run", str(path)).stdout
+    # no job of this output is left in the queue (e.g. one that waits forever on the cancelled job)
+    left = subprocess.run(["squeue", "-h", "-O", "ArrayJobID:20,StdOut:1000"], capture_output=True, text=True).stdout
+    assert str(out) not in left, left
 
 
 @pytest.mark.skipif(not slurm_up(), reason="no Slurm cluster here (sbatch/sinfo); .ci/run starts one")
