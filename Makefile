@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT := output/demo
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-engines lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,11 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# Slurm (a running cluster: `sudo bash .ci/slurm-up.sh` starts a single-node one) and Ray end to end
+test-engines: $(STAMP)
+	$(BIN)/pip install -q -e '.[engines]'
+	$(BIN)/python -m pytest -m engines tests/test_engines.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/tokenize_pack.py

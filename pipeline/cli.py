@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 from typing import Any
 
@@ -32,12 +33,28 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strict", action="store_true", help="treat warnings (input entries not read) as errors")
 
 
+def _replay(args: argparse.Namespace) -> list[str]:
+    """This `reasonpipe run` command line, for the continuation jobs of a Slurm chain (never with --force)."""
+    cmd = [sys.executable, "-m", "reasonpipe.pipeline.cli", "run", os.path.abspath(args.manifest)]
+    for flag in ("tasks", "workers", "executor", "limit"):
+        if getattr(args, flag) is not None:
+            cmd += [f"--{flag}", str(getattr(args, flag))]
+    return cmd + (["--strict"] if args.strict else [])
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from reasonpipe.pipeline.manifest import load_manifest
     from reasonpipe.pipeline.run import run_manifest
 
-    run_manifest(load_manifest(args.manifest, _overrides(args)), args.limit, args.force, args.strict)
+    loaded = load_manifest(args.manifest, _overrides(args))
+    run_manifest(loaded, args.limit, args.force, args.strict, args.wait, _replay(args))
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from reasonpipe.pipeline.slurm_chain import follow
+
+    return follow(os.path.abspath(args.output), args.wait, args.poll)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -101,7 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a manifest (resumable: re-run the same command after an interruption)")
     _manifest_args(p)
     p.add_argument("--force", action="store_true", help="discard previous results and start over")
+    p.add_argument(
+        "--wait", action="store_true", help="slurm: wait for each run here instead of submitting the chain and leaving"
+    )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="where a submitted Slurm chain is (exit 0 done, 1 failed, 4 still working)")
+    p.add_argument("output", help="the manifest's output folder")
+    p.add_argument("--wait", action="store_true", help="follow the chain until it ends")
+    p.add_argument("--poll", type=float, default=5.0, help="seconds between checks with --wait")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("plan", help="validate a manifest and print its datatrove runs without running them")
     _manifest_args(p)

@@ -2,19 +2,24 @@
 
 Every executor here keeps datatrove's contract: a task is one rank, its completion marker, stats and log live in the
 run's logging folder (a filesystem shared by the driver and the workers), and completed ranks are skipped, so a
-re-run resumes exactly as with the local executor. The driver runs the manifest's runs one after another and waits
-for each (the pack run is built from the tokenised corpus's statistics), on every engine.
+re-run resumes exactly as with the local executor. On dask and Ray the driver runs the manifest's runs one after
+another and waits for each; on Slurm it submits them as a chain of dependent jobs and leaves (pipeline/slurm_chain.py),
+or, with `--wait`, submits and waits for each run in turn.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import shlex
 import subprocess
+import sys
 import time
 from functools import cache
+from pathlib import Path
 
 from datatrove.executor.base import PipelineExecutor
+from datatrove.executor.slurm import SlurmPipelineExecutor
 from datatrove.utils.stats import PipelineStats
 
 from reasonpipe.pipeline import tasklogs  # noqa: F401  (the quiet task logger, also in worker processes)
@@ -90,7 +95,7 @@ class DaskPipelineExecutor(PipelineExecutor):
 class WaitingSlurmExecutor:
     """datatrove's Slurm executor, submitted and then waited for (the driver polls completion markers)."""
 
-    def __init__(self, inner, poll_seconds: float = 30.0):
+    def __init__(self, inner, poll_seconds: float = 5.0):
         self.inner, self.poll_seconds = inner, poll_seconds
 
     def run(self) -> None:
@@ -104,11 +109,30 @@ class WaitingSlurmExecutor:
                 raise RuntimeError(f"slurm job {job} ended with incomplete tasks; see {logs} and the task logs")
 
 
-def _slurm(steps: list, tasks: int, logging_dir: str, cfg: ExecutorConfig):
-    from datatrove.executor.slurm import SlurmPipelineExecutor
+class SlurmExecutor(SlurmPipelineExecutor):
+    """datatrove's Slurm executor, minus directives without a value (no partition: the cluster's default one) and
+    minus its stats-merging job: the accounting reads the per-task stats, and a merge job whose run failed would
+    stay pending forever (`DependencyNeverSatisfied`) after the chain is resubmitted."""
 
+    def get_sbatch_args(self, max_array: int = 1) -> dict:
+        args = super().get_sbatch_args(max_array)
+        return {k: v for k, v in args.items() if v is not None}
+
+    def launch_merge_stats(self) -> None:
+        pass
+
+
+def env_command(cfg: ExecutorConfig) -> str:
+    """The line that puts the jobs in the driver's environment: `slurm.env_command`, else this virtualenv."""
+    if cfg.slurm.env_command:
+        return cfg.slurm.env_command
+    activate = Path(sys.prefix, "bin", "activate")
+    return f"source {shlex.quote(str(activate))}" if activate.exists() else ""
+
+
+def slurm_executor(steps: list, tasks: int, logging_dir: str, cfg: ExecutorConfig) -> SlurmExecutor:
     s = cfg.slurm
-    return SlurmPipelineExecutor(
+    return SlurmExecutor(
         steps,
         tasks=tasks,
         time=s.time,
@@ -118,7 +142,7 @@ def _slurm(steps: list, tasks: int, logging_dir: str, cfg: ExecutorConfig):
         workers=cfg.workers,
         job_name=f"reasonpipe-{os.path.basename(logging_dir)}",
         qos=s.qos,
-        env_command=s.env_command,
+        env_command=env_command(cfg),
         sbatch_args=dict(s.sbatch_args),
         logging_dir=logging_dir,
     )
@@ -134,7 +158,7 @@ def make_executor(steps: list, tasks: int, logging_dir: str, cfg: ExecutorConfig
         workers = dask_workers(cfg, tasks)
         return DaskPipelineExecutor(steps, tasks, workers, logging_dir, cfg.scheduler_address, cfg.retries)
     if cfg.kind == "slurm":
-        return WaitingSlurmExecutor(_slurm(steps, tasks, logging_dir, cfg))
+        return WaitingSlurmExecutor(slurm_executor(steps, tasks, logging_dir, cfg))
     if cfg.kind == "ray":
         from datatrove.executor.ray import RayPipelineExecutor
 
@@ -154,9 +178,9 @@ def sbatch_scripts(plan) -> list[tuple[str, str]]:
     scripts = []
     for run in plan.runs:
         if callable(run.steps):
-            scripts.append((run.name, "# built when the run starts (it depends on the tokenised corpus)"))
+            scripts.append((run.name, "# built when the runs it reads have finished (a continuation job submits it)"))
             continue
-        ex = _slurm(run.steps, run.tasks, run.logging_dir, cfg)
+        ex = slurm_executor(run.steps, run.tasks, run.logging_dir, cfg)
         ex.slurm_logs_folder = os.path.join(run.logging_dir, "slurm_logs")
         pik = os.path.join(run.logging_dir, "executor.pik")
         scripts.append(

@@ -89,7 +89,7 @@ class SlurmConfig(Strict):
     partition: str | None = None
     time: str = "24:00:00"
     cpus_per_task: int = 1
-    mem_per_cpu_gb: float = 2.0
+    mem_per_cpu_gb: int = Field(2, ge=1)  # whole GB: sbatch rejects "--mem-per-cpu=2.0G"
     qos: str | None = None
     env_command: str | None = None  # e.g. "source .venv/bin/activate"
     sbatch_args: dict[str, str] = {}

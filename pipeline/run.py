@@ -17,7 +17,7 @@ import time
 
 from rich.console import Console
 
-from reasonpipe.pipeline import tail
+from reasonpipe.pipeline import slurm_chain, tail
 from reasonpipe.pipeline.accounting import check_identity, stage_counts
 from reasonpipe.pipeline.compile import compile_plan, work_folder
 from reasonpipe.pipeline.executors import run_to_end
@@ -165,7 +165,16 @@ def assemble(plan: Plan) -> dict:
     return tail.finalize(plan, table, sha)
 
 
-def run_manifest(loaded: LoadedManifest, limit: int | None = None, force: bool = False, strict: bool = False) -> Plan:
+def run_manifest(
+    loaded: LoadedManifest,
+    limit: int | None = None,
+    force: bool = False,
+    strict: bool = False,
+    wait: bool = False,
+    command: list[str] | None = None,
+) -> Plan:
+    """Run (or, on Slurm without `wait`, submit) the manifest; `command` is the `reasonpipe run` command line a Slurm
+    chain's continuation job repeats (pipeline/slurm_chain.py)."""
     for warning in preflight(loaded, strict):
         console.print(f"[yellow]warning[/yellow]: {warning}", soft_wrap=True)
     output_dir, work = loaded.resolve(loaded.manifest.output.path), work_folder(loaded)
@@ -173,9 +182,9 @@ def run_manifest(loaded: LoadedManifest, limit: int | None = None, force: bool =
     claim(work, "work")
     try:
         with RunLock([output_dir, work]) as lock:
-            for note in lock.notes:
+            for note in lock.notes + slurm_chain.check_not_submitted(output_dir):
                 console.print(note, soft_wrap=True)
-            return _run_locked(loaded, limit, force)
+            return _run_locked(loaded, limit, force, wait, command)
     except OSError as exc:
         if _no_space(exc):
             raise RunError(
@@ -185,7 +194,7 @@ def run_manifest(loaded: LoadedManifest, limit: int | None = None, force: bool =
         raise
 
 
-def _run_locked(loaded: LoadedManifest, limit: int | None, force: bool) -> Plan:
+def _run_locked(loaded: LoadedManifest, limit: int | None, force: bool, wait: bool, command: list[str] | None) -> Plan:
     hashes = HashCache(work_folder(loaded))
     plan = compile_plan(loaded, limit, hashes)
     hashes.save()
@@ -202,6 +211,19 @@ def _run_locked(loaded: LoadedManifest, limit: int | None, force: bool) -> Plan:
             console.print(f"input {source.name}: schema auto -> {source.schema} (from its first records)")
     plan.prep_key.save(plan.prep_dir)
     plan.pack_key.save(plan.pack_dir)
+    if loaded.manifest.executor.kind == "slurm" and not wait and not slurm_chain.all_complete(plan):
+        if not loaded.manifest.output.keep_intermediate:  # what the finished runs were the last to read
+            for run in plan.runs:
+                if run_complete(run):
+                    run.release()
+        jobs = slurm_chain.submit(plan, command or [sys.executable, "-m", "reasonpipe.pipeline.cli", "run", "?"])
+        runs = ", ".join(f"{j.run} {j.job_id}" for j in jobs)
+        console.print(
+            f"submitted to Slurm: {runs}. The chain runs without this process (the last job assembles the output); "
+            f"follow it with `reasonpipe status {plan.output_dir}` (--wait to block until it ends)",
+            soft_wrap=True,
+        )
+        return plan
     execute(plan)
     index = assemble(plan)
     train = index["totals"]["train"]

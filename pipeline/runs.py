@@ -26,6 +26,8 @@ class RunSpec:
     steps: list | Callable[[], list] = field(default_factory=list)
     labels: dict[int, str] = field(default_factory=dict)  # step index -> accounting label
     note: str = ""
+    # a builder's inputs: the runs whose results it reads (their tokenizer, their stats); None = every earlier run
+    needs: tuple[str, ...] | None = None
     # intermediate folders (paths or URLs) that no later run reads: deleted once this run is complete
     frees: list[str] = field(default_factory=list)
 

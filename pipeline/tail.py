@@ -158,7 +158,8 @@ def pack_runs(plan: Plan) -> list[RunSpec]:
                 )
             ]
 
-        runs.append(RunSpec("sizes", "pack", m.executor.tasks, os.path.join(plan.pack_dir, "runs", "sizes"), sizes))
+        logs = os.path.join(plan.pack_dir, "runs", "sizes")
+        runs.append(RunSpec("sizes", "pack", m.executor.tasks, logs, sizes, needs=("tokenizer",)))
 
     def build() -> list:
         from reasonpipe.filters.exclusions import exclusion_writer
@@ -191,7 +192,8 @@ def pack_runs(plan: Plan) -> list[RunSpec]:
             ),
         ]
 
-    run = RunSpec("pack", "pack", m.executor.tasks, os.path.join(plan.pack_dir, "runs", "pack"), build)
+    logs = os.path.join(plan.pack_dir, "runs", "pack")
+    run = RunSpec("pack", "pack", m.executor.tasks, logs, build, needs=("tokenizer", "ttc-build", "sizes"))
     run.labels = {0: "mixture", 2: "trim"}
     return [*ttc.build_runs(plan, tokenizer_file(plan.loaded, plan.prep_dir)), *runs, run]
 

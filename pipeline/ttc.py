@@ -76,8 +76,10 @@ def build_runs(plan: Plan, tokenizer_path: str) -> list[RunSpec]:
         return steps + [WriteBuilt(built)]
 
     if rsa is not None:
-        runs.append(RunSpec("ttc-route", "pack", tasks, os.path.join(plan.pack_dir, "runs", "ttc-route"), route_steps))
-    runs.append(RunSpec("ttc-build", "pack", tasks, os.path.join(plan.pack_dir, "runs", "ttc-build"), build_steps))
+        logs = os.path.join(plan.pack_dir, "runs", "ttc-route")
+        runs.append(RunSpec("ttc-route", "pack", tasks, logs, route_steps, needs=()))
+    logs = os.path.join(plan.pack_dir, "runs", "ttc-build")
+    runs.append(RunSpec("ttc-build", "pack", tasks, logs, build_steps, needs=("tokenizer", "ttc-route")))
     return runs
 
 

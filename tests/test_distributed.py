@@ -73,4 +73,4 @@ def test_slurm_plan_prints_sbatch_scripts(corpus, tmp_path):
     first = next(iter(scripts.values()))
     assert "#SBATCH --partition=mi300" in first and "#SBATCH --array=0-3" in first and "#SBATCH --qos=high" in first
     assert "launch_pickled_pipeline" in first
-    assert "built when the run starts" in scripts["pack"]
+    assert "a continuation job submits it" in scripts["pack"]
