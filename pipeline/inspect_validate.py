@@ -114,7 +114,7 @@ SAMPLES_COLUMNS = {
     "shard": pa.int32(),
     "row": pa.int32(),
 }
-STATUSES = ("fit", "trimmed", "dropped", "plain")
+STATUSES = (*ATOMIC_STATUSES, "dropped", "plain")
 
 
 def _same_type(found: pa.DataType, expected: pa.DataType) -> bool:
@@ -363,8 +363,17 @@ def _check_samples_in_shard(
         ),
         ("ap_start", ~pl.col("starts_bos"), "does not start with BOS"),
         ("ap_prompt", pl.col("n_prompt") == 0, "has no prompt tokens"),
-        ("ap_answer", (pl.col("n_answer") == 0) | ~pl.col("answer_intact"), "answer is not intact before end-of-turn"),
-        ("ap_end", ~pl.col("ends_template"), "does not end with the end-of-turn/EOS template"),
+        # the "truncate" baseline cuts wherever the budget ends: its answers and end-of-turn may be gone by design
+        (
+            "ap_answer",
+            ((pl.col("n_answer") == 0) | ~pl.col("answer_intact")) & (pl.col("status") != "truncated"),
+            "answer is not intact before end-of-turn",
+        ),
+        (
+            "ap_end",
+            ~pl.col("ends_template") & (pl.col("status") != "truncated"),
+            "does not end with the end-of-turn/EOS template",
+        ),
         (
             "ap_reasoning",
             pl.col("n_reasoning") != pl.col("reasoning_kept"),
@@ -450,7 +459,7 @@ def _check_totals(index: IndexModel, samples: pl.DataFrame | None, problems: lis
     trim = (index.model_extra or {}).get("trim")
     if samples is not None and isinstance(trim, dict):
         chat = samples.filter(pl.col("status") != "plain")
-        found = {"samples": chat.height} | {s: int((chat["status"] == s).sum()) for s in ("fit", "trimmed", "dropped")}
+        found = {"samples": chat.height} | {s: int((chat["status"] == s).sum()) for s in (*ATOMIC_STATUSES, "dropped")}
         for key, value in found.items():
             if key in trim and trim[key] != value:
                 problems.append(Problem("index.json", "trim", f"trim.{key}={trim[key]}, samples/ has {value}"))

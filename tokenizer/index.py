@@ -88,6 +88,7 @@ def _dropped_rows(folder: Path | None) -> dict[int, list[dict[str, Any]]]:
                         "reasoning_before": trim.get("reasoning_before", 0),
                         "reasoning_kept": 0,
                         "dropped_thinks": trim.get("dropped_thinks", 0),
+                        "answer_lost": False,
                         "shard": -1,
                         "row": -1,
                     }
@@ -251,6 +252,8 @@ def _trim_summary(samples: pa.Table, cfg: dict[str, Any]) -> dict[str, Any]:
         "fit": status.count("fit"),
         "trimmed": status.count("trimmed"),
         "dropped": status.count("dropped"),
+        "truncated": status.count("truncated"),
+        "answer_lost": int(pc.sum(chat["answer_lost"]).as_py() or 0),
         "plain": status.count("plain"),
         "tokens_before": total("tokens_before"),
         "tokens_after": total("tokens_after"),

@@ -43,6 +43,7 @@ SAMPLE_SCHEMA = pa.schema(
         ("reasoning_before", pa.uint32()),
         ("reasoning_kept", pa.uint32()),
         ("dropped_thinks", pa.uint16()),
+        ("answer_lost", pa.bool_()),  # trim.policy "truncate" only: the cut fell inside the answer
         ("task_shard", pa.int32()),
         ("row", pa.int32()),
     ]
@@ -154,7 +155,8 @@ class PackedOutput:
         if trim is None:  # not trimmed: a chat sample that fits, or plain text
             reasoning = sum(len(s.ids) for s in segments if s.kind == SEG_REASONING)
             trim = {"status": "fit" if atomic else "plain", "tokens_before": n, "tokens_after": n,
-                    "reasoning_before": reasoning, "reasoning_kept": reasoning, "dropped_thinks": 0}  # fmt: skip
+                    "reasoning_before": reasoning, "reasoning_kept": reasoning, "dropped_thinks": 0,
+                    "answer_lost": False}  # fmt: skip
         r = self.rows
         r["id"].append(sample_id)
         r["source"].append(source)
@@ -162,6 +164,7 @@ class PackedOutput:
         r["split"].append(split)
         for key in ("status", "tokens_before", "tokens_after", "reasoning_before", "reasoning_kept", "dropped_thinks"):
             r[key].append(trim[key])
+        r["answer_lost"].append(bool(trim.get("answer_lost", False)))
         return split
 
     def close(self) -> dict[str, Any]:
