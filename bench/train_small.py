@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def synthetic_output(root: Path, vocab: int, seq_len: int, windows: int, seed: int = 0) -> Path:
-    from reasonpipe.tokenizer.shards import ShardWriter
+    from tokenizers import Tokenizer, models
+
+    from reasonpipe.tokenizer.shards import ShardWriter, sha256_file
 
     rng = np.random.default_rng(seed)
     ids = np.minimum(rng.zipf(1.2, size=(windows, seq_len)), vocab - 1).astype(np.uint32)
@@ -40,9 +42,12 @@ def synthetic_output(root: Path, vocab: int, seq_len: int, windows: int, seed: i
     with ShardWriter(root / "shards/{k:05d}.arrow", seq_len, rows_per_shard=max(1, windows // 4)) as w:
         w.write_batch(cols)
     shards = [{**s.to_dict(), "path": str(Path(s.path).relative_to(root)), "split": "train"} for s in w.stats]
+    # a word-level tokenizer over the synthetic ids (t0 = bos, t1 = eos, t2 = pad), so the run folder records one
+    Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0")).save(str(root / "tokenizer.json"))
+    tokenizer = {"path": "tokenizer.json", "sha256": sha256_file(root / "tokenizer.json"), "vocab_size": vocab,
+                 "special_ids": {"bos": 0, "eos": 1, "pad": 2}}  # fmt: skip
     index = {"format_version": 1, "name": "synthetic", "seq_len": seq_len, "compression": None,
-             "tokenizer": {"path": "tokenizer.json", "sha256": "synthetic", "vocab_size": vocab, "special_ids": {}},
-             "shards": shards}  # fmt: skip
+             "tokenizer": tokenizer, "shards": shards}  # fmt: skip
     (root / "index.json").write_text(json.dumps(index, sort_keys=True))
     return root
 

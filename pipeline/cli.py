@@ -45,11 +45,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_export_hf(args: argparse.Namespace) -> int:
-    from reasonpipe.trainer.export import export_checkpoint_to_hf
+    from reasonpipe.trainer.export import main as export_main
 
-    export_checkpoint_to_hf(args.run_dir, args.out_dir)
-    print(f"wrote {args.out_dir} (loads with transformers' ZayaForCausalLM.from_pretrained)")
-    return 0
+    return export_main(args.run_dir, args.out_dir)
 
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> int:

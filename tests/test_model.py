@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from reasonpipe.trainer.attention import same_doc_masks
 from reasonpipe.trainer.balancing import balance_metrics, update_bias, update_model_biases
 from reasonpipe.trainer.config import ModelConfig, preset, tiny
-from reasonpipe.trainer.export import export_checkpoint_to_hf
 from reasonpipe.trainer.layers import rope_cos_sin
 from reasonpipe.trainer.model import ZayaLM, chunked_linear_cross_entropy, document_causal_mask
 from reasonpipe.trainer.params import count_params
@@ -274,21 +273,3 @@ def test_config_round_trip_and_errors() -> None:
         preset("huge")
     with pytest.raises(ValueError, match="multiple"):
         tiny(num_attention_heads=3)
-
-
-def test_export_checkpoint_round_trip(tmp_path) -> None:
-    m = make(5)
-    run = tmp_path / "run"
-    for step in (10, 20):
-        (run / "checkpoints" / f"step_{step:07d}").mkdir(parents=True)
-    torch.save(make(6).state_dict(), run / "checkpoints" / "step_0000010" / "model.pt")
-    torch.save(m.state_dict(), run / "checkpoints" / "step_0000020" / "model.pt")
-    (run / "config.json").write_text(json.dumps({"model": m.cfg.to_dict(), "lr": 1e-3}))
-    out = export_checkpoint_to_hf(run, tmp_path / "hf")
-    hf_cfg = json.loads((out / "config.json").read_text())
-    assert hf_cfg["model_type"] == "zaya" and hf_cfg["num_hidden_layers"] == m.cfg.num_layers
-    back = ZayaLM.from_hf(out).eval()
-    ids = torch.randint(0, VOCAB, (2, 12))
-    torch.testing.assert_close(back(ids).logits, m.eval()(ids).logits)
-    for a, b in zip(back.balance_state(), m.balance_state()):
-        torch.testing.assert_close(a["bias"], b["bias"])

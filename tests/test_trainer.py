@@ -17,6 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from shardgen import make_shards, unigram_entropy
 
+from reasonpipe.tokenizer.shards import sha256_file
+from reasonpipe.trainer import checkpoint as C
 from reasonpipe.trainer import train as T
 from reasonpipe.trainer.config import ModelConfig
 from reasonpipe.trainer.metrics import peak_flops
@@ -63,6 +65,14 @@ def run(tmp: Path, shards, cfg: dict | None, out: str, *extra: str) -> int:
     return T.main(argv)
 
 
+def weights(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    """The model state of a run's checkpoint, read as export-hf reads it."""
+    conf = json.loads((run_dir / "config.json").read_text())
+    model = ZayaLM(ModelConfig.from_dict(conf["model"]))
+    C.load_model_weights(C.step_dir(run_dir, step), model)
+    return model.state_dict()
+
+
 def records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -91,8 +101,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path, shards) -> None
     assert run(tmp_path, shards, None, "split", "--steps", "6", "--resume") == 0
     once, split = step_losses(tmp_path / "once"), step_losses(tmp_path / "split")
     assert list(once) == [1, 2, 3, 4, 5, 6] and once == split
-    a = torch.load(tmp_path / "once/checkpoints/step_0000006/model.pt", weights_only=True)
-    b = torch.load(tmp_path / "split/checkpoints/step_0000006/model.pt", weights_only=True)
+    a, b = weights(tmp_path / "once", 6), weights(tmp_path / "split", 6)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     bias = a["layers.0.mlp.gate.balancing_biases"]
     assert bias[:-1].abs().sum() > 0 and bias[-1] == -1  # PID moved the expert biases; skip class frozen
@@ -104,14 +113,20 @@ def test_checkpoint_layout_and_config(tmp_path: Path, shards) -> None:
     assert run(tmp_path, shards, cfg, "ck") == 0
     ckpts = sorted(p.name for p in (tmp_path / "ck/checkpoints").iterdir())
     assert ckpts == ["step_0000004", "step_0000006"]  # pruned to 2, no temporary directories left
-    files = sorted(p.name for p in (tmp_path / "ck/checkpoints/step_0000006").iterdir())
-    assert files == ["model.pt", "optimizer.pt", "rng_0.pt", "trainer.pt"]
+    ck = tmp_path / "ck/checkpoints/step_0000006"
+    files = sorted(str(p.relative_to(ck)) for p in ck.rglob("*") if p.is_file())
+    assert files == [".metadata", "__0_0.distcp", "manifest.json", "rng/0.json", "trainer.json"]
+    assert C.verify(ck) is None
     conf = json.loads((tmp_path / "ck/config.json").read_text())
-    model = ZayaLM(ModelConfig.from_dict(conf["model"]))
-    model.load_state_dict(torch.load(tmp_path / "ck/checkpoints/step_0000006/model.pt", weights_only=True))
-    state = torch.load(tmp_path / "ck/checkpoints/step_0000006/trainer.pt", weights_only=False)
+    state = json.loads((ck / "trainer.json").read_text())
     assert state["step"] == 6 and state["loader"]["consumed"] == 6 * 4 and state["scheduler"]["step"] == 6
+    assert state["config"]["model"] == conf["model"] and state["world_size"] == 1
     assert conf["model"]["vocab_size"] == shards.vocab_size and conf["train"]["steps"] == 6
+    # the run records what it trained on: the tokenizer (a copy, same sha256) and a fingerprint of the shards
+    data = json.loads((tmp_path / "ck/data.json").read_text())["sources"]
+    index = json.loads((shards.root / "index.json").read_text())
+    assert data[0]["tokenizer"] == index["tokenizer"] == state["data"][0]["tokenizer"]
+    assert sha256_file(tmp_path / "ck/tokenizer.json") == index["tokenizer"]["sha256"]
 
 
 def test_nonfinite_loss_skips_the_step(tmp_path: Path, shards, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -240,6 +255,7 @@ def test_trainer_imports_without_datatrove() -> None:
         "import sys; sys.modules['datatrove'] = None; sys.modules['reasonpipe.pipeline'] = None\n"
         "import reasonpipe.trainer.train, reasonpipe.trainer.loader, reasonpipe.trainer.checkpoint\n"
         "import reasonpipe.trainer.optim, reasonpipe.trainer.metrics\n"
+        "import reasonpipe.trainer.export, reasonpipe.trainer.verify\n"
         "import bench.train_small\n"
         "bad = ('datatrove', 'reasonpipe.pipeline', 'reasonpipe.filters')\n"
         "assert not any(m.startswith(bad) and sys.modules[m] for m in sys.modules)\n"
@@ -257,3 +273,16 @@ def test_existing_run_needs_resume(tmp_path: Path, shards, capsys) -> None:
     assert run(tmp_path, shards, None, "again", "--steps", "2", "--resume") == 0
     steps = [r["step"] for r in records(tmp_path / "again") if "loss" in r and "event" not in r]
     assert steps == [1, 2]
+
+
+def test_gpu_suite_smoke_runs_every_section() -> None:
+    """bench/gpu_suite.sh --smoke: every section of the GPU suite on CPU at tiny shapes (so it works without a GPU)."""
+    proc = subprocess.run(["bash", str(ROOT / "bench/gpu_suite.sh"), "--smoke"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PY": sys.executable})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "section failed" not in out, out
+    for title in ("1. forward + backward", "2. attention backends", "3. long context", "4. expert compute share"):
+        assert f"### {title}" in out
+    assert "| ours (eager) |" in out and "| transformers (sdpa, experts=grouped_mm) |" in out
+    assert "expert share of the step" in out

@@ -1,7 +1,8 @@
 """Data-parallel training under torchrun on CPU (gloo): 2 ranks x B windows compute the same steps as 1 rank with
 2 x B accumulated (the loss normalisation, the gradient all-reduce and the expert-count all-reduce that drives the
-balancing biases), with DDP + AdamW and with FSDP2 + Muon (sharded matrices gathered for Newton-Schulz); and a run
-resumes exactly with another number of ranks."""
+balancing biases), with DDP + AdamW and with FSDP2 + Muon (sharded matrices gathered for Newton-Schulz; the model
+built on the meta device and materialised shard by shard); sharded DCP checkpoints written by every rank; and a run
+resumes exactly with another number of ranks, both ways."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ import torch
 import yaml
 from shardgen import make_shards
 
+from reasonpipe.trainer import checkpoint as C
 from reasonpipe.trainer import train as T
+from reasonpipe.trainer.config import ModelConfig
+from reasonpipe.trainer.model import ZayaLM
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 4
@@ -73,7 +77,10 @@ def losses(run_dir: Path) -> dict[int, float]:
 
 
 def model_at(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / f"checkpoints/step_{step:07d}/model.pt", weights_only=True)
+    """The checkpoint's model, read into one unsharded process (as export-hf does)."""
+    model = ZayaLM(ModelConfig.from_dict(json.loads((run_dir / "config.json").read_text())["model"]))
+    C.load_model_weights(C.step_dir(run_dir, step), model)
+    return model.state_dict()
 
 
 def assert_same_model(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -99,10 +106,30 @@ def test_two_ranks_match_one_rank_with_accumulation(setup, parallel: str) -> Non
     assert len(bias) == 4 and all(a[k][:-1].abs().sum() > 0 for k in bias)  # the biases did move
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["world_size"] == 2
 
-    if parallel == "ddp":  # the 2-rank run resumes on 1 rank and continues the 1-rank run exactly
-        err = launch(1, tmp, shards.root, out, parallel, "--steps", str(STEPS), "--resume")
-        assert err == "", err
-        got = losses(out)
-        for s in range(1, STEPS + 1):
-            assert got[s] == pytest.approx(want[s], rel=1e-5)
-        assert_same_model(model_at(ref, STEPS), model_at(out, STEPS))
+    ck = C.step_dir(out, 2)
+    shards_written = sorted(p.name for p in ck.glob("*.distcp"))
+    if parallel == "fsdp":  # every rank wrote its own shards of the sharded state
+        assert shards_written == ["__0_0.distcp", "__1_0.distcp"]
+        assert sorted(p.name for p in (ck / "rng").iterdir()) == ["0.json", "1.json"]
+    assert json.loads((ck / "trainer.json").read_text())["world_size"] == 2 and C.verify(ck) is None
+
+    # the 2-rank run resumes on 1 rank (DCP reshards) and continues the 1-rank run exactly
+    err = launch(1, tmp, shards.root, out, parallel, "--steps", str(STEPS), "--resume")
+    assert err == "", err
+    got = losses(out)
+    for s in range(1, STEPS + 1):
+        assert got[s] == pytest.approx(want[s], rel=1e-5)
+    assert_same_model(model_at(ref, STEPS), model_at(out, STEPS))
+
+
+def test_fsdp_resumes_a_one_rank_checkpoint_on_two_ranks(setup) -> None:
+    """The other direction: 1 process -> 2 FSDP ranks, each loading only its shards of the full checkpoint."""
+    tmp, shards, refs = setup
+    out = tmp / "grow_fsdp"
+    assert launch(1, tmp, shards.root, out, "fsdp", "--steps", "2") == ""
+    err = launch(2, tmp, shards.root, out, "fsdp", "--steps", str(STEPS), "--resume")
+    assert err == "", err
+    want, got = losses(refs["fsdp"]), losses(out)
+    for s in range(1, STEPS + 1):
+        assert got[s] == pytest.approx(want[s], rel=1e-5)
+    assert_same_model(model_at(refs["fsdp"], STEPS), model_at(out, STEPS))

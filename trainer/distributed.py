@@ -60,24 +60,38 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def in_group() -> bool:
+    """Whether this process is one of several in a process group (collectives are real)."""
+    return dist.is_initialized() and dist.get_world_size() > 1
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """In-place sum over ranks (no-op outside a process group); returns t."""
-    if dist.is_initialized() and dist.get_world_size() > 1:
+    if in_group():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
 
 def barrier() -> None:
-    if dist.is_initialized() and dist.get_world_size() > 1:
+    if in_group():
         dist.barrier()
 
 
 def broadcast_object(obj: object, src: int = 0) -> object:
-    if dist.is_initialized() and dist.get_world_size() > 1:
+    if in_group():
         box = [obj]
         dist.broadcast_object_list(box, src=src)
         return box[0]
     return obj
+
+
+def all_gather_object(obj: object) -> list[object]:
+    """`obj` of every rank, in rank order ([obj] outside a process group)."""
+    if in_group():
+        out: list[object] = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+    return [obj]
 
 
 def backend_info() -> dict[str, object]:

@@ -88,6 +88,31 @@ class Source:
     def vocab_size(self) -> int:
         return int(self.index["tokenizer"]["vocab_size"])
 
+    @property
+    def special_ids(self) -> dict[str, int]:
+        return dict(self.index["tokenizer"].get("special_ids") or {})
+
+
+MODEL_IDS = ("bos", "eos", "pad")  # the special ids the model config carries
+
+
+def shard_tokenizer(sources: Sequence[Source]) -> tuple[int, dict[str, int]]:
+    """(vocab size, {bos, eos, pad}) of the one tokenizer every source was encoded with; ValueError otherwise."""
+    first = sources[0]
+    for s in sources:
+        missing = [k for k in MODEL_IDS if k not in s.special_ids]
+        if missing:
+            raise ValueError(
+                f"{s.path}/index.json: tokenizer.special_ids lacks {missing} (found {s.special_ids}); the trainer "
+                f"takes the model's special ids from there: re-run the pipeline with a current reasonpipe"
+            )
+        if (s.vocab_size, s.special_ids) != (first.vocab_size, first.special_ids):
+            raise ValueError(
+                f"data sources disagree on the tokenizer: {first.path} has vocab {first.vocab_size}, special ids "
+                f"{first.special_ids}; {s.path} has vocab {s.vocab_size}, special ids {s.special_ids}"
+            )
+    return first.vocab_size, {k: int(first.special_ids[k]) for k in MODEL_IDS}
+
 
 def check_sources(sources: Sequence[Source], model_vocab: int, seq_len: int) -> None:
     """The shards must fit the model: vocab within the embedding, windows a multiple of the model's seq_len."""

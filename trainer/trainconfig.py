@@ -12,6 +12,12 @@ train:
   balancing: {mode: pid, lr: 1.0e-3}
 ```
 Unknown keys are errors that name the key; every field has a default except `model` (preset or fields).
+The tokenizer's vocab_size and bos/eos/pad ids come from the shards' index.json; a model section that sets them
+to other values is refused (a larger vocab_size is allowed: padded embedding rows).
+
+On `--resume` a new `--config` may change the optimisation settings (everything in `train` but RESUME_FIXED_TRAIN)
+and the model's runtime knobs (RESUME_FREE_MODEL); each change is recorded in metrics.jsonl. Any other model field
+(the shape, the attention/document semantics) and the data order fields are refused with the keys named.
 """
 
 from __future__ import annotations
@@ -102,9 +108,17 @@ class RunConfig(Strict):
         self.model_config_obj()  # raises a precise error for unknown preset / fields
         return self
 
-    def model_config_obj(self, vocab_size: int | None = None) -> ModelConfig:
-        """The ModelConfig: preset (if any) + overrides; `vocab_size` fills in a preset's vocab when not given."""
+    def model_config_obj(self, vocab_size: int | None = None, ids: dict[str, int] | None = None) -> ModelConfig:
+        """The ModelConfig: preset (if any) + overrides. `vocab_size` fills in a preset's vocab when not given; `ids`
+        (the shards' {"bos", "eos", "pad"}) fill in the special ids, and a section that sets another id is refused."""
         fields = dict(self.model)
+        for key, tid in (ids or {}).items():
+            given = fields.setdefault(f"{key}_token_id", tid)
+            if given != tid:
+                raise ValueError(
+                    f"model.{key}_token_id = {given}, but the shards' tokenizer has {key} = {tid} (index.json "
+                    f"tokenizer.special_ids); remove model.{key}_token_id: the trainer takes it from the shards"
+                )
         name = fields.pop("preset", None)
         known = set(ModelConfig.__dataclass_fields__)
         unknown = sorted(set(fields) - known)
@@ -119,6 +133,52 @@ class RunConfig(Strict):
             return TypeAdapter(ModelConfig).validate_python({**base, **fields})
         except ValidationError as e:
             raise ValueError("\n  ".join(error_lines(e, prefix="model"))) from None
+
+
+# What a --resume may not change: the data order (data, seed, seq_len, global batch) and the optimizer's state layout.
+RESUME_FIXED_TRAIN = ("data", "seed", "seq_len", "global_batch_tokens", "optimizer.name")
+# Model fields a --resume may change: efficiency knobs that leave the weights and the function they compute alone.
+RESUME_FREE_MODEL = ("activation_checkpointing", "ce_chunk_tokens", "fp32_head", "attention_backend", "extra")
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as dotted keys ({"a": {"b": 1}} -> {"a.b": 1}); lists and tuples as lists."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and key != "extra":
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def resume_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list[Any]]:
+    """{"model.x" / "train.y": [old, new]} of the settings a resume changes; ValueError naming the refused ones.
+
+    old / new: {"model": resolved ModelConfig dict, "train": TrainConfig dump}."""
+    changes: dict[str, list[Any]] = {}
+    for section in ("model", "train"):
+        a, b = flatten(old[section]), flatten(new[section])
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                changes[f"{section}.{key}"] = [a.get(key), b.get(key)]
+
+    def fixed(key: str) -> bool:
+        section, _, name = key.partition(".")
+        if section == "model":
+            return name.split(".")[0] not in RESUME_FREE_MODEL
+        return any(name == f or name.startswith(f"{f}.") for f in RESUME_FIXED_TRAIN)
+
+    refused = {k: v for k, v in changes.items() if fixed(k)}
+    if refused:
+        lines = [f"  {k}: {v[0]!r} in the checkpoint, {v[1]!r} now" for k, v in refused.items()]
+        raise ValueError(
+            "--resume cannot change these settings of the checkpointed run:\n" + "\n".join(lines) + "\n"
+            f"a resume may change train.* except {list(RESUME_FIXED_TRAIN)} and model.{{"
+            f"{', '.join(RESUME_FREE_MODEL)}}}; start a new run (another --out) for the rest"
+        )
+    return changes
 
 
 def error_lines(err: ValidationError, prefix: str = "") -> list[str]:
