@@ -187,8 +187,9 @@ def train_config(work: Path, args) -> Path:
             "seq_len": args.context,
             "global_batch_tokens": args.batch_tokens,
             "micro_batch": 8,
-            "eval_every": 10**9,
             "checkpoint_every": args.steps,
+            "optimizer": {"lr": args.lr},
+            "schedule": {"kind": "cosine", "warmup_steps": max(1, args.steps // 10)},
         },
     }
     path = work / "train.yaml"
@@ -215,6 +216,7 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=512)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-tokens", type=int, default=8192)
+    ap.add_argument("--lr", type=float, default=2e-3, help="AdamW peak lr (10% warmup, cosine to 10%)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
     ap.add_argument("--gsm", type=int, default=6000, help="GSM8K training problems")
@@ -227,7 +229,7 @@ def main() -> None:
     ap.add_argument("--json", help="write every figure to this file")
     args = ap.parse_args()
     if args.quick:
-        args.steps, args.batch_tokens, args.seeds = 40, 4096, args.seeds[:2]
+        args.steps, args.batch_tokens, args.seeds = 36, 4096, args.seeds[:2]
         args.gsm, args.long, args.short, args.prose, args.eval_gsm, args.eval_short = 1500, 400, 400, 400, 150, 150
     if not REAL.exists():
         sys.exit(f"{REAL} not found: the ablation reads the real corpora of ../shared/data/real")
