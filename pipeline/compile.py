@@ -25,6 +25,7 @@ from reasonpipe.pipeline.readers import InputReader, InputSource, iter_records
 from reasonpipe.pipeline.registry import stage_class
 from reasonpipe.pipeline.runs import Chain, Plan
 from reasonpipe.pipeline.steps import Adapt, Normalize, Progress
+from reasonpipe.tokenizer.cache import FORMAT_VERSION as CACHE_FORMAT
 
 
 def _hash(obj) -> str:
@@ -37,6 +38,7 @@ def fingerprints(loaded: LoadedManifest, limit: int | None) -> tuple[str, str]:
     m = loaded.manifest
     prep = {k: raw.get(k) for k in ("inputs", "stages", "tokenizer", "seed")}
     prep |= {"tasks": m.executor.tasks, "limit": limit, "version": __version__, "base": str(loaded.base_dir)}
+    prep["token_cache_format"] = CACHE_FORMAT  # a cache of another format is never reused
     pack = {"prep": _hash(prep), "trim": m.trim.model_dump(), "pack": m.pack.model_dump(), "context": m.context}
     pack |= {"mixture": m.mixture.model_dump() if m.mixture else None, "output": m.output.model_dump()}
     return _hash(prep), _hash(pack)
@@ -108,7 +110,7 @@ def compile_plan(loaded: LoadedManifest, limit: int | None = None) -> Plan:
         labels.append((spec.label, spec.name))
     chain.label = None
     canonical = os.path.join(prep_dir, "canonical")
-    chain.close("canonical", DocWriter(canonical))
+    chain.close("canonical", DocWriter(canonical), *tail.canonical_steps(loaded, prep_dir))
 
     tail.add_prep_runs(chain, loaded, prep_dir, canonical)
     plan = Plan(loaded, output_dir, prep_dir, pack_dir, prep_hash, pack_hash, chain.runs, sources, labels)

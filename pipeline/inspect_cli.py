@@ -31,12 +31,17 @@ stats               (always)
                      reasoning_kept_dist, reasoning_kept_fraction_dist (trimmed samples),
                      tokens_before_dist (chat), tokens_after_dist (kept chat)}
                     each *_dist = {count, min, p10, p50, p90, p99, max, mean}
+  copies            {samples (repeated by the mixture), copies (added), min_distance, median_distance (windows
+                     between consecutive copies of one sample, where each starts; null without copies),
+                     same_window (copies sharing a window: 0)}
   stages            [{label, stage, read, kept, rejected_total, duplicates, rejected: {reason: n}}]
   top_rejections    [{stage, reason, count}]  (duplicates count as reason "duplicate"), most frequent first
   packing, decontamination                                        copied from index.json
   warnings          [str]  shards that could not be read (run --validate)
 samples             null | [{shard, row, tokens, real_tokens,
-                             documents: [{sample_id, start, end, runs: [{segment, loss, start, end, text}]}]}]
+                             documents: [{sample_id, upstream_id, source, start, end,
+                                          runs: [{segment, loss, start, end, text}]}]}]
+                    upstream_id: the record's own id in the user's dataset (null when it had none)
                     segment in pad|text|prompt|reasoning|answer|template; loss false = loss-masked
 validation          null | {ok: bool, problems: [{where, check, message}]}
 compare             null | {a, b, same_tokenizer, rows: [{metric, a, b, delta}], other: <stats of OTHER>}

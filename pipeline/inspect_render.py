@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from reasonpipe.pipeline.inspect_stats import flat, load_index, read_shard
+from reasonpipe.pipeline.inspect_stats import flat, load_index, read_shard, samples_frame
 from reasonpipe.segments import SEGMENT_NAMES
 
 SEGMENT_STYLES = {
@@ -141,6 +142,20 @@ def stats_sections(st: dict[str, Any]) -> list[Section]:
             right=False,
         )
     )
+    cp = st["copies"]
+    if cp["samples"]:
+        out.append(
+            Section(
+                "Mixture copies (up-sampling)",
+                ["key", "value"],
+                [
+                    ["samples repeated / copies added", f"{fmt(cp['samples'])} / {fmt(cp['copies'])}"],
+                    ["windows between copies", f"min {fmt(cp['min_distance'])}  median {fmt(cp['median_distance'])}"],
+                    ["copies sharing a window", cp["same_window"]],
+                ],
+                right=False,
+            )
+        )
     out.append(
         Section(
             "Stages",
@@ -239,7 +254,19 @@ def decode_windows(out: Path, n: int, seed: int, split: str = "train") -> list[d
                 "documents": docs,
             }
         )
+    _add_provenance(out, windows)
     return windows
+
+
+def _add_provenance(out: Path, windows: list[dict[str, Any]]) -> None:
+    """Each decoded document's source and upstream id (the record's own id in the user's data), from samples/."""
+    ids = sorted({d["sample_id"] for w in windows for d in w["documents"]})
+    found = samples_frame(out).filter(pl.col("id").is_in(ids)).select("id", "source", "upstream_id").collect()
+    prov = {r["id"]: r for r in found.iter_rows(named=True)}
+    for w in windows:
+        for d in w["documents"]:
+            r = prov.get(d["sample_id"], {})
+            d["source"], d["upstream_id"] = r.get("source"), r.get("upstream_id")
 
 
 def render_windows(windows: list[dict[str, Any]], console: Console, rich: bool) -> None:
@@ -256,8 +283,9 @@ def render_windows(windows: list[dict[str, Any]], console: Console, rich: bool) 
         head = f"=== {w['shard']} row {w['row']}: {w['tokens']} tokens, {w['real_tokens']} real ==="
         console.print(head, style="bold" if rich else None, markup=False, highlight=False)
         for i, doc in enumerate(w["documents"]):
+            upstream = f" (upstream id {doc['upstream_id']})" if doc.get("upstream_id") else ""
             console.print(
-                f"--- document {i} [{doc['start']}:{doc['end']}] {doc['sample_id']} ---",
+                f"--- document {i} [{doc['start']}:{doc['end']}] {doc['sample_id']}{upstream} ---",
                 style="bold blue" if rich else None,
                 markup=False,
                 highlight=False,

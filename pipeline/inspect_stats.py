@@ -168,6 +168,35 @@ def _trim(lf: pl.LazyFrame, index_trim: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _copies(lf: pl.LazyFrame, index: dict[str, Any]) -> dict[str, Any]:
+    """Mixture copies: how many samples were repeated, and the distance in windows between consecutive copies of one
+    sample (where each starts, in the split's window order); `same_window` counts copies that share a window."""
+    bases = []  # (split, shard number) -> index of its first window in the split
+    for split in SPLIT_DIRS:
+        entries = [e for e in index.get("shards", []) if e["split"] == split]
+        starts = np.cumsum([0] + [e["rows"] for e in entries[:-1]]).tolist() if entries else []
+        bases += [{"split": split, "shard": k, "base": b} for k, b in enumerate(starts)]
+    base = pl.DataFrame(bases, schema={"split": pl.String, "shard": pl.Int32, "base": pl.Int64}).lazy()
+    gaps = (
+        lf.filter(pl.col("status") != "dropped")
+        .select(pl.coalesce("copy_of", "id").alias("origin"), "split", pl.col("shard").cast(pl.Int32), "row")
+        .join(base, on=["split", "shard"], how="left")
+        .with_columns(window=pl.col("base") + pl.col("row"))
+        .group_by("origin")
+        .agg(pl.len().alias("n"), pl.col("window").sort().diff().drop_nulls().alias("gap"))
+        .filter(pl.col("n") > 1)
+        .collect()
+    )
+    flat_gaps = gaps["gap"].explode() if gaps.height else pl.Series([], dtype=pl.Int64)
+    return {
+        "samples": gaps.height,
+        "copies": int(gaps["n"].sum()) - gaps.height if gaps.height else 0,
+        "min_distance": int(flat_gaps.min()) if flat_gaps.len() else None,
+        "median_distance": float(flat_gaps.median()) if flat_gaps.len() else None,
+        "same_window": int((flat_gaps == 0).sum()) if flat_gaps.len() else 0,
+    }
+
+
 def _stages(index: dict[str, Any], top: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     stages, reasons = [], []
     for st in index.get("stages", []):
@@ -224,6 +253,7 @@ def compute_stats(out: str | Path, top_reasons: int = 10) -> dict[str, Any]:
             "by_source": _mixture(lf, "source", mixture.get("target") if mixture.get("by") == "source" else None),
         },
         "trim": _trim(lf, index.get("trim") or {}),
+        "copies": _copies(lf, index),
         "stages": stages,
         "top_rejections": top,
         "packing": index.get("packing"),

@@ -7,7 +7,9 @@ Checks (each problem names where it is and what is wrong):
   types per contract, window length = seq_len, rows / tokens / real tokens as indexed, token ids < vocab size,
   segment kinds 0..5, pads carry the pad id and no loss, doc_offsets start at 0, increase, match sample_ids;
   shard files on disk that the index does not list;
-- samples/: schema, unique ids, statuses, dropped <=> no window, each sample found where samples/ says it starts;
+- samples/: schema, unique ids, statuses, dropped <=> no window, each sample found where samples/ says it starts,
+  no problem key in both splits;
+- no window holds two copies of one sample (a mixture copy `copy_of` its original, or two copies of it);
 - the AP invariant: every atomic (fit/trimmed) sample lies whole in one window, never continues into the next,
   and its tokens hold its prompt and answer intact: starts with BOS, has prompt tokens, its answer runs up to the
   closing end-of-turn/EOS template, token count and kept reasoning tokens as samples/ records.
@@ -104,6 +106,9 @@ SAMPLES_COLUMNS = {
     "id": pa.string(),
     "source": pa.string(),
     "domain": pa.string(),
+    "upstream_id": pa.string(),
+    "problem_key": pa.string(),
+    "copy_of": pa.string(),
     "split": pa.string(),
     "status": pa.string(),
     "tokens_before": pa.uint32(),
@@ -321,6 +326,13 @@ def _load_samples(out: Path, problems: list[Problem]) -> pl.DataFrame | None:
         problems.append(Problem("samples", "status", f"{bad['id'][0]}: status {bad['status'][0]!r} not in {STATUSES}"))
     if (bad := df.filter(~pl.col("split").is_in(list(SPLIT_DIRS)))).height:
         problems.append(Problem("samples", "split", f"{bad['id'][0]}: split {bad['split'][0]!r} not train/val"))
+    packed = df.filter((pl.col("status") != "dropped") & pl.col("problem_key").is_not_null())
+    leaks = packed.group_by("problem_key").agg(pl.col("split").n_unique().alias("n"), pl.col("id").first())
+    if (bad := leaks.filter(pl.col("n") > 1)).height:
+        r = bad.sort("id").row(0, named=True)
+        problems.append(
+            Problem("samples", "problem_split", f"{bad.height} problem(s) in both splits, e.g. that of {r['id']}")
+        )
     placed = (pl.col("shard") >= 0) & (pl.col("row") >= 0)
     if (bad := df.filter((pl.col("status") == "dropped") == placed)).height:
         r = bad.row(0, named=True)
@@ -386,6 +398,20 @@ def _check_samples_in_shard(
     problems += [Problem(where, c, m) for c, m in report]
 
 
+def _check_copies(where: str, docs: pl.DataFrame, samples: pl.DataFrame, problems: list[Problem]) -> None:
+    """No window of this shard holds two documents of one original sample (a sample and its copy, or two copies)."""
+    origin = samples.select(pl.col("id").alias("sample_id"), "copy_of")
+    docs = docs.join(origin, on="sample_id", how="left")
+    docs = docs.with_columns(origin=pl.coalesce("copy_of", "sample_id"))
+    together = (
+        docs.group_by("row", "origin").agg(pl.col("sample_id").sort()).filter(pl.col("sample_id").list.len() > 1)
+    )
+    for r in together.sort("row").head(5).iter_rows(named=True):
+        problems.append(
+            Problem(where, "copies_together", f"row {r['row']} holds copies of one sample: {r['sample_id']}")
+        )
+
+
 # ---------------------------------------------------------------------------------------------------- driver
 def validate(out: str | Path) -> list[Problem]:
     """Run every check on the OUTPUT folder `out`; an empty list means valid."""
@@ -421,6 +447,7 @@ def validate(out: str | Path) -> list[Problem]:
                     )
                 )
             _check_samples_in_shard(entry.path, docs, mine, prev_last, problems)
+            _check_copies(entry.path, docs, samples, problems)
             last = docs.sort(["row", "doc"]).tail(1)
             prev_last = last["sample_id"][0] if last.height and last["row"][0] == entry.rows - 1 else None
         if samples is not None:

@@ -1,11 +1,15 @@
 """The runs after the canonical documents: train the tokenizer (optional), tokenise to the Arrow cache, then
-mixture-sample, AP-trim, pack and write shards; finally assemble the output folder and its index.json."""
+(with a mixture) measure trimmed sizes, then mixture-sample, AP-trim, pack and write shards; finally assemble the
+output folder and its index.json.
+
+Every run is partitioned over the executor's tasks except the tokenizer training (1 task), which reads only the
+per-task samples `TokenizerSample` wrote (tasks x sample_docs documents). The driver only sums per-task JSON files
+(mixture sizes) and assembles the output task by task (`finalize_output`)."""
 
 from __future__ import annotations
 
 import os
 
-import numpy as np
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
@@ -16,7 +20,10 @@ from reasonpipe.pipeline.steps import Progress
 
 
 class TrainTokenizer(PipelineStep):
-    """Trains the run's byte-level BPE on a hash-chosen sample of the canonical documents (a 1-task run)."""
+    """Trains the run's byte-level BPE on the hash-chosen sample of the canonical documents (a 1-task run).
+
+    Its input is the per-task samples of `TokenizerSample` (tasks x sample_docs documents), of which it keeps the
+    sample_docs with the smallest hashes: memory bounded by the sample size, not the corpus."""
 
     name = "🔤 train tokenizer"
     type = "🔢 - TOKENIZER"
@@ -39,11 +46,28 @@ def _tokens_dir(prep_dir: str) -> str:
     return os.path.join(prep_dir, "tokens")
 
 
+def _sample_dir(prep_dir: str) -> str:
+    return os.path.join(prep_dir, "tokenizer-sample")
+
+
+def _sizes_dir(pack_dir: str) -> str:
+    return os.path.join(pack_dir, "sizes")
+
+
 def tokenizer_file(loaded: LoadedManifest, prep_dir: str) -> str:
     """The tokenizer.json a run encodes with: the one it trains (in its prep folder) or the manifest's own."""
     tok = loaded.manifest.tokenizer
     path = os.path.join(prep_dir, "tokenizer.json") if tok.train else loaded.resolve(str(tok.path))
     return os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
+
+
+def canonical_steps(loaded: LoadedManifest, prep_dir: str) -> list:
+    """Steps appended to the run that writes the canonical documents: the tokenizer sample, when one is trained."""
+    from reasonpipe.tokenizer.steps import TokenizerSample
+
+    m = loaded.manifest
+    train = m.tokenizer.train
+    return [TokenizerSample(_sample_dir(prep_dir), train.sample_docs, m.seed)] if train else []
 
 
 def add_prep_runs(chain, loaded: LoadedManifest, prep_dir: str, canonical: str) -> None:
@@ -54,55 +78,45 @@ def add_prep_runs(chain, loaded: LoadedManifest, prep_dir: str, canonical: str) 
     tok = m.tokenizer
     path = tokenizer_file(loaded, prep_dir)
     if tok.train:
-        chain.add_run(
-            "tokenizer", [DocReader(canonical, True), TrainTokenizer(tok.train, tok.template, m.seed, path)], 1
-        )
+        steps = [DocReader(_sample_dir(prep_dir), True), TrainTokenizer(tok.train, tok.template, m.seed, path)]
+        chain.add_run("tokenizer", steps, 1)
     steps = [
         DocReader(canonical),
         Progress("tokenize"),
-        TokenizeToCache(path, _tokens_dir(prep_dir), tok.template),
+        TokenizeToCache(path, _tokens_dir(prep_dir), tok.template, backend=tok.backend),
     ]
     chain.add_run("tokenize", steps, m.executor.tasks)
 
 
-def trimmed_tokens_by_group(plan: Plan, marker: list[int] | None, newlines: list[int] | None) -> dict[str, int]:
-    """Tokens per mixture group once trimmed at this manifest's budget (what the shards will hold), from the cache."""
-    import glob
-
-    from reasonpipe.tokenizer.cache import read_cache
-    from reasonpipe.trimming.core import trim
+def _trim_ids(plan: Plan) -> tuple[list[int] | None, list[int] | None]:
+    """Token ids of the trim marker and of newline tokens (for snap_newline), from the run's tokenizer."""
+    from reasonpipe.tokenizer.vocab import load_tokenizer, newline_ids
 
     m = plan.loaded.manifest
-    marker = np.asarray(marker, dtype=np.uint32) if marker else None
-    newlines = np.asarray(newlines, dtype=np.uint32) if newlines else None
-    totals: dict[str, int] = {}
-    for path in sorted(glob.glob(os.path.join(_tokens_dir(plan.prep_dir), "*.arrow"))):
-        for sample in read_cache(path):
-            n = sum(len(seg.ids) for seg in sample.segments)
-            if sample.kind == "chat" and n > m.context:
-                kept, record = trim(sample.segments, m.context, m.trim.policy, marker, m.trim.snap_newline, newlines)
-                n = record.tokens_after if kept is not None else 0
-            group = str(getattr(sample, m.mixture.by))
-            totals[group] = totals.get(group, 0) + n
-    return totals
+    tok = load_tokenizer(tokenizer_file(plan.loaded, plan.prep_dir))
+    marker = tok.encode(m.trim.marker, add_special_tokens=False).ids if m.trim.marker else None
+    return marker, newline_ids(tok) if m.trim.snap_newline else None
 
 
-def _rates(plan: Plan, marker: list[int] | None, newlines: list[int] | None) -> dict[str, float]:
-    from reasonpipe.tokenizer.mixture import mixture_rates
+def trimmed_sizes(plan: Plan) -> dict[str, int]:
+    """Tokens per mixture group once trimmed at this manifest's budget, summed from the sizes run's task files."""
+    from reasonpipe.tokenizer.steps import sum_stats
 
-    mix = plan.loaded.manifest.mixture
-    if mix is None:
-        return {}
-    return mixture_rates(trimmed_tokens_by_group(plan, marker, newlines), mix.shares, mix.others)
+    return sum_stats(_sizes_dir(plan.pack_dir), "*.json")[f"by_{plan.loaded.manifest.mixture.by}"]
 
 
 def predicted_mixture(plan: Plan) -> dict[str, float]:
-    """Token shares the mixture will give: exact once the corpus is tokenised, else estimated from input bytes."""
+    """Token shares the mixture will give: exact once the sizes run is done, from the untrimmed token counts once
+    the corpus is tokenised, else estimated from input bytes."""
     from reasonpipe.tokenizer.mixture import mixture_rates, predicted_shares
+    from reasonpipe.tokenizer.steps import cache_token_stats
 
     mix = plan.loaded.manifest.mixture
-    if any(r.name == "tokenize" and os.path.isdir(os.path.join(r.logging_dir, "completions")) for r in plan.runs):
-        sizes = trimmed_tokens_by_group(plan, None, None)
+    done = {r.name for r in plan.runs if os.path.isdir(os.path.join(r.logging_dir, "completions"))}
+    if "sizes" in done:
+        sizes = trimmed_sizes(plan)
+    elif "tokenize" in done:
+        sizes = cache_token_stats(_tokens_dir(plan.prep_dir))[f"by_{mix.by}"]
     else:
         sizes = {}
         for s in plan.sources:
@@ -112,30 +126,47 @@ def predicted_mixture(plan: Plan) -> dict[str, float]:
 
 
 def pack_runs(plan: Plan) -> list[RunSpec]:
+    """The pack phase: the sizes run (with a mixture: tokens per group once trimmed, for the rates), then pack."""
     m = plan.loaded.manifest
     out = os.path.join(plan.pack_dir, "out")
     trim_excl = os.path.join(plan.pack_dir, "exclusions", "trim")
+    tokens = _tokens_dir(plan.prep_dir)
+    runs = []
+
+    if m.mixture is not None:
+
+        def sizes() -> list:
+            from reasonpipe.tokenizer.steps import TrimmedSizes
+
+            marker, newlines = _trim_ids(plan)
+            trim = m.trim
+            return [
+                TrimmedSizes(
+                    tokens, _sizes_dir(plan.pack_dir), m.context, trim.policy, marker, trim.snap_newline, newlines
+                )
+            ]
+
+        runs.append(RunSpec("sizes", "pack", m.executor.tasks, os.path.join(plan.pack_dir, "runs", "sizes"), sizes))
 
     def build() -> list:
         from reasonpipe.filters.exclusions import exclusion_writer
-        from reasonpipe.tokenizer.steps import CacheReader, MixtureSample, PackWriter
-        from reasonpipe.tokenizer.vocab import load_tokenizer, newline_ids, resolve_template
+        from reasonpipe.tokenizer.mixture import mixture_rates
+        from reasonpipe.tokenizer.steps import MixtureSample, PackWriter
+        from reasonpipe.tokenizer.vocab import load_tokenizer, resolve_template
         from reasonpipe.trimming.step import APTrim
 
-        tok = load_tokenizer(tokenizer_file(plan.loaded, plan.prep_dir))
-        special = resolve_template(tok, m.tokenizer.template).as_dict()
-        marker = tok.encode(m.trim.marker, add_special_tokens=False).ids if m.trim.marker else None
-        newlines = newline_ids(tok) if m.trim.snap_newline else None
+        special = resolve_template(load_tokenizer(tokenizer_file(plan.loaded, plan.prep_dir)), m.tokenizer.template)
+        marker, newlines = _trim_ids(plan)
         mix = m.mixture
+        rates = mixture_rates(trimmed_sizes(plan), mix.shares, mix.others) if mix else {}
         return [
-            CacheReader(_tokens_dir(plan.prep_dir)),
+            MixtureSample(tokens, rates, mix.by if mix else "domain", m.seed),
             Progress("pack"),
-            MixtureSample(_rates(plan, marker, newlines), mix.by if mix else "domain", m.seed),
             APTrim(m.context, m.trim.policy, marker, m.trim.snap_newline, newlines, exclusion_writer(trim_excl)),
             PackWriter(
                 out,
                 m.pack.seq_len,
-                special,
+                special.as_dict(),
                 loss_mask=m.pack.loss_mask,
                 buffer_windows=m.pack.buffer_windows,
                 min_fill_chunk=m.pack.min_fill_chunk,
@@ -147,8 +178,8 @@ def pack_runs(plan: Plan) -> list[RunSpec]:
         ]
 
     run = RunSpec("pack", "pack", m.executor.tasks, os.path.join(plan.pack_dir, "runs", "pack"), build)
-    run.labels = {2: "mixture", 3: "trim"}
-    return [run]
+    run.labels = {0: "mixture", 2: "trim"}
+    return runs + [run]
 
 
 def finalize(plan: Plan, table: list[dict]) -> dict:

@@ -293,7 +293,8 @@ def test_json_stable_keys(base: Path, capsys: pytest.CaptureFixture) -> None:
     assert rep["samples"] is rep["validation"] is rep["compare"] is rep["plots"] is None
     assert set(rep["stats"]) == {
         "output", "name", "format_version", "tool_version", "seq_len", "compression", "tokenizer", "totals",
-        "shards", "samples", "mixture", "trim", "stages", "top_rejections", "packing", "decontamination", "warnings",
+        "shards", "samples", "mixture", "trim", "copies", "stages", "top_rejections", "packing", "decontamination",
+        "warnings",
     }  # fmt: skip
     assert set(rep["stats"]["totals"]) == {"train", "val", "all"}
     _, top2 = run_json(capsys, base, "--top", 2)

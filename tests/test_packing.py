@@ -1,6 +1,7 @@
 """Streaming packer: property tests (exact token accounting, atomicity, padding), efficiency, loss-mask policy."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,9 @@ def check_windows(items: list[PackItem], packer: Packer, windows: list[Window], 
             pieces.setdefault(sid, []).append((k, a, slice(a, b)))
     by_id = {it.sample_id: it for it in items}
     assert set(pieces) == set(by_id)
+    for w in windows:  # copies never share a window
+        keys = [by_id[sid].key for sid in w.sample_ids]
+        assert len(keys) == len(set(keys)), w.sample_ids
     split = 0
     for sid, parts in pieces.items():
         item = by_id[sid]
@@ -85,9 +89,12 @@ def streams(draw: st.DrawFn) -> tuple[list[PackItem], int, int, int]:
     seq_len = draw(st.sampled_from([16, 64, 257]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     n = draw(st.integers(0, 80))
-    items = []
+    items: list[PackItem] = []
     for i in range(n):
-        if draw(st.booleans()):
+        if items and draw(st.integers(0, 3)) == 0:  # a mixture copy of an earlier item, often right after it
+            orig = items[-draw(st.integers(1, min(3, len(items))))]
+            items.append(replace(orig, sample_id=f"{orig.sample_id}#{i}", origin=orig.key))
+        elif draw(st.booleans()):
             items.append(chat_item(rng, f"chat/{i}", draw(st.integers(1, seq_len))))
         else:
             items.append(plain_item(rng, f"text/{i}", draw(st.integers(1, 4 * seq_len))))
@@ -184,11 +191,37 @@ def test_hand_example_gaps_and_placements() -> None:
     packer.add(doc)
     windows = packer.flush()
     assert [w.sample_ids for w in windows] == [["a"], ["doc"], ["doc"]] and packer.pad_tokens == 3 + 5
-    # repeated ids (mixture copies): placements keep the first occurrence
+    # repeated ids: placements keep the first occurrence
     packer = Packer(10, PAD, buffer_windows=1)
     windows = packer.add(a) + packer.add(a) + packer.flush()
     assert [w.sample_ids for w in windows] == [["a"], ["a"]] and packer.placements == {"a": (0, 0)}
     assert packer.take_placements() == {"a": (0, 0)} and packer.placements == {}
+
+
+def test_copies_never_share_a_window() -> None:
+    """A sample and its mixture copy fit one window together; best fit must still put them apart, for atomic
+    items and for plain pieces filling a gap (which pads instead)."""
+    rng = np.random.default_rng(5)
+    a, b = chat_item(rng, "a", 4), chat_item(rng, "b", 7)
+    a1 = replace(a, sample_id="a#1", origin="a")
+    packer = Packer(10, PAD, buffer_windows=4)
+    windows = packer.add(a) + packer.add(a1) + packer.add(b) + packer.flush()
+    assert sorted(w.sample_ids for w in windows) == [["a"], ["a#1"], ["b"]]  # without origins: [a, a#1] and [b]
+    doc = plain_item(rng, "doc", 5)
+    doc1 = replace(doc, sample_id="doc#1", origin="doc")
+    packer = Packer(10, PAD, buffer_windows=1)
+    windows = packer.add(doc) + packer.add(doc1) + packer.flush()
+    assert [w.sample_ids for w in windows] == [["doc"], ["doc#1"]] and packer.pad_tokens == 10
+    # close_open: what comes next starts in new windows, the plain queue stays for later gaps
+    packer = Packer(10, PAD, buffer_windows=4)
+    a = chat_item(rng, "a", 6)
+    a1 = replace(a, sample_id="a#1", origin="a")
+    packer.add(a)
+    packer.add(plain_item(rng, "long", 30))
+    closed = packer.close_open()
+    assert [w.sample_ids for w in closed] == [["a", "long"]] and not packer._open and packer._plain
+    packer.add(a1)
+    assert [w.sample_ids for w in packer.flush()][0] == ["a#1", "long"]
 
 
 def test_errors_and_config() -> None:

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 import pytest
 import yaml
@@ -147,6 +148,7 @@ def test_retrim_and_remix_reuse_the_tokenised_corpus(finished):
     raw = yaml.safe_load(manifest.read_text())
     raw["trim"] = {"context": raw["pack"]["seq_len"] // 2}
     raw["mixture"] = {"by": "domain", "shares": {"reasoning": 0.8}, "others": "keep"}  # upsampling: copies
+    raw["output"]["validation_fraction"] = 0.3  # routed by problem: the planted problem duplicates stay together
     retrim = manifest.with_name("retrim.yaml")
     retrim.write_text(yaml.safe_dump(raw))
     proc = reasonpipe("run", str(retrim))
@@ -157,13 +159,24 @@ def test_retrim_and_remix_reuse_the_tokenised_corpus(finished):
     assert abs(index["mixture"]["achieved"]["reasoning"]["share"] - 0.8) < 0.03
     mixture = next(row for row in index["stages"] if row["label"] == "mixture")
     assert mixture["extra"]["copies_added"] > 0 and check_identity(index["stages"]) == []
+    # copies spread (never in one window), no problem in both splits: the validator checks both
+    from reasonpipe.pipeline.inspect_stats import compute_stats
+    from reasonpipe.pipeline.inspect_validate import validate
+
+    assert [str(p) for p in validate(out)] == []
+    copies = compute_stats(out)["copies"]
+    samples = pl.read_parquet(out / "samples" / "*.parquet")
+    packed_copies = samples.filter(pl.col("copy_of").is_not_null() & (pl.col("status") != "dropped")).height
+    assert 0 < copies["copies"] == packed_copies <= mixture["extra"]["copies_added"]
+    assert copies["same_window"] == 0 and copies["min_distance"] >= 1
+    per_key = samples.filter(pl.col("problem_key").is_not_null()).group_by("problem_key").agg(pl.col("split"))
+    assert per_key.filter(pl.col("split").list.len() > 1).height > 0  # several traces of one problem (and copies)
+    assert {"train", "val"} <= set(samples["split"])
 
 
 @pytest.mark.parametrize("policy", ["truncate", "drop"])
 def test_ablation_baseline_policies_are_one_key_apart(finished, policy):
     """`trim.policy: truncate | drop` re-run only pack; the output validates and says what each baseline lost."""
-    import polars as pl
-
     manifest, out, _ = finished
     raw = yaml.safe_load(manifest.read_text())
     raw["trim"] = {"context": raw["pack"]["seq_len"] // 2, "policy": policy}

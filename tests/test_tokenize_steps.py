@@ -4,6 +4,7 @@ Accounting (every sample in samples/ exactly once per copy), placement, determin
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 from pathlib import Path
@@ -21,15 +22,18 @@ from reasonpipe.tokenizer.index import finalize_output
 from reasonpipe.tokenizer.mixture import copies
 from reasonpipe.tokenizer.shards import ShardSet, open_shard, sha256_file
 from reasonpipe.tokenizer.steps import (
-    CacheReader,
     MixtureSample,
     PackWriter,
+    TokenizerSample,
     TokenizeToCache,
+    TrimmedSizes,
     cache_token_stats,
+    sum_stats,
     train_from_documents,
 )
 from reasonpipe.tokenizer.template import ChatTemplate
 from reasonpipe.tokenizer.vocab import load_tokenizer, resolve_template, save_tokenizer
+from reasonpipe.trimming.core import trim
 from reasonpipe.trimming.step import APTrim
 
 REAL = Path("/work/shared/data/real")
@@ -78,7 +82,9 @@ def make_docs() -> list[Document]:
                 {"role": "user", "content": "Are you sure?", "reasoning": None},
                 {"role": "assistant", "content": f"Yes, {answer}.", "reasoning": solution},
             ]
+        # four traces per problem (as problem dedup keeps up to K traces under one key); the record's own id
         meta = {"source": "gsm8k", "domain": "math", "kind": "chat", "turns": turns}
+        meta |= {"problem_key": f"{i // 4:016x}", "upstream_id": f"gsm-{i}"}
         docs.append(Document(text=render_text(turns), id=f"gsm8k/train.jsonl:{i}", metadata=meta))
     for i, text in enumerate(peps):
         meta = {"source": "peps", "domain": "web", "kind": "text"}
@@ -93,22 +99,21 @@ def tokenizer_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tokenizer(tok, tmp_path_factory.mktemp("tok") / "tokenizer.json")
 
 
-def build(root: Path, tokenizer_path: Path, tasks: int = 2, **pack_options) -> dict:
+def build(root: Path, tokenizer_path: Path, tasks: int = 2, rates: dict = RATES, **pack_options) -> dict:
     """Both runs (tokenise on `tasks` tasks, then pack on `tasks` tasks) and finalize_output into root/out."""
     docs = make_docs()
     for rank in range(tasks):
-        step = TokenizeToCache(tokenizer_path, root / "cache", batch_size=64)
+        step = TokenizeToCache(tokenizer_path, str(root / "cache"), batch_size=64)
         passed = list(step.run(iter(docs[rank::tasks]), rank, tasks))
         assert [d.id for d in passed] == [d.id for d in docs[rank::tasks]]  # documents pass through
     tok = load_tokenizer(tokenizer_path)
     special = resolve_template(tok).as_dict()
     options = {"validation_fraction": 0.15, "seed": SEED, "rows_per_shard": 40, **pack_options}
     for rank in range(tasks):
-        pipeline = CacheReader(root / "cache").run(None, rank, tasks)
-        pipeline = MixtureSample(RATES, "domain", SEED).run(pipeline, rank, tasks)
+        pipeline = MixtureSample(root / "cache", rates, "domain", SEED).run(None, rank, tasks)
         excl = JsonlWriter(str(root / "excl"))
         pipeline = APTrim(CONTEXT, exclusion_writer=excl).run(pipeline, rank, tasks)
-        assert list(PackWriter(root / "pack", SEQ, special, **options).run(pipeline, rank, tasks)) == []
+        assert list(PackWriter(str(root / "pack"), SEQ, special, **options).run(pipeline, rank, tasks)) == []
     extra = {"name": "t", "trim": {"context": CONTEXT, "policy": "tail"}, "mixture": {"by": "domain", "target": None}}
     return finalize_output(root / "pack", root / "out", tokenizer_path, extra, dropped_folder=root / "excl")
 
@@ -143,12 +148,22 @@ def test_cache_round_trip_and_stats(built: tuple[Path, dict], tokenizer_path: Pa
     assert stats["docs"] == len(docs) and stats["tokens"] == total
     assert sum(stats["by_domain"].values()) == total and set(stats["by_source"]) == {"gsm8k", "peps"}
     assert stats["docs_by_domain"] == {"math": 160, "web": 160}
-    assert cache_token_stats(root / "cache", context=10**9) == stats  # from the cache files: same numbers
-    capped = cache_token_stats(root / "cache", context=CONTEXT)
-    lengths = {d.id: sum(len(s.ids) for s in expected[d.id]) for d in docs}
-    chat_capped = sum(min(lengths[d.id], CONTEXT) for d in docs if d.metadata["kind"] == "chat")
-    assert capped["by_domain"]["math"] == chat_capped < stats["by_domain"]["math"]
-    assert capped["by_domain"]["web"] == stats["by_domain"]["web"]
+
+
+def test_trimmed_sizes_equal_trimming_every_sample(built: tuple[Path, dict], tokenizer_path: Path) -> None:
+    """The partitioned sizes run gives, per group, exactly the tokens trimming every sample at C would keep."""
+    root, _ = built
+    for rank in range(2):
+        assert list(TrimmedSizes(root / "cache", root / "sizes", CONTEXT).run(None, rank, 2)) == []
+    sizes = sum_stats(root / "sizes", "*.json")
+    tok = load_tokenizer(tokenizer_path)
+    want: dict[str, int] = {}
+    for doc, segs in zip(make_docs(), ChatTemplate(tok, resolve_template(tok)).encode_many(make_docs())):
+        kept, record = trim(segs, CONTEXT)
+        n = sum(len(s.ids) for s in segs) if doc.metadata["kind"] == "text" else record.tokens_after
+        want[doc.metadata["domain"]] = want.get(doc.metadata["domain"], 0) + n
+    assert sizes["by_domain"] == want and sizes["docs"] == len(make_docs())
+    assert want["math"] < cache_token_stats(root / "cache")["by_domain"]["math"]  # trimming cut some
 
 
 def test_every_copy_in_samples_exactly_once(built: tuple[Path, dict]) -> None:
@@ -277,22 +292,79 @@ def test_assistant_loss_mask_policy(tmp_path: Path, tokenizer_path: Path) -> Non
         assert w.loss_mask[(w.segment == 3) | (w.segment == 4)].all()  # reasoning and answers
 
 
-def test_mixture_sample_determinism_and_counts() -> None:
+def test_mixture_sample_determinism_counts_and_passes(built: tuple[Path, dict]) -> None:
+    root, _ = built
+    step = MixtureSample(root / "cache", RATES, "domain", SEED)
+    out = list(step.run(None, 0, 1))
+    ids = [d.id for d in out]
+    assert ids == [d.id for d in MixtureSample(root / "cache", RATES, "domain", SEED).run(None, 0, 1)]
     docs = make_docs()
-    step = MixtureSample(RATES, "domain", SEED)
-    out = [d.id for d in step.run(iter(docs))]
-    again = [d.id for d in MixtureSample(RATES, "domain", SEED).run(iter(docs))]
-    assert out == again
     stats = step.stats
     assert stats["total"].total == len(docs) and stats["forwarded"].total == len(out)
     # accounting identity the pipeline checks: read + copies added = kept + sampled out
     added = stats["copies_added"].total if "copies_added" in stats.stats else 0
     dropped = stats["dropped_sampled_out"].total if "dropped_sampled_out" in stats.stats else 0
     assert len(docs) + added == len(out) + dropped
-    math_out = sum(1 for i in out if i.startswith("gsm8k"))
+    math_out = sum(1 for i in ids if i.startswith("gsm8k"))
     assert 1.3 * 160 < math_out < 1.9 * 160  # rate 1.6 in expectation
+    # copy c of every sample comes after every copy c-1 (pass c); copies carry their original and its metadata
+    copy_no = [int(i.rsplit("#", 1)[1]) if "#" in i else 0 for i in ids]
+    assert copy_no == sorted(copy_no) and max(copy_no) == 1
+    by_id = {d.id: d for d in out}
+    for d in out:
+        if "#" in d.id:
+            original = by_id[d.metadata["copy_of"]]
+            assert d.metadata["upstream_id"] == original.metadata["upstream_id"]
+            assert [s.ids.tolist() for s in d.metadata["segments"]] == [
+                s.ids.tolist() for s in original.metadata["segments"]
+            ]
     with pytest.raises(ValueError, match="rates must be >= 0"):
-        MixtureSample({"math": -1.0})
+        MixtureSample(root / "cache", {"math": -1.0})
+
+
+def window_origins(out: Path, split: str = "train") -> list[list[str]]:
+    """Per window, the original sample of each document (a copy `x#c` names `x`), from samples/' copy_of."""
+    rows = read_samples(out)
+    origin = {r["id"]: r["copy_of"] or r["id"] for r in rows}
+    return [[origin[sid] for sid in w.sample_ids] for w in ShardSet(out, split)]
+
+
+@pytest.mark.parametrize("tasks", [1, 2])
+def test_upsampled_copies_never_share_a_window(tmp_path: Path, tokenizer_path: Path, tasks: int) -> None:
+    """4x up-sampling of every source: no window holds two copies of one sample, and copies sit far apart."""
+    index = build(tmp_path, tokenizer_path, tasks, rates={"math": 4.0, "web": 4.0}, validation_fraction=0.0)
+    windows = window_origins(tmp_path / "out")
+    assert sum(len(w) - len(set(w)) for w in windows) == 0
+    first: dict[str, list[int]] = {}
+    for k, w in enumerate(windows):
+        for o in dict.fromkeys(w):
+            if not first.get(o) or first[o][-1] != k:  # a plain document spans windows: count where copies start
+                first.setdefault(o, []).append(k)
+    gaps = [b - a for ks in first.values() for a, b in zip(ks, ks[1:])]
+    per_pass = len(windows) / tasks / 4  # copy c of a sample comes a pass (over its task's cache) after copy c-1
+    print(f"{len(windows)} windows, copy distance min {min(gaps)} median {np.median(gaps)}, a pass ~{per_pass:.0f}")
+    assert min(gaps) >= 1 and np.median(gaps) >= per_pass / 4
+    assert index["packing"]["efficiency"] > 0.95
+    from reasonpipe.pipeline import inspect_validate
+
+    assert [str(p) for p in inspect_validate.validate(tmp_path / "out")] == []
+
+
+def test_no_problem_in_both_splits_and_provenance(built: tuple[Path, dict]) -> None:
+    """Routing by problem key: the 4 traces of a problem share a split; upstream ids reach samples/."""
+    root, index = built
+    rows = read_samples(root / "out")
+    splits: dict[str, set[str]] = {}
+    for r in rows:
+        if r["status"] != "dropped" and r["problem_key"]:
+            splits.setdefault(r["problem_key"], set()).add(r["split"])
+    assert len(splits) == 40 and all(len(s) == 1 for s in splits.values())
+    assert {next(iter(s)) for s in splits.values()} == {"train", "val"}
+    upstream = {d.id: d.metadata.get("upstream_id") for d in make_docs()}
+    for r in rows:  # packed, dropped by trimming and mixture copies alike
+        assert r["upstream_id"] == upstream[r["copy_of"] or r["id"]]
+    assert any(r["status"] == "dropped" and r["upstream_id"] for r in rows)
+    assert any(r["copy_of"] and r["upstream_id"] for r in rows)
 
 
 def test_train_from_documents_ignores_input_order() -> None:
@@ -309,3 +381,113 @@ def test_output_passes_the_contract_validator(built: tuple[Path, dict]) -> None:
 
     root, _ = built
     assert [str(p) for p in inspect_validate.validate(root / "out")] == []
+
+
+def test_cache_on_a_non_local_filesystem(built: tuple[Path, dict], tokenizer_path: Path) -> None:
+    """The token cache step writes through fsspec (an in-memory filesystem here) and reads back the same samples."""
+    from datatrove.io import get_datafolder
+
+    root, _ = built
+    docs = make_docs()
+    folder = get_datafolder("memory://reasonpipe-test/cache")
+    for rank in range(2):
+        list(TokenizeToCache(tokenizer_path, folder, batch_size=64).run(iter(docs[rank::2]), rank, 2))
+    assert sorted(folder.list_files()) == ["00000.arrow", "00000.stats.json", "00001.arrow", "00001.stats.json"]
+    assert not (root / "memory:").exists()
+    assert cache_token_stats(folder) == cache_token_stats(root / "cache")
+    for rank in range(2):
+        remote = MixtureSample(folder, RATES, "domain", SEED).run(None, rank, 2)
+        local = MixtureSample(root / "cache", RATES, "domain", SEED).run(None, rank, 2)
+        for a, b in zip(remote, local, strict=True):
+            assert a.id == b.id and a.metadata.get("upstream_id") == b.metadata.get("upstream_id")
+            assert [s.ids.tolist() for s in a.metadata["segments"]] == [s.ids.tolist() for s in b.metadata["segments"]]
+    folder.rm("", recursive=True)
+
+
+def test_tokenizer_sample_per_task_equals_one_pass(tmp_path: Path) -> None:
+    """Each task keeps its k smallest hashes; training on the union's k smallest = choosing from everything."""
+    docs = make_docs()
+    cfg = TrainConfig(vocab_size=600, sample_docs=50)
+    for rank in range(3):
+        passed = list(TokenizerSample(tmp_path, cfg.sample_docs, SEED).run(iter(docs[rank::3]), rank, 3))
+        assert passed == docs[rank::3]
+    sampled = []
+    for path in sorted(tmp_path.glob("*.jsonl.gz")):
+        with gzip.open(path, "rt") as f:
+            sampled += [Document(**json.loads(line)) for line in f]
+    assert len(sampled) == 3 * cfg.sample_docs
+    assert (
+        train_from_documents(sampled, cfg, seed=SEED).to_str() == train_from_documents(docs, cfg, seed=SEED).to_str()
+    )
+
+
+def test_validate_catches_copies_together_and_problem_leaks(built: tuple[Path, dict], tmp_path: Path) -> None:
+    """`inspect --validate` on a tampered samples/: two documents of one window marked as copies of one sample,
+    and a validation sample given the problem key of a training one."""
+    import shutil
+
+    import pyarrow as pa
+
+    from reasonpipe.pipeline import inspect_validate
+
+    root, _ = built
+    out = tmp_path / "out"
+    shutil.copytree(root / "out", out)
+    window = next(w for w in ShardSet(out) if len(w.sample_ids) >= 2)
+    a, b = window.sample_ids[:2]
+    train_key = next(r["problem_key"] for r in read_samples(out) if r["split"] == "train" and r["problem_key"])
+    for path in sorted((out / "samples").glob("*.parquet")):
+        table = pq.read_table(path)
+        rows = table.to_pylist()
+        for r in rows:
+            if r["id"] == b:
+                r["copy_of"] = a
+            if r["split"] == "val" and r["problem_key"] and r["problem_key"] != train_key:
+                r["problem_key"] = train_key
+        pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    checks = {p.check: p.message for p in inspect_validate.validate(out)}
+    assert a in checks["copies_together"] and b in checks["copies_together"]
+    assert "in both splits" in checks["problem_split"]
+
+
+def test_inspect_sample_shows_upstream_ids(built: tuple[Path, dict]) -> None:
+    """`inspect --sample` names each document's source and upstream id: a window traced to the user's records."""
+    from reasonpipe.pipeline.inspect_render import decode_windows
+
+    root, _ = built
+    upstream = {d.id: d.metadata.get("upstream_id") for d in make_docs()}
+    docs = [d for w in decode_windows(root / "out", 12, seed=0) for d in w["documents"]]
+    rows = {r["id"]: r for r in read_samples(root / "out")}
+    for d in docs:
+        assert d["upstream_id"] == upstream[rows[d["sample_id"]]["copy_of"] or d["sample_id"]]
+        assert d["source"] == rows[d["sample_id"]]["source"]
+    assert any(d["upstream_id"] for d in docs) and any(d["upstream_id"] is None for d in docs)
+
+
+def test_samples_rows_stream_out_as_samples_are_placed(
+    built: tuple[Path, dict], tmp_path: Path, tokenizer_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task's samples/ rows are written as their samples get a window: the rows waiting in memory stay bounded by
+    the packer's buffer, not by the task's size; the file holds every sample once, placed as the shards say."""
+    from reasonpipe.tokenizer import writer
+
+    root, _ = built
+    monkeypatch.setattr(writer, "ROWS_PER_GROUP", 16)
+    special = resolve_template(load_tokenizer(tokenizer_path))
+    out = writer.PackedOutput(tmp_path, 0, SEQ, special, buffer_windows=2, rows_per_shard=40)
+    docs = list(APTrim(CONTEXT).run(MixtureSample(root / "cache", RATES, "domain", SEED).run(None, 0, 1), 0, 1))
+    most = 0
+    for doc in docs:
+        m = doc.metadata
+        out.add(
+            doc.id, m["segments"], m["kind"], m["source"], m["domain"], m["trim"], m.get("copy_of"), m.get("copy", 0)
+        )
+        most = max(most, len(out._pending))
+    out.close()
+    path = tmp_path / "samples" / "00000.parquet"
+    table = pq.read_table(path)
+    assert sorted(table["id"].to_pylist()) == sorted(d.id for d in docs)
+    assert len(docs) > 10 * most and pq.ParquetFile(path).num_row_groups > 1
+    for r in table.to_pylist():
+        shard = open_shard(tmp_path / "train" / f"00000-{r['task_shard']:05d}.arrow")
+        assert r["id"] in shard.column("sample_ids")[r["row"]].as_py()

@@ -321,3 +321,96 @@ def test_tokenizer_config_validation() -> None:
         TokenizerConfig(path=Path("t.json"), vocab=3)
     with pytest.raises(ValidationError, match="vocab_size"):
         TokenizerConfig(train={"vocab_size": 10})
+    assert TokenizerConfig(path=Path("t.json")).backend == "auto"
+    with pytest.raises(ValidationError, match="backend"):
+        TokenizerConfig(path=Path("t.json"), backend="fast")
+
+
+# ---------------------------------------------------------------------------------------------------- backends
+def _backend_batches(n: int = 8) -> list[list]:
+    """Realistic batches: PEP/LaTeX paragraphs, chat samples (one with a literal <think> in its prompt)."""
+    texts = corpus(400)
+    samples: list = []
+    for i, text in enumerate(texts):
+        samples.append(text if i % 3 else chat(text[:200], text, f"{i}", turns=1 + i % 2))
+    samples.append(chat("Is <think> a tag here?", "It is text.", "yes"))
+    size = -(-len(samples) // n)
+    return [samples[i : i + size] for i in range(0, len(samples), size)]
+
+
+def _columns_equal(a, b) -> bool:
+    return all(np.array_equal(getattr(a, c), getattr(b, c)) for c in ("ids", "seg_kind", "seg_len", "seg_think"))
+
+
+def test_gigatoken_backend_equals_tokenizers(tok: Tokenizer) -> None:
+    pytest.importorskip("gigatoken")
+    ref = ChatTemplate(tok, resolve_template(tok))
+    fast = ChatTemplate(tok, resolve_template(tok), backend="gigatoken")
+    assert ref.backend == "tokenizers" and fast.backend == "gigatoken"
+    assert ChatTemplate(tok, resolve_template(tok), backend="auto").backend == "gigatoken"  # installed: used
+    batches = _backend_batches()
+    for (_, want), (_, got) in zip(encode_ahead(ref, batches), encode_ahead(fast, batches), strict=True):
+        assert _columns_equal(want, got)
+    assert fast.stats["batches_gigatoken"] == len(batches) and fast.stats["parity_texts"] > 0
+    assert fast.stats["parity_failures"] == 0 and ref.stats["batches_tokenizers"] == len(batches)
+
+
+def test_gigatoken_parity_failure_falls_back_in_batch_order(
+    tok: Tokenizer, tpl: ChatTemplate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fast encoder that goes wrong from batch 3 on: batches 0-2 stay gigatoken, every later batch is re-encoded
+    with tokenizers (the switch is decided in batch order, so two runs agree), one log line says so."""
+    pytest.importorskip("gigatoken")
+    from reasonpipe.tokenizer import backends, template
+
+    batches = _backend_batches()
+    for batch in batches[3:]:
+        batch[:] = [s + " ZEBRA" if isinstance(s, str) else s for s in batch]
+    right = backends.GigatokenEncoder.encode_flat
+
+    def wrong(self, texts):
+        ids, lens = right(self, texts)
+        bad = np.array([" ZEBRA" in t for t in texts])
+        ids = ids.copy()
+        ids[(np.cumsum(lens) - lens)[bad & (lens > 0)]] += 1  # first token of each such text
+        return ids, lens
+
+    monkeypatch.setattr(backends.GigatokenEncoder, "encode_flat", wrong)
+    monkeypatch.setattr(backends, "PARITY_EVERY", 1)  # check every text, so batch 3 is the one that differs
+    logged: list[str] = []
+    monkeypatch.setattr(template, "log_warning", logged.append)
+    runs = []
+    for _ in range(2):
+        fast = ChatTemplate(tok, resolve_template(tok), backend="gigatoken")
+        runs.append([enc for _, enc in encode_ahead(fast, batches)])
+        assert fast.stats["parity_failures"] == 1 and fast.stats["batches_gigatoken"] == 3
+        assert fast.stats["batches_tokenizers"] == len(batches) - 3
+    for want, got, again in zip(encode_ahead(tpl, batches), *runs):
+        assert _columns_equal(want[1], got) and _columns_equal(got, again)
+    assert len(logged) == 2 and "gigatoken differs from tokenizers (text " in logged[0]
+
+
+def test_backend_choice_without_gigatoken(tok: Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reasonpipe.tokenizer import backends
+
+    monkeypatch.setattr(backends, "gigatoken_available", lambda: False)
+    assert ChatTemplate(tok, resolve_template(tok), backend="auto").backend == "tokenizers"
+    assert TokenizerConfig(path=Path("t.json"), backend="auto").backend == "auto"
+    with pytest.raises(ValidationError, match=r"backend\n.*gigatoken is not installed"):
+        TokenizerConfig(path=Path("t.json"), backend="gigatoken")
+    with pytest.raises(ValueError, match=r"gigatoken is not installed; `pip install 'reasonpipe\[gigatoken\]'`"):
+        ChatTemplate(tok, resolve_template(tok), backend="gigatoken")
+
+
+def test_gigatoken_encoder_renewal_keeps_ids(tok: Tokenizer, tpl: ChatTemplate, monkeypatch) -> None:
+    """The encoder is rebuilt every RENEW_CHARS characters (bounding its pre-token cache): same ids."""
+    pytest.importorskip("gigatoken")
+    from reasonpipe.tokenizer import backends
+
+    monkeypatch.setattr(backends, "RENEW_CHARS", 5000)
+    fast = ChatTemplate(tok, resolve_template(tok), backend="gigatoken")
+    encoder = fast._fast()
+    first = encoder._encoder
+    for batch in _backend_batches():
+        assert _columns_equal(tpl.encode_batch(batch), fast.encode_batch(batch))
+    assert encoder._encoder is not first

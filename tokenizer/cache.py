@@ -3,6 +3,7 @@
 One Arrow IPC stream file per task, one row per sample:
 
     id, source, domain, kind   string
+    problem_key, upstream_id   string (null when the sample has none; see reasonpipe.sample)
     n_tokens                   uint32          tokens of the whole sample
     ids                        list<uint32>    the sample's tokens (its segments concatenated)
     seg_kind                   list<uint8>     SEG_* code of each segment
@@ -10,44 +11,67 @@ One Arrow IPC stream file per task, one row per sample:
     seg_think                  list<int16>     think-block index of each segment (-1: none)
 
 Writing takes an `EncodedBatch` (the template encodes straight into these columns, no per-segment objects); reading
-memory-maps the file and builds `Segment`s (for trimming) whose ids are read-only numpy views into it. No datatrove.
+memory-maps a local file (streams any other fsspec file) and builds `Segment`s (for trimming) whose ids are read-only
+numpy views into it. Files are written and read through an fsspec filesystem (datatrove's `DataFolder` is one), so
+the cache can live on an object store. No datatrove import here.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
+from fsspec import AbstractFileSystem
+from fsspec.implementations.local import LocalFileSystem
 
 from reasonpipe.segments import Segment
 
+FORMAT_VERSION = "2"
+META_COLUMNS = ("id", "source", "domain", "kind", "problem_key", "upstream_id")
 CACHE_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
         pa.field("source", pa.string()),
         pa.field("domain", pa.string()),
         pa.field("kind", pa.string()),
+        pa.field("problem_key", pa.string()),
+        pa.field("upstream_id", pa.string()),
         pa.field("n_tokens", pa.uint32()),
         pa.field("ids", pa.list_(pa.uint32())),
         pa.field("seg_kind", pa.list_(pa.uint8())),
         pa.field("seg_len", pa.list_(pa.uint32())),
         pa.field("seg_think", pa.list_(pa.int16())),
     ],
-    metadata={"format": "reasonpipe-token-cache", "format_version": "1"},
+    metadata={"format": "reasonpipe-token-cache", "format_version": FORMAT_VERSION},
 )
+
+
+class SampleMeta(NamedTuple):
+    """The metadata columns of one cached sample (everything but its tokens)."""
+
+    id: str
+    source: str | None = None
+    domain: str | None = None
+    kind: str | None = None
+    problem_key: str | None = None
+    upstream_id: str | None = None
 
 
 @dataclass
 class CachedSample:
+    """One sample read back: its `SampleMeta` fields and its segments."""
+
     id: str
     source: str | None
     domain: str | None
     kind: str | None
+    problem_key: str | None
+    upstream_id: str | None
     segments: list[Segment]
 
 
@@ -81,16 +105,14 @@ def _list_array(lengths: np.ndarray, values: np.ndarray, type_: pa.DataType) -> 
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=type_))
 
 
-def cache_batch(meta: Sequence[tuple[str, Any, Any, Any]], encoded: EncodedBatch) -> pa.RecordBatch:
-    """A record batch of samples: `meta` = (id, source, domain, kind) per sample, `encoded` their columns."""
-    cols = list(zip(*meta)) if meta else [(), (), (), ()]
+def cache_batch(meta: Sequence[SampleMeta | tuple], encoded: EncodedBatch) -> pa.RecordBatch:
+    """A record batch of samples: `meta` per sample (`SampleMeta` fields in order, trailing ones optional),
+    `encoded` their columns."""
+    cols = list(zip(*(SampleMeta(*m) for m in meta))) if meta else [()] * len(META_COLUMNS)
     e = encoded
     return pa.record_batch(
         [
-            pa.array(cols[0], pa.string()),
-            pa.array(cols[1], pa.string()),
-            pa.array(cols[2], pa.string()),
-            pa.array(cols[3], pa.string()),
+            *(pa.array(col, pa.string()) for col in cols),
             pa.array(e.n_tokens, pa.uint32()),
             _list_array(e.n_tokens, e.ids, pa.uint32()),
             _list_array(e.doc_segs, e.seg_kind, pa.uint8()),
@@ -101,18 +123,25 @@ def cache_batch(meta: Sequence[tuple[str, Any, Any, Any]], encoded: EncodedBatch
     )
 
 
-class CacheWriter:
-    """Writes cache batches to `path` via a temporary file renamed on `close()` (nothing on error)."""
+def _fs_path(path: str | Path, fs: AbstractFileSystem | None) -> tuple[AbstractFileSystem, str]:
+    return (fs or LocalFileSystem(), str(path))
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        self._sink = pa.OSFile(str(self.tmp), "wb")
+
+class CacheWriter:
+    """Writes cache batches to `path` on `fs` (local by default) via a temporary file moved into place on `close()`
+    (nothing on error)."""
+
+    def __init__(self, path: str | Path, fs: AbstractFileSystem | None = None) -> None:
+        self.fs, self.path = _fs_path(path, fs)
+        parent, name = self.path.rsplit("/", 1) if "/" in self.path else ("", self.path)
+        self.tmp = f"{parent}/.{name}.tmp-{os.getpid()}" if parent else f".{name}.tmp-{os.getpid()}"
+        if parent:
+            self.fs.makedirs(parent, exist_ok=True)
+        self._sink = self.fs.open(self.tmp, "wb")
         self._writer = pa.ipc.new_stream(self._sink, CACHE_SCHEMA)
         self.rows = 0
 
-    def write(self, meta: Sequence[tuple[str, Any, Any, Any]], encoded: EncodedBatch) -> None:
+    def write(self, meta: Sequence[SampleMeta | tuple], encoded: EncodedBatch) -> None:
         if meta:
             self._writer.write_batch(cache_batch(meta, encoded))
             self.rows += len(meta)
@@ -120,12 +149,13 @@ class CacheWriter:
     def close(self) -> None:
         self._writer.close()
         self._sink.close()
-        os.replace(self.tmp, self.path)
+        self.fs.mv(self.tmp, self.path)
 
     def abort(self) -> None:
         self._writer.close()
         self._sink.close()
-        self.tmp.unlink(missing_ok=True)
+        if self.fs.exists(self.tmp):
+            self.fs.rm(self.tmp)
 
     def __enter__(self) -> CacheWriter:
         return self
@@ -138,19 +168,65 @@ def _np(arr: pa.Array) -> np.ndarray:
     return arr.to_numpy(zero_copy_only=True)
 
 
-def read_cache(path: str | Path) -> Iterator[CachedSample]:
-    """Samples of a cache file in order; segment ids are read-only views into the memory-mapped file."""
-    reader = pa.ipc.open_stream(pa.memory_map(str(path), "r"))
-    for batch in reader:
-        kind_col = batch.column("seg_kind")
-        encoded = EncodedBatch(
-            ids=_np(batch.column("ids").flatten()),  # the batch's segments back to back
-            seg_kind=_np(kind_col.flatten()),
-            seg_len=_np(batch.column("seg_len").flatten()),
-            seg_think=_np(batch.column("seg_think").flatten()),
-            doc_segs=np.diff(_np(kind_col.offsets)),
-            n_tokens=_np(batch.column("n_tokens")),
+def open_cache(path: str | Path, fs: AbstractFileSystem | None = None) -> pa.ipc.RecordBatchStreamReader:
+    """A reader over the record batches of a cache file: memory-mapped when local, streamed otherwise.
+
+    A cache written by another format version is an error that says what to do (its columns differ)."""
+    fs, path = _fs_path(path, fs)
+    if hasattr(fs, "is_local") and fs.is_local():  # a local datatrove DataFolder: map the file it points at
+        fs, path = LocalFileSystem(), fs.resolve_paths(path)
+    source = (
+        pa.memory_map(path, "r") if isinstance(fs, LocalFileSystem) else pa.PythonFile(fs.open(path, "rb"), mode="r")
+    )
+    reader = pa.ipc.open_stream(source)
+    found = (reader.schema.metadata or {}).get(b"format_version", b"?").decode()
+    if found != FORMAT_VERSION:
+        raise ValueError(
+            f"token cache {path}: format version {found}, this reasonpipe reads version {FORMAT_VERSION}; "
+            "it was made by another version: re-run with --force (or remove the work folder) to re-tokenise"
         )
-        meta = [batch.column(c).to_pylist() for c in ("id", "source", "domain", "kind")]
-        for sample_id, source, domain, kind, segs in zip(*meta, encoded.segments()):
-            yield CachedSample(sample_id, source, domain, kind, segs)
+    return reader
+
+
+def batch_meta(batch: pa.RecordBatch) -> list[SampleMeta]:
+    """The metadata of every sample of a cache record batch."""
+    return [SampleMeta(*row) for row in zip(*(batch.column(c).to_pylist() for c in META_COLUMNS))]
+
+
+def batch_samples(batch: pa.RecordBatch, rows: Sequence[int] | None = None) -> list[list[Segment]]:
+    """The segments of the samples `rows` (all by default) of a cache record batch, as read-only views into it."""
+    kind_col = batch.column("seg_kind")
+    if rows is not None and len(rows) < batch.num_rows:
+        return [_row_segments(batch, i) for i in rows]
+    return EncodedBatch(
+        ids=_np(batch.column("ids").flatten()),  # the batch's segments back to back
+        seg_kind=_np(kind_col.flatten()),
+        seg_len=_np(batch.column("seg_len").flatten()),
+        seg_think=_np(batch.column("seg_think").flatten()),
+        doc_segs=np.diff(_np(kind_col.offsets)),
+        n_tokens=_np(batch.column("n_tokens")),
+    ).segments()
+
+
+def _row_segments(batch: pa.RecordBatch, i: int) -> list[Segment]:
+    ids = _np(batch.column("ids")[i].values)
+    kinds, lens = batch.column("seg_kind")[i].values.to_pylist(), batch.column("seg_len")[i].values.to_pylist()
+    thinks = batch.column("seg_think")[i].values.to_pylist()
+    ends = np.cumsum(lens).tolist()
+    return [Segment(k, ids[a:b], t) for k, a, b, t in zip(kinds, [0, *ends[:-1]], ends, thinks)]
+
+
+def read_cache(
+    path: str | Path,
+    fs: AbstractFileSystem | None = None,
+    select: Callable[[SampleMeta], bool] | None = None,
+) -> Iterator[CachedSample]:
+    """Samples of a cache file in order (those `select` accepts, when given); segment ids are read-only views.
+
+    Segments are built only for the selected samples, so a selective pass over a cache costs little more than
+    reading its metadata columns."""
+    for batch in open_cache(path, fs):
+        meta = batch_meta(batch)
+        rows = [i for i, m in enumerate(meta) if select(m)] if select else None
+        for i, segs in zip(rows if rows is not None else range(len(meta)), batch_samples(batch, rows)):
+            yield CachedSample(*meta[i], segments=segs)

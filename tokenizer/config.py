@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -32,6 +33,11 @@ class TokenizerConfig(BaseModel):
     path: Path | None = None
     train: TrainConfig | None = None
     template: dict[str, str] | None = None
+    backend: Literal["auto", "tokenizers", "gigatoken"] = Field(
+        default="auto",
+        description="encoder of the texts: gigatoken (optional extra, checked against tokenizers on a sample of "
+        "every batch) or tokenizers; auto uses gigatoken when it is installed",
+    )
 
     @field_validator("template")
     @classmethod
@@ -41,6 +47,18 @@ class TokenizerConfig(BaseModel):
             empty = sorted(k for k, s in v.items() if not s)
             if empty:
                 raise ValueError(f"tokenizer.template: empty token string for {empty}")
+        return v
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_installed(cls, v: str) -> str:
+        from reasonpipe.tokenizer.backends import gigatoken_available
+
+        if v == "gigatoken" and not gigatoken_available():
+            raise ValueError(
+                "gigatoken is not installed: `pip install 'reasonpipe[gigatoken]'`, or use backend: auto "
+                "(gigatoken when installed) or tokenizers"
+            )
         return v
 
     @model_validator(mode="after")

@@ -7,7 +7,9 @@
     index.json                                    the contract of BRIEF/DESIGN, sorted keys, written last
 
 Everything is derived from the task stats and samples files, so re-running gives the same files (idempotent);
-files of an earlier, larger build that the new one does not produce are removed.
+files of an earlier, larger build that the new one does not produce are removed. Memory is bounded by one task:
+samples/ are rewritten task by task and the index's summaries are sums of the task stats (plus the dropped samples
+of each task, read with it), never a table of the whole corpus.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import gzip
 import json
 import os
 import shutil
-from collections import defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ import pyarrow.parquet as pq
 
 from reasonpipe.tokenizer.shards import sha256_file
 from reasonpipe.tokenizer.vocab import load_tokenizer, resolve_template
-from reasonpipe.tokenizer.writer import SAMPLE_SCHEMA, write_json_atomic, write_parquet_atomic
+from reasonpipe.tokenizer.writer import SAMPLE_SCHEMA, TRIM_SUMS, write_json_atomic, write_parquet_atomic
 
 FORMAT_VERSION = 1
 SPLIT_DIRS = {"train": "shards", "val": "shards-val"}
@@ -60,14 +62,21 @@ def _place(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def _dropped_rows(folder: Path | None) -> dict[int, list[dict[str, Any]]]:
-    """Samples dropped by trimming, from the APTrim exclusion writer's jsonl(.gz) files, by task rank."""
-    out: dict[int, list[dict[str, Any]]] = defaultdict(list)
+def _dropped_files(folder: Path | None) -> dict[int, list[Path]]:
+    """The APTrim exclusion writer's jsonl(.gz) files (samples dropped by trimming), by task rank."""
+    out: dict[int, list[Path]] = {}
     if folder is None or not folder.exists():
         return out
     for path in sorted(p for p in folder.iterdir() if p.name.endswith((".jsonl", ".jsonl.gz"))):
         stem = path.name.split(".")[0]
-        rank = int(stem) if stem.isdigit() else 0
+        out.setdefault(int(stem) if stem.isdigit() else 0, []).append(path)
+    return out
+
+
+def _dropped_rows(paths: list[Path]) -> list[dict[str, Any]]:
+    """samples/ rows of the samples dropped by trimming, from one task's exclusion files."""
+    rows = []
+    for path in paths:
         opener = gzip.open if path.name.endswith(".gz") else open
         with opener(path, "rt", encoding="utf-8") as f:
             for line in f:
@@ -76,11 +85,10 @@ def _dropped_rows(folder: Path | None) -> dict[int, list[dict[str, Any]]]:
                 doc = json.loads(line)
                 meta = doc.get("metadata") or {}
                 trim = meta.get("trim") or {}
-                out[rank].append(
+                rows.append(
                     {
                         "id": doc["id"],
-                        "source": meta.get("source"),
-                        "domain": meta.get("domain"),
+                        **{k: meta.get(k) for k in ("source", "domain", "upstream_id", "problem_key", "copy_of")},
                         "split": "train",  # never packed: the split is moot
                         "status": "dropped",
                         "tokens_before": trim.get("tokens_before", 0),
@@ -93,7 +101,7 @@ def _dropped_rows(folder: Path | None) -> dict[int, list[dict[str, Any]]]:
                         "row": -1,
                     }
                 )
-    return out
+    return rows
 
 
 def _clean(folder: Path, keep: set[str], suffix: str) -> None:
@@ -118,6 +126,7 @@ def finalize_output(
     mixture {"by", "target"}, trim {"context", "policy"}; other keys are copied into the index as they are.
     `template` is the tokenizer's template map (for the special ids).
     `dropped_folder` is the APTrim exclusion folder: its samples enter samples/ as "dropped".
+    Memory: one task's samples (and its dropped samples) at a time; the summaries are sums of the task stats.
     """
     pack, out = Path(pack_folder), Path(output_dir)
     stats_files = sorted((pack / "stats").glob("*.json"))
@@ -131,16 +140,16 @@ def finalize_output(
         raise ValueError(f"finalize_output: tasks disagree on seq_len {seq_lens} or compression {compressions}")
     seq_len, compression = seq_lens.pop(), compressions.pop()
 
-    # shards: global numbering per split in (rank, k) order
-    shards, number = [], {}
+    # shards: global numbering per split in (rank, k) order; first[split][rank] = the task's first shard number
+    shards, first = [], {split: {} for split in SPLIT_DIRS}
     for split, sub in SPLIT_DIRS.items():
         kept: set[str] = set()
         n = 0
         for t in tasks:
+            first[split][t["rank"]] = n
             for s in t["splits"][split]["shards"]:
                 rel = f"{sub}/{n:05d}.arrow"
                 _place(pack / s["path"], out / rel)
-                number[(split, t["rank"], s["k"])] = n
                 shards.append(
                     {
                         "path": rel,
@@ -152,25 +161,22 @@ def finalize_output(
                 n += 1
         _clean(out / sub, kept, ".arrow")
 
-    # samples: global shard numbers, dropped samples added
-    dropped = _dropped_rows(Path(dropped_folder) if dropped_folder else None)
-    ranks = sorted({t["rank"] for t in tasks} | set(dropped))
-    tables = []
+    # samples, task by task: global shard numbers, the task's dropped samples added (and summed for the index)
+    dropped_files = _dropped_files(Path(dropped_folder) if dropped_folder else None)
+    dropped = Counter()
+    ranks = sorted({t["rank"] for t in tasks} | set(dropped_files))
     for rank in ranks:
         path = pack / "samples" / f"{rank:05d}.parquet"
         table = pq.read_table(path) if path.exists() else SAMPLE_SCHEMA.empty_table()
-        shard = [
-            number[(split, rank, k)] for split, k in zip(table["split"].to_pylist(), table["task_shard"].to_pylist())
-        ]
+        offset = pc.if_else(pc.equal(table["split"], "val"), first["val"].get(rank, 0), first["train"].get(rank, 0))
         columns = {c: table[c] for c in OUT_SAMPLE_SCHEMA.names if c != "shard"}
-        table = pa.table({**columns, "shard": pa.array(shard, pa.int32())}).select(OUT_SAMPLE_SCHEMA.names)
-        if dropped.get(rank):
-            table = pa.concat_tables([table, pa.Table.from_pylist(dropped[rank], schema=OUT_SAMPLE_SCHEMA)])
-        table = table.cast(OUT_SAMPLE_SCHEMA)
+        shard = pc.add(table["task_shard"], offset.cast(pa.int32()))
+        table = pa.table({**columns, "shard": shard}).select(OUT_SAMPLE_SCHEMA.names).cast(OUT_SAMPLE_SCHEMA)
+        if rows := _dropped_rows(dropped_files.get(rank, [])):
+            table = pa.concat_tables([table, pa.Table.from_pylist(rows, schema=OUT_SAMPLE_SCHEMA)])
+            dropped.update({"samples": len(rows)} | {k: sum(r[k] for r in rows) for k in TRIM_SUMS})
         write_parquet_atomic(table, out / "samples" / f"{rank:05d}.parquet")
-        tables.append(table)
     _clean(out / "samples", {f"{r:05d}.parquet" for r in ranks}, ".parquet")
-    samples = pa.concat_tables(tables) if tables else OUT_SAMPLE_SCHEMA.empty_table()
 
     # tokenizer
     tok_out = out / "tokenizer.json"
@@ -193,11 +199,11 @@ def finalize_output(
             "special_ids": special,
         },
         "shards": shards,
-        "totals": _totals(tasks, samples, seq_len),
+        "totals": _totals(tasks, seq_len),
         "stages": extra.get("stages", []),
-        "trim": _trim_summary(samples, extra.get("trim") or {}),
+        "trim": _trim_summary(tasks, dropped, extra.get("trim") or {}),
         "packing": _packing(tasks, seq_len),
-        "mixture": _mixture(samples, extra.get("mixture") or {}),
+        "mixture": _mixture(tasks, extra.get("mixture") or {}),
         "decontamination": extra.get("decontamination", {}),
         "manifest": extra.get("manifest", {}),
         "manifest_sha256": extra.get("manifest_sha256"),
@@ -207,19 +213,19 @@ def finalize_output(
     return index
 
 
-def _totals(tasks: list[dict[str, Any]], samples: pa.Table, seq_len: int) -> dict[str, Any]:
+def _totals(tasks: list[dict[str, Any]], seq_len: int) -> dict[str, Any]:
     out = {}
-    packed = samples.filter(pc.field("status") != "dropped")
     for split in SPLIT_DIRS:
-        windows = sum(t["splits"][split]["windows"] for t in tasks)
-        real = sum(t["splits"][split]["real_tokens"] for t in tasks)
+        windows, real, samples = (
+            sum(t["splits"][split][k] for t in tasks) for k in ("windows", "real_tokens", "samples")
+        )
         tokens = windows * seq_len
         out[split] = {
             "windows": windows,
             "tokens": tokens,
             "real_tokens": real,
             "packing_efficiency": real / tokens if tokens else 0.0,
-            "samples": int(pc.sum(pc.equal(packed["split"], split)).as_py() or 0),
+            "samples": samples,
         }
     return out
 
@@ -237,38 +243,28 @@ def _packing(tasks: list[dict[str, Any]], seq_len: int) -> dict[str, Any]:
     }
 
 
-def _trim_summary(samples: pa.Table, cfg: dict[str, Any]) -> dict[str, Any]:
+def _trim_summary(tasks: list[dict[str, Any]], dropped: Counter, cfg: dict[str, Any]) -> dict[str, Any]:
     """Counts over the chat samples (fit + trimmed + dropped); plain documents are counted apart."""
-    status = samples["status"].to_pylist()
-    chat = samples.filter(pc.field("status") != "plain")
-
-    def total(col: str) -> int:
-        return int(pc.sum(chat[col]).as_py() or 0)
-
+    status = sum((Counter(t["status"]) for t in tasks), Counter())
+    sums = sum((Counter(t["trim_sums"]) for t in tasks), Counter()) + Counter({k: dropped[k] for k in TRIM_SUMS})
     return {
         "context": cfg.get("context"),
         "policy": cfg.get("policy"),
-        "samples": chat.num_rows,
-        "fit": status.count("fit"),
-        "trimmed": status.count("trimmed"),
-        "dropped": status.count("dropped"),
-        "truncated": status.count("truncated"),
-        "answer_lost": int(pc.sum(chat["answer_lost"]).as_py() or 0),
-        "plain": status.count("plain"),
-        "tokens_before": total("tokens_before"),
-        "tokens_after": total("tokens_after"),
-        "reasoning_before": total("reasoning_before"),
-        "reasoning_kept": total("reasoning_kept"),
+        "samples": status["fit"] + status["trimmed"] + status["truncated"] + dropped["samples"],
+        "fit": status["fit"],
+        "trimmed": status["trimmed"],
+        "dropped": dropped["samples"],
+        "truncated": status["truncated"],
+        "answer_lost": sums["answer_lost"],
+        "plain": status["plain"],
+        **{k: sums[k] for k in ("tokens_before", "tokens_after", "reasoning_before", "reasoning_kept")},
     }
 
 
-def _mixture(samples: pa.Table, cfg: dict[str, Any]) -> dict[str, Any]:
+def _mixture(tasks: list[dict[str, Any]], cfg: dict[str, Any]) -> dict[str, Any]:
     """Achieved token shares of the packed samples (train + val) by domain or source."""
     by = cfg.get("by", "domain")
-    packed = samples.filter(pc.field("status") != "dropped")
-    tokens: dict[str, int] = defaultdict(int)
-    for group, n in zip(packed[by].to_pylist(), packed["tokens_after"].to_pylist()):
-        tokens[str(group)] += n
+    tokens = sum((Counter(t["tokens_by"][by]) for t in tasks), Counter())
     total = sum(tokens.values())
     achieved = {g: {"tokens": n, "share": n / total if total else 0.0} for g, n in sorted(tokens.items())}
     return {"by": by, "target": cfg.get("target"), "achieved": achieved}

@@ -8,6 +8,10 @@ up and fill the gaps of windows being closed, split across windows as needed; pl
 could ever need is emitted as windows of plain text only. Everything is bounded in memory and depends only on the
 insertion order, so the output is deterministic.
 
+Copies never share a window: items with the same `origin` (a mixture copy and its original, see `PackItem`) are
+never placed in one window. An atomic item skips the open windows that hold its origin; a plain piece whose origin
+is already in the window being filled ends that window's filling (the gap is padded). `_emit` re-checks it.
+
 In a window the atomic items come first, then plain-text pieces, then padding (pad_id, loss 0, segment 0) at the end.
 """
 
@@ -47,6 +51,12 @@ class PackItem:
     segment: np.ndarray  # uint8 segment code per token
     loss_mask: np.ndarray  # uint8 per token
     atomic: bool  # chat/reasoning samples: never split; plain documents: splittable
+    origin: str | None = None  # the sample this one is a copy of (mixture up-sampling); None: itself
+
+    @property
+    def key(self) -> str:
+        """What copies share: two items with the same key never sit in one window."""
+        return self.origin or self.sample_id
 
 
 @dataclass
@@ -85,13 +95,17 @@ def loss_mask_for(
 
 @dataclass
 class _Open:
-    """A window being filled: (sample_id, ids, segment, loss_mask, offset in the window, piece starts a doc)."""
+    """A window being filled: (sample_id, ids, segment, loss_mask, offset in the window, piece starts a doc), and the
+    keys (`PackItem.key`) of the samples it holds."""
 
     parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, int, bool]] = field(default_factory=list)
+    keys: set[str] = field(default_factory=set)
     used: int = 0
 
-    def put(self, sample_id: str, ids: np.ndarray, seg: np.ndarray, mask: np.ndarray, first: bool) -> None:
-        self.parts.append((sample_id, ids, seg, mask, self.used, first))
+    def put(self, item: PackItem, sl: slice, first: bool) -> None:
+        ids = item.ids[sl]
+        self.parts.append((item.sample_id, ids, item.segment[sl], item.loss_mask[sl], self.used, first))
+        self.keys.add(item.key)
         self.used += len(ids)
 
 
@@ -162,12 +176,19 @@ class Packer:
 
     def flush(self) -> list[Window]:
         """Place everything still buffered; returns the last windows (the final plain one padded)."""
+        out = self.close_open()
+        while self._plain:
+            out.append(self._emit(self._fill(_Open())))
+        return out
+
+    def close_open(self) -> list[Window]:
+        """Place the pending atomic items and close every open window (gaps filled from the plain-text queue, which
+        stays): what comes next starts in new windows. Mixture passes end with it, so copy c of a sample always
+        lands in a later window than copy c-1."""
         out: list[Window] = []
         self._place_pending(out)
         while self._open:
             out.append(self._close_fullest())
-        while self._plain:
-            out.append(self._emit(self._fill(_Open())))
         return out
 
     # -- internals --
@@ -176,15 +197,15 @@ class Packer:
         # decreasing length; sorted() is stable, so ties keep insertion order
         for item in sorted(self._pending, key=lambda it: -len(it.ids)):
             n, best = len(item.ids), None
-            for w in self._open:  # best fit: least remaining space that still holds the item
-                if self.seq_len - w.used >= n and (best is None or w.used > best.used):
+            for w in self._open:  # best fit: least remaining space that still holds the item (and no copy of it)
+                if self.seq_len - w.used >= n and (best is None or w.used > best.used) and item.key not in w.keys:
                     best = w
             if best is None:
                 if len(self._open) >= self.buffer_windows:
                     out.append(self._close_fullest())
                 best = _Open()
                 self._open.append(best)
-            best.put(item.sample_id, item.ids, item.segment, item.loss_mask, True)
+            best.put(item, slice(None), True)
         self._pending.clear()
         self._pending_tokens = 0
 
@@ -197,14 +218,15 @@ class Packer:
         while self._plain and w.used < self.seq_len:
             entry = self._plain[0]
             item, pos = entry
+            if pos == 0 and item.key in w.keys:
+                break  # a copy of a sample already in this window: pad instead
             gap, left = self.seq_len - w.used, len(item.ids) - pos
             take = min(gap, left)
             if take < left and take < self.min_fill_chunk:
                 break  # too small a piece to split off: pad instead
             if pos == 0 and take < left:
                 self.split_documents += 1
-            sl = slice(pos, pos + take)
-            w.put(item.sample_id, item.ids[sl], item.segment[sl], item.loss_mask[sl], pos == 0)
+            w.put(item, slice(pos, pos + take), pos == 0)
             self._plain_tokens -= take
             if take == left:
                 self._plain.popleft()
@@ -213,6 +235,8 @@ class Packer:
         return w
 
     def _emit(self, w: _Open) -> Window:
+        if len(w.keys) != len(w.parts):  # each part is a different sample; two with one key are copies
+            raise RuntimeError(f"Packer: a window holds two copies of one sample: {[p[0] for p in w.parts]}")
         ordinal, L = self.windows, self.seq_len
         ids = np.full(L, self.pad_id, dtype=np.uint32)
         mask = np.zeros(L, dtype=np.uint8)

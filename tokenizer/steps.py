@@ -1,42 +1,87 @@
-"""Datatrove steps of the tokenizer: tokenise to a cache, read it back, sample a mixture, pack and write shards.
+"""Datatrove steps of the tokenizer: sample for tokenizer training, tokenise to a cache, read it back with mixture
+sampling, measure trimmed sizes, pack and write shards.
 
-Thin adapters over the pure modules (template, cache, writer). A build composes two runs:
+Thin adapters over the pure modules (template, cache, mixture, writer). A build composes these runs:
 
-    run 1: <read + filters + dedup> -> TokenizeToCache(tokenizer.json, cache/)       (+ stats for mixture planning)
-    run 2: CacheReader(cache/) -> MixtureSample(rates) -> APTrim(C) -> PackWriter(pack/)
-    then:  index.finalize_output(pack/, OUTPUT, tokenizer.json, extra)
+    canonical: ... -> DocWriter -> TokenizerSample(k)       (only when the tokenizer is trained)
+    tokenizer: DocReader(sample/) -> TrainTokenizer          (1 task; reads only the tasks' samples)
+    tokenize:  DocReader -> TokenizeToCache(tokenizer.json, cache/)
+    sizes:     TrimmedSizes(cache/, C, ...)                  (only with a mixture: tokens per group once trimmed)
+    pack:      MixtureSample(cache/, rates) -> APTrim(C) -> PackWriter(pack/)
+    then:      index.finalize_output(pack/, OUTPUT, tokenizer.json, extra)
+
+Every step is per task: rank r reads and writes its own files, and none holds more than a batch of samples, its
+packers' bounded buffers or a configured sample size in memory.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import heapq
 import json
+import os
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import replace
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pyarrow.compute as pc
+import orjson
 from datatrove.data import Document, DocumentsPipeline
+from datatrove.io import DataFolder, DataFolderLike, get_datafolder
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
 from datatrove.utils.typeshelper import StatHints
 from tokenizers import Tokenizer
 
-from reasonpipe.tokenizer.cache import CacheWriter, read_cache
+from reasonpipe.tokenizer.backends import Backend
+from reasonpipe.tokenizer.cache import (
+    CachedSample,
+    CacheWriter,
+    SampleMeta,
+    batch_meta,
+    batch_samples,
+    open_cache,
+    read_cache,
+)
 from reasonpipe.tokenizer.config import TrainConfig
 from reasonpipe.tokenizer.mixture import copies
-from reasonpipe.tokenizer.shards import Compression, open_shard
+from reasonpipe.tokenizer.shards import Compression
 from reasonpipe.tokenizer.template import ChatTemplate, encode_ahead
 from reasonpipe.tokenizer.vocab import TemplateTokens, load_tokenizer, resolve_template, train_tokenizer
-from reasonpipe.tokenizer.writer import PackedOutput, write_json_atomic
+from reasonpipe.tokenizer.writer import PackedOutput
+from reasonpipe.trimming.core import trim
+
+
+def _folder(folder: DataFolderLike | os.PathLike) -> DataFolder:
+    """A `DataFolder` from anything datatrove takes, or a local `Path`."""
+    return get_datafolder(os.fspath(folder) if isinstance(folder, os.PathLike) else folder)
 
 
 def _hash_key(seed: int, doc_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}\x00{doc_id}".encode(), digest_size=8).digest(), "little")
+
+
+class SmallestHashes:
+    """The `k` (id, text) pairs with the smallest `_hash_key(seed, id)` seen so far: a heap of k entries.
+
+    The choice depends only on the ids, so the k smallest of a union are the k smallest of its parts' k smallest:
+    per-task samples combine into exactly the sample a single pass over everything would choose."""
+
+    def __init__(self, k: int, seed: int) -> None:
+        self.k, self.seed = k, seed
+        self._heap: list[tuple[int, str, str]] = []  # max-heap (negated keys)
+
+    def add(self, doc_id: str, text: str) -> None:
+        item = (-_hash_key(self.seed, doc_id), doc_id, text)
+        if len(self._heap) < self.k:
+            heapq.heappush(self._heap, item)
+        elif item > self._heap[0]:
+            heapq.heapreplace(self._heap, item)
+
+    def items(self) -> list[tuple[str, str]]:
+        """(id, text), smallest hash first."""
+        return [(i, t) for _, i, t in sorted(self._heap, reverse=True)]
 
 
 def train_from_documents(
@@ -47,24 +92,50 @@ def train_from_documents(
     The choice and the training order depend only on the ids (not on the order the documents arrive in).
     Chat samples train on their plain rendering (`doc.text`); the template's special tokens are added.
     """
-    heap: list[tuple[int, str, str]] = []  # max-heap (negated keys) of the sample_docs smallest hashes
+    sample = SmallestHashes(cfg.sample_docs, seed)
     for doc in docs:
-        item = (-_hash_key(seed, doc.id), doc.id, doc.text)
-        if len(heap) < cfg.sample_docs:
-            heapq.heappush(heap, item)
-        elif item > heap[0]:
-            heapq.heapreplace(heap, item)
-    texts = [text for _, _, text in sorted(heap, reverse=True) if text]
+        sample.add(doc.id, doc.text)
+    texts = [text for _, text in sample.items() if text]
     return train_tokenizer(texts, cfg.vocab_size, cfg.min_frequency, template)
+
+
+class TokenizerSample(PipelineStep):
+    """This task's part of the tokenizer-training sample: its `k` documents with the smallest id hashes.
+
+    Documents pass through unchanged; at the end `output_folder/{rank:05d}.jsonl.gz` holds those documents (the
+    `DocWriter` format). The training run reads only these files (tasks x k documents) and `train_from_documents`
+    keeps the k smallest again: the same sample as a pass over the whole corpus, and no task reads the whole corpus.
+    Memory: a heap of k documents (`tokenizer.train.sample_docs`).
+    """
+
+    name = "🎲 tokenizer sample"
+    type = "🔢 - TOKENIZER"
+
+    def __init__(self, output_folder: DataFolderLike, k: int, seed: int = 0) -> None:
+        super().__init__()
+        self.output_folder = _folder(output_folder)
+        self.k, self.seed = k, seed
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        sample = SmallestHashes(self.k, self.seed)
+        for doc in data:
+            sample.add(doc.id, doc.text)
+            yield doc
+        with self.output_folder.open(f"{rank:05d}.jsonl.gz", "wb") as raw, gzip.open(raw, "wb") as f:
+            for doc_id, text in sample.items():
+                f.write(orjson.dumps({"id": doc_id, "text": text, "metadata": {}}) + b"\n")
+                self.stat_update("sampled")
 
 
 class TokenizeToCache(PipelineStep):
     """Encodes documents segment-wise (chat template) and writes the token cache of this task.
 
-    Writes `output_folder/{rank:05d}.arrow` (see cache.py) and `output_folder/{rank:05d}.stats.json`: docs and
-    tokens in total, by domain, by source and by kind, for mixture planning. Documents pass through unchanged.
-    Batches of `batch_size` documents are encoded ahead in background threads (`encode_ahead`) while this task
-    writes the previous batch and pulls the next ones from upstream; the "batch" time stat counts the writing only.
+    Writes `output_folder/{rank:05d}.arrow` (see cache.py; any fsspec filesystem: `DataFolder`) and
+    `{rank:05d}.stats.json`: docs and tokens in total, by domain, by source and by kind. Documents pass through
+    unchanged. Batches of `batch_size` documents are encoded ahead in background threads (`encode_ahead`) while this
+    task writes the previous batch and pulls the next ones from upstream; the "batch" time stat counts the writing
+    only. `backend` picks the encoder (backends.py); counters `batches_<backend>`, `parity_texts` and
+    `parity_failures` say what encoded this task. Memory: `encode_ahead`'s few batches.
     """
 
     name = "🔢 tokenize to cache"
@@ -72,91 +143,71 @@ class TokenizeToCache(PipelineStep):
 
     def __init__(
         self,
-        tokenizer_path: str | Path,
-        output_folder: str | Path,
+        tokenizer_path: str,
+        output_folder: DataFolderLike,
         template_map: dict[str, str] | None = None,
         batch_size: int = 2048,
+        backend: Backend = "tokenizers",
     ) -> None:
         super().__init__()
         self.tokenizer_path = str(tokenizer_path)
-        self.output_folder = Path(output_folder)
+        self.output_folder = _folder(output_folder)
         self.template_map = template_map
-        self.batch_size = batch_size
+        self.batch_size, self.backend = batch_size, backend
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         tok = load_tokenizer(self.tokenizer_path)
-        template = ChatTemplate(tok, resolve_template(tok, self.template_map))
+        template = ChatTemplate(tok, resolve_template(tok, self.template_map), self.backend)
         counts: dict[str, Counter] = {
             k: Counter() for k in ("docs_by_domain", "docs_by_source", "by_domain", "by_source", "by_kind")
         }
         docs = tokens = 0
-        with CacheWriter(self.output_folder / f"{rank:05d}.arrow") as writer:
+        with CacheWriter(f"{rank:05d}.arrow", self.output_folder) as writer:
             for batch, encoded in encode_ahead(template, batched(data, self.batch_size)):
                 with self.track_time("batch"):
-                    meta = [
-                        (d.id, d.metadata.get("source"), d.metadata.get("domain"), d.metadata.get("kind"))
-                        for d in batch
-                    ]
+                    meta = [SampleMeta(d.id, *(d.metadata.get(k) for k in SampleMeta._fields[1:])) for d in batch]
                     writer.write(meta, encoded)
-                for (_, source, domain, kind), n in zip(meta, encoded.n_tokens.tolist()):
+                for m, n in zip(meta, encoded.n_tokens.tolist()):
                     docs, tokens = docs + 1, tokens + n
-                    counts["by_domain"][str(domain)] += n
-                    counts["by_source"][str(source)] += n
-                    counts["by_kind"][str(kind)] += n
-                    counts["docs_by_domain"][str(domain)] += 1
-                    counts["docs_by_source"][str(source)] += 1
+                    counts["by_domain"][str(m.domain)] += n
+                    counts["by_source"][str(m.source)] += n
+                    counts["by_kind"][str(m.kind)] += n
+                    counts["docs_by_domain"][str(m.domain)] += 1
+                    counts["docs_by_source"][str(m.source)] += 1
                     self.stat_update("tokens", value=n)
                 self.stat_update("documents", value=len(batch))
                 yield from batch
+        for key, n in sorted(template.stats.items()):
+            self.stat_update(key, value=n)
         stats = {"docs": docs, "tokens": tokens, **{k: dict(sorted(v.items())) for k, v in counts.items()}}
-        write_json_atomic(self.output_folder / f"{rank:05d}.stats.json", stats)
+        with self.output_folder.open(f"{rank:05d}.stats.json", "w") as f:
+            f.write(json.dumps(stats, sort_keys=True, indent=1) + "\n")
 
 
-def cache_token_stats(folder: str | Path, context: int | None = None) -> dict[str, Any]:
-    """The per-task cache stats of `folder` summed (docs, tokens, by_domain, by_source, by_kind, docs_by_...).
-
-    With `context`, the token counts are those after trimming to it, as far as known before trimming: a chat
-    sample counts min(tokens, context) (trimming cuts it to at most C; the few it drops still count), plain text
-    counts whole. Mixture rates planned on these match the packed output better when traces are long.
-    """
-    if context is not None:
-        return _cache_stats_at_context(Path(folder), context)
-    total: dict[str, Any] = {"docs": 0, "tokens": 0}
-    for path in sorted(Path(folder).glob("*.stats.json")):
-        stats = json.loads(path.read_text(encoding="utf-8"))
+def sum_stats(folder: DataFolderLike, pattern: str) -> dict[str, Any]:
+    """The JSON stats files `pattern` of a folder summed: numbers add up, nested {name: number} maps per name."""
+    folder = _folder(folder)
+    total: dict[str, Any] = {}
+    for name in folder.list_files(glob_pattern=pattern, recursive=False):
+        with folder.open(name, "r") as f:
+            stats = json.load(f)
         for key, value in stats.items():
             if isinstance(value, dict):
                 acc = total.setdefault(key, {})
-                for name, n in value.items():
-                    acc[name] = acc.get(name, 0) + n
+                for group, n in value.items():
+                    acc[group] = acc.get(group, 0) + n
             else:
-                total[key] += value
-    return total
+                total[key] = total.get(key, 0) + value
+    return {k: dict(sorted(v.items())) if isinstance(v, dict) else v for k, v in sorted(total.items())}
 
 
-def _cache_stats_at_context(folder: Path, context: int) -> dict[str, Any]:
-    total: dict[str, Any] = {"docs": 0, "tokens": 0}
-    for key in ("by_domain", "by_source", "by_kind", "docs_by_domain", "docs_by_source"):
-        total[key] = {}
-    for path in sorted(folder.glob("*.arrow")):
-        table = open_shard(path).select(["source", "domain", "kind", "n_tokens"])  # memory-mapped, no token data
-        n = table["n_tokens"].to_numpy().astype(np.int64)
-        chat = np.asarray(pc.equal(table["kind"], "chat").fill_null(False))
-        n = np.where(chat, np.minimum(n, context), n)
-        total["docs"] += len(n)
-        total["tokens"] += int(n.sum())
-        for col in ("domain", "source", "kind"):
-            groups = [str(g) for g in table[col].to_pylist()]
-            acc, docs = total[f"by_{col}"], total.get(f"docs_by_{col}")
-            for g, k in zip(groups, n.tolist()):
-                acc[g] = acc.get(g, 0) + k
-                if docs is not None:
-                    docs[g] = docs.get(g, 0) + 1
-    return {k: dict(sorted(v.items())) if isinstance(v, dict) else v for k, v in total.items()}
+def cache_token_stats(folder: DataFolderLike) -> dict[str, Any]:
+    """The tokenise run's per-task stats summed (docs, tokens, by_domain, by_source, by_kind, docs_by_...)."""
+    return sum_stats(folder, "*.stats.json")
 
 
 class CacheReader(PipelineStep):
-    """Reads the token cache: Documents with text "", the id, source/domain/kind and `metadata["segments"]`.
+    """Reads the token cache: Documents with text "", the id, `SampleMeta` fields and `metadata["segments"]`.
 
     Files `folder/*.arrow` sorted by name, task `rank` reads files rank, rank + world_size, ...
     """
@@ -164,35 +215,46 @@ class CacheReader(PipelineStep):
     name = "📖 token cache reader"
     type = "📖 - READER"
 
-    def __init__(self, folder: str | Path, limit: int = -1) -> None:
+    def __init__(self, folder: DataFolderLike, limit: int = -1) -> None:
         super().__init__()
-        self.folder = Path(folder)
+        self.folder = _folder(folder)
         self.limit = limit
+
+    def files(self, rank: int, world_size: int) -> list[str]:
+        files = self.folder.list_files(glob_pattern="*.arrow", recursive=False)
+        if not files:
+            raise FileNotFoundError(f"{type(self).__name__}: no *.arrow cache files in {self.folder.path}")
+        return files[rank::world_size]
+
+    @staticmethod
+    def document(sample: CachedSample, doc_id: str | None = None, **extra: Any) -> Document:
+        fields = {k: v for k in SampleMeta._fields[1:] if (v := getattr(sample, k)) is not None}
+        return Document(text="", id=doc_id or sample.id, metadata={**fields, "segments": sample.segments, **extra})
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if data:
             yield from data
-        files = sorted(self.folder.glob("*.arrow"))
-        if not files:
-            raise FileNotFoundError(f"CacheReader: no *.arrow cache files in {self.folder}")
         n = 0
-        for path in files[rank::world_size]:
-            for sample in read_cache(path):
+        for name in self.files(rank, world_size):
+            for sample in read_cache(name, self.folder):
                 if n == self.limit:
                     return
-                meta = {"source": sample.source, "domain": sample.domain, "kind": sample.kind}
-                meta["segments"] = sample.segments
                 self.stat_update("documents")
-                yield Document(text="", id=sample.id, metadata=meta)
+                yield self.document(sample)
                 n += 1
 
 
-class MixtureSample(PipelineStep):
-    """Repeats or drops samples to reach a token mixture: `copies(id, rate, seed)` copies of each sample.
+class MixtureSample(CacheReader):
+    """Reads this task's token cache, repeating or dropping samples to reach a token mixture.
 
-    The rate of a sample is `rates[metadata[by]]` (`default_rate` for groups not listed). Copy 0 keeps the id;
-    copy k > 0 gets id `<id>#k` and `metadata["copy_of"] = <id>` (validation routing keeps copies together).
-    Counters: `total`, `forwarded` (copies out), `dropped_sampled_out`, `copies_added`, per-group details.
+    Each sample is emitted `copies(id, rate, seed)` times, the rate being `rates[metadata[by]]` (`default_rate` for
+    groups not listed). Copy 0 keeps the id; copy c > 0 gets id `<id>#c`, `metadata["copy_of"] = <id>` and
+    `metadata["copy"] = c`.
+    Copies are spread over the stream: copy c of every sample comes in pass c over the task's cache files, so a
+    sample and its copy are a whole pass apart (the packer also never puts two copies in one window). A pass after
+    the first builds segments only for the samples that have that many copies. Memory: one record batch.
+    Counters: `total`, `forwarded` (copies out), `dropped_sampled_out`, `copies_added`, per-group details, so the
+    pipeline's accounting reads: total + copies_added = forwarded + dropped.
     """
 
     name = "🎛️ mixture sample"
@@ -200,12 +262,13 @@ class MixtureSample(PipelineStep):
 
     def __init__(
         self,
+        folder: DataFolderLike,
         rates: dict[str, float],
         by: Literal["domain", "source"] = "domain",
         seed: int = 0,
         default_rate: float = 1.0,
     ) -> None:
-        super().__init__()
+        super().__init__(folder)
         if by not in ("domain", "source"):
             raise ValueError(f"MixtureSample by: got {by!r}, allowed: 'domain', 'source'")
         bad = {g: r for g, r in rates.items() if r < 0}
@@ -213,33 +276,93 @@ class MixtureSample(PipelineStep):
             raise ValueError(f"MixtureSample rates must be >= 0, got {bad or {'default_rate': default_rate}}")
         self.rates, self.by, self.seed, self.default_rate = dict(rates), by, seed, default_rate
 
-    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        for doc in data:
-            group = str(doc.metadata.get(self.by))
-            k = copies(doc.id, self.rates.get(group, self.default_rate), self.seed)
-            # standard counters, so the pipeline's accounting reads: total + copies_added = forwarded + dropped
-            self.stat_update(StatHints.total)
-            if k == 0:
-                self.stat_update(StatHints.dropped, "dropped_sampled_out", f"sampled_out_{group}")
-                continue
-            self.stat_update(StatHints.forwarded, value=k)
-            if k > 1:
-                self.stat_update("copies_added", value=k - 1)
-                self.stat_update(f"repeated_{group}")
-            # copies are made before the original moves on: later steps mutate its metadata
-            extra = [
-                replace(doc, id=f"{doc.id}#{c}", metadata={**doc.metadata, "copy_of": doc.id}) for c in range(1, k)
-            ]
-            yield doc
-            yield from extra
+    def copies(self, meta: SampleMeta | CachedSample) -> int:
+        return copies(meta.id, self.rates.get(str(getattr(meta, self.by)), self.default_rate), self.seed)
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if data:
+            yield from data
+        files = self.files(rank, world_size)
+        passes = 1  # grows to the largest copy count seen in pass 0
+        for name in files:
+            for sample in read_cache(name, self.folder):
+                k = self.copies(sample)
+                group = str(getattr(sample, self.by))
+                self.stat_update(StatHints.total)
+                if k == 0:
+                    self.stat_update(StatHints.dropped, "dropped_sampled_out", f"sampled_out_{group}")
+                    continue
+                self.stat_update(StatHints.forwarded, value=k)
+                if k > 1:
+                    self.stat_update("copies_added", value=k - 1)
+                    self.stat_update(f"repeated_{group}")
+                    passes = max(passes, k)
+                yield self.document(sample)
+        for c in range(1, passes):
+            for name in files:
+                for sample in read_cache(name, self.folder, lambda m, c=c: self.copies(m) > c):
+                    yield self.document(sample, f"{sample.id}#{c}", copy_of=sample.id, copy=c)
+
+
+class TrimmedSizes(CacheReader):
+    """Tokens per mixture group once trimmed to `budget` (what the shards will hold), for this task's cache files.
+
+    Writes `output_folder/{rank:05d}.json`: {"by_domain": {group: tokens}, "by_source": {...}, "docs": n}. Plain
+    text counts whole, a chat sample that fits counts its tokens, a longer one is trimmed with the run's options
+    (the same `trim` the pack run applies; dropped ones count 0). Only the longer chat samples get segments built.
+    `sum_stats(output_folder, "*.json")` gives the corpus totals the mixture rates are planned on: a partitioned
+    pass instead of a serial one in the driver. Memory: one record batch.
+    """
+
+    name = "📏 trimmed sizes"
+    type = "📊 - STATS"
+
+    def __init__(
+        self,
+        folder: DataFolderLike,
+        output_folder: DataFolderLike,
+        budget: int,
+        policy: str = "tail",
+        marker_ids: list[int] | None = None,
+        snap: int = 0,
+        newline_ids: list[int] | None = None,
+    ) -> None:
+        super().__init__(folder)
+        self.output_folder = _folder(output_folder)
+        self.budget, self.policy, self.snap = budget, policy, snap
+        self.marker = np.asarray(marker_ids, dtype=np.uint32) if marker_ids else None
+        self.newline_ids = np.asarray(newline_ids, dtype=np.uint32) if newline_ids else None
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if data:
+            yield from data
+        sizes: dict[str, Counter] = {"by_domain": Counter(), "by_source": Counter()}
+        docs = 0
+        for name in self.files(rank, world_size):
+            for batch in open_cache(name, self.folder):
+                metas, n_tokens = batch_meta(batch), batch.column("n_tokens").to_numpy().tolist()
+                long = [i for i, (m, n) in enumerate(zip(metas, n_tokens)) if m.kind == "chat" and n > self.budget]
+                for i, segs in zip(long, batch_samples(batch, long)):
+                    kept, record = trim(segs, self.budget, self.policy, self.marker, self.snap, self.newline_ids)
+                    n_tokens[i] = record.tokens_after if kept is not None else 0
+                for m, n in zip(metas, n_tokens):
+                    sizes["by_domain"][str(m.domain)] += n
+                    sizes["by_source"][str(m.source)] += n
+                    self.stat_update("documents")
+                docs += len(metas)
+        stats = {"docs": docs, **{k: dict(sorted(v.items())) for k, v in sizes.items()}}
+        with self.output_folder.open(f"{rank:05d}.json", "w") as f:
+            f.write(json.dumps(stats, sort_keys=True, indent=1) + "\n")
 
 
 class PackWriter(PipelineStep):
     """Packs the (trimmed) samples of a task into train/val shards via `writer.PackedOutput`.
 
-    Input documents carry `metadata["segments"]`, `kind`, `source`, `domain` and (after APTrim) `metadata["trim"]`.
+    Input documents carry `metadata["segments"]`, `kind`, `source`, `domain` and (after APTrim) `metadata["trim"]`,
+    and may carry `problem_key` (validation routing), `upstream_id` and `copy_of` (provenance, copy spreading).
     `special_ids` is `TemplateTokens.as_dict()` of the tokenizer (pad id, and template ids for loss masking).
     Writes `output_folder/{train,val}/{rank:05d}-{k:05d}.arrow`, `samples/{rank:05d}.parquet`, `stats/{rank:05d}.json`.
+    Memory: the packers' bounded buffers and a row group of samples/ rows (see `PackedOutput`).
     """
 
     name = "📦 pack + write shards"
@@ -247,7 +370,7 @@ class PackWriter(PipelineStep):
 
     def __init__(
         self,
-        output_folder: str | Path,
+        output_folder: str,
         seq_len: int,
         special_ids: dict[str, int],
         loss_mask: Literal["all", "assistant"] = "all",
@@ -259,7 +382,7 @@ class PackWriter(PipelineStep):
         compression: Compression = None,
     ) -> None:
         super().__init__()
-        self.output_folder = Path(output_folder)
+        self.output_folder = output_folder
         self.tokens = TemplateTokens(**special_ids)
         self.options = dict(
             seq_len=seq_len,
@@ -288,7 +411,10 @@ class PackWriter(PipelineStep):
                     source=meta.get("source"),
                     domain=meta.get("domain"),
                     trim=meta.get("trim"),
-                    route_id=meta.get("copy_of"),
+                    copy_of=meta.get("copy_of"),
+                    copy=meta.get("copy", 0),
+                    problem_key=meta.get("problem_key"),
+                    upstream_id=meta.get("upstream_id"),
                 )
             self.stat_update(f"samples_{split}")
         with self.track_time("task"):

@@ -12,16 +12,26 @@ that belong to the same think block are merged into one SEG_TEMPLATE segment; em
 from __future__ import annotations
 
 import re
-from collections import deque
+import threading
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import chain
 from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from reasonpipe.segments import SEG_ANSWER, SEG_PROMPT, SEG_REASONING, SEG_TEMPLATE, SEG_TEXT, Segment
+from reasonpipe.tokenizer.backends import (
+    Backend,
+    GigatokenEncoder,
+    TokenizersEncoder,
+    first_difference,
+    log_warning,
+    make_fast_encoder,
+    parity_sample,
+    readonly,
+)
 from reasonpipe.tokenizer.cache import EncodedBatch
 from reasonpipe.tokenizer.vocab import TemplateTokens, prepare
 
@@ -54,11 +64,16 @@ class _Plan:
 
 
 class ChatTemplate:
-    """Renders samples (Documents, metadata dicts or plain strings) into segments with one tokenizer."""
+    """Renders samples (Documents, metadata dicts or plain strings) into segments with one tokenizer.
+
+    `backend` picks the encoder of text pieces (see backends.py): "tokenizers" (default here), "gigatoken", or
+    "auto" (gigatoken when installed). With gigatoken, `encode_batch_checked` also encodes a hash-chosen ~1/64 of
+    the texts with tokenizers and reports the first difference; `encode_ahead` then falls back to tokenizers.
+    """
 
     REGEX_ABOVE = 16  # with more special tokens than this, texts are scanned for them with one regex
 
-    def __init__(self, tokenizer: Tokenizer, tokens: TemplateTokens) -> None:
+    def __init__(self, tokenizer: Tokenizer, tokens: TemplateTokens, backend: Backend = "tokenizers") -> None:
         self.tokenizer = tokenizer
         self.tokens = tokens
         # Texts that contain a special token's string must encode it as text (`encode_special_tokens`), which costs
@@ -66,10 +81,25 @@ class ChatTemplate:
         spec = prepare(tokenizer).to_str()  # idempotent on loaded or trained tokenizers
         self._plain, self._literal = Tokenizer.from_str(spec), Tokenizer.from_str(spec)
         self._plain.encode_special_tokens, self._literal.encode_special_tokens = False, True
+        self._reference, self._literal_encoder = TokenizersEncoder(self._plain), TokenizersEncoder(self._literal)
         specials = sorted({t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special})
         self._specials = specials
         many = len(specials) > self.REGEX_ABOVE
         self._special_re = re.compile("|".join(map(re.escape, specials))) if many else None
+        # the fast encoder, one per thread (encode_ahead encodes in two): None when tokenizers encodes everything
+        first = make_fast_encoder(self._plain, backend)
+        self.backend = first.name if first else "tokenizers"
+        self._fast_local = threading.local()
+        self._fast_local.encoder = first
+        self.stats: Counter = Counter()  # batches per backend, parity checks and failures (filled by encode_ahead)
+
+    def _fast(self) -> GigatokenEncoder | None:
+        if self.backend == "tokenizers":
+            return None
+        encoder = getattr(self._fast_local, "encoder", None)
+        if encoder is None:
+            encoder = self._fast_local.encoder = make_fast_encoder(self._plain, "gigatoken")
+        return encoder
 
     # planning: what to encode, without encoding ----------------------------------------------------------------
     def _plan_sample(self, plan: _Plan, sample: Any) -> None:
@@ -106,26 +136,36 @@ class ChatTemplate:
         ends = np.cumsum(lens).tolist()
         return [flat[a:b] for a, b in zip([0, *ends[:-1]], ends)]
 
-    def _encode_flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """All texts encoded independently: (their ids back to back, read-only uint32; tokens per text)."""
+    def _encode_flat(self, texts: list[str], fast: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """All texts encoded independently: (their ids back to back, read-only uint32; tokens per text).
+
+        Texts holding a special token's string go to the literal tokenizers instance; the others to the fast
+        encoder when there is one and `fast`, else to tokenizers."""
+        return self._encode_checked(texts, fast, check=False)[0]
+
+    def _encode_checked(
+        self, texts: list[str], fast: bool, check: bool
+    ) -> tuple[tuple[np.ndarray, np.ndarray], int, str | None]:
+        """(`_encode_flat` result, texts checked against tokenizers, the first difference found or None)."""
         if not texts:
-            return _readonly(np.zeros(0, np.uint32)), np.zeros(0, np.int64)
-        # encode_batch_fast: the same ids as encode_batch without computing offsets (6-12% less CPU, measured with
-        # bench/tokenize_pack.py on tokenizers 0.23)
+            return (readonly(np.zeros(0, np.uint32)), np.zeros(0, np.int64)), 0, None
+        encoder = (self._fast() if fast else None) or self._reference
         if not self._any_special(texts):
-            encs = self._plain.encode_batch_fast(texts, add_special_tokens=False)
+            out, plain = encoder.encode_flat(texts), list(range(len(texts)))
         else:
-            encs = [None] * len(texts)
             literal = [self._has_special(text) for text in texts]
-            for instance, flag in ((self._plain, False), (self._literal, True)):
-                where = [i for i, f in enumerate(literal) if f == flag]
-                encoded = instance.encode_batch_fast([texts[i] for i in where], add_special_tokens=False)
-                for i, e in zip(where, encoded):
-                    encs[i] = e
-        # one array for the whole batch: far cheaper than an array per text
-        lens = np.fromiter(map(len, encs), dtype=np.int64, count=len(encs))
-        flat = np.fromiter(chain.from_iterable(e.ids for e in encs), dtype=np.uint32, count=int(lens.sum()))
-        return _readonly(flat), lens
+            plain = [i for i, f in enumerate(literal) if not f]
+            parts = [(plain, encoder), ([i for i, f in enumerate(literal) if f], self._literal_encoder)]
+            out = _merge(len(texts), [(where, enc.encode_flat([texts[i] for i in where])) for where, enc in parts])
+        if not check or encoder is self._reference:
+            return out, 0, None
+        picked = [plain[j] for j in parity_sample([texts[i] for i in plain])]
+        got, want = _take(out, picked), self._reference.encode_flat([texts[i] for i in picked])
+        bad = first_difference(want, got)
+        if bad is None:
+            return out, len(picked), None
+        i = picked[bad]
+        return out, len(picked), f"text {texts[i][:60]!r}: tokenizers {_take(want, [bad])[0][:8].tolist()}..."
 
     def _any_special(self, texts: list[str]) -> bool:
         """Whether some text may contain a special token's string (one scan of all texts; no false negatives)."""
@@ -144,17 +184,27 @@ class ChatTemplate:
         """Segments of many samples, all their texts encoded in one batch."""
         return self.encode_batch(samples).segments()
 
-    def encode_batch(self, samples: Sequence[Any]) -> EncodedBatch:
-        """Many samples encoded as cache columns, all their texts in one `encode_batch_fast` call.
+    def encode_batch(self, samples: Sequence[Any], fast: bool = True) -> EncodedBatch:
+        """Many samples encoded as cache columns, all their texts in one batch call of the encoder.
 
         Empty texts give no segment; adjacent template tokens of the same sample and think block are merged into one
         SEG_TEMPLATE segment. All of it is done on whole columns (numpy), not per segment.
         """
+        return self.encode_batch_checked(samples, fast, check=False)[0]
+
+    def encode_batch_checked(
+        self, samples: Sequence[Any], fast: bool = True, check: bool = True
+    ) -> tuple[EncodedBatch, str, int, str | None]:
+        """(`encode_batch` result, the backend that encoded it, texts checked, the first parity difference or None).
+
+        With the gigatoken backend and `check`, the texts of the batch whose content hash picks them (~1/64) are
+        also encoded with tokenizers and compared."""
         plan = _Plan()
         for sample in samples:
             self._plan_sample(plan, sample)
-        text_ids, text_lens = self._encode_flat(plan.texts)
-        return _columns(plan, text_ids, text_lens)
+        (text_ids, text_lens), checked, problem = self._encode_checked(plan.texts, fast, check)
+        backend = self.backend if fast else "tokenizers"
+        return _columns(plan, text_ids, text_lens), backend, checked, problem
 
     def decode(self, ids: Sequence[int] | np.ndarray, skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
@@ -184,12 +234,30 @@ def _columns(plan: _Plan, text_ids: np.ndarray, text_lens: np.ndarray) -> Encode
     seg_end = np.concatenate([[0], np.cumsum(seg_len)])
     doc_end = np.concatenate([[0], np.cumsum(doc_segs)])
     n_tokens = np.diff(seg_end[doc_end]).astype(np.uint32)
-    return EncodedBatch(_readonly(ids), kind[starts], seg_len.astype(np.uint32), think[starts], doc_segs, n_tokens)
+    return EncodedBatch(readonly(ids), kind[starts], seg_len.astype(np.uint32), think[starts], doc_segs, n_tokens)
 
 
-def _readonly(arr: np.ndarray) -> np.ndarray:
-    arr.flags.writeable = False
-    return arr
+def _merge(n: int, parts: list[tuple[list[int], tuple[np.ndarray, np.ndarray]]]) -> tuple[np.ndarray, np.ndarray]:
+    """Flat (ids, lens) of n texts from flat results of disjoint index subsets, back in text order."""
+    lens = np.zeros(n, np.int64)
+    for where, (_, part_lens) in parts:
+        lens[where] = part_lens
+    ends = np.cumsum(lens)
+    flat = np.empty(int(ends[-1]) if n else 0, np.uint32)
+    for where, (ids, part_lens) in parts:
+        if where:  # scatter each text's ids to its place: a token-level index built with numpy
+            starts = np.repeat(ends[where] - lens[where], part_lens)
+            within = np.arange(len(ids)) - np.repeat(np.cumsum(part_lens) - part_lens, part_lens)
+            flat[starts + within] = ids
+    return readonly(flat), lens
+
+
+def _take(flat: tuple[np.ndarray, np.ndarray], rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The texts `rows` of a flat (ids, lens) result, as another flat result."""
+    ids, lens = flat
+    ends = np.cumsum(lens)
+    pieces = [ids[ends[r] - lens[r] : ends[r]] for r in rows]
+    return (np.concatenate(pieces) if pieces else np.zeros(0, np.uint32)), lens[rows]
 
 
 def encode_ahead(
@@ -197,21 +265,41 @@ def encode_ahead(
 ) -> Iterator[tuple[Sequence[Any], EncodedBatch]]:
     """(batch, its `EncodedBatch`) in order, with the next `ahead` batches encoding in background threads meanwhile.
 
-    The tokenizer releases the GIL while it encodes, so the caller's work on one batch (and pulling the next ones from
+    The encoders release the GIL while they encode, so the caller's work on one batch (and pulling the next ones from
     upstream) overlaps the encoding of the next. Two encoding threads (`ahead=2`) also keep the tokenizer's thread
     pool busy while one of them runs the Python parts of a batch (planning, converting ids to arrays). Errors surface
     in order, when their batch is reached.
+
+    With a fast backend every batch is parity-checked; at the first difference (logged) that batch and every later
+    one are encoded with tokenizers. The switch is decided here, in batch order, so the output does not depend on
+    thread timing. Counts go to `template.stats`.
     """
+    fallen = False
     with ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="encode") as pool:
-        pending: deque[tuple[Sequence[Any], Future[EncodedBatch]]] = deque()
-        for batch in batches:
-            pending.append((batch, pool.submit(template.encode_batch, batch)))
-            if len(pending) > ahead:
-                done, future = pending.popleft()
-                yield done, future.result()
-        while pending:
+        pending: deque[tuple[Sequence[Any], Future]] = deque()
+
+        def take() -> tuple[Sequence[Any], EncodedBatch]:
+            nonlocal fallen
             done, future = pending.popleft()
-            yield done, future.result()
+            encoded, backend, checked, problem = future.result()
+            template.stats["parity_texts"] += checked
+            if problem is not None and not fallen:
+                fallen = True
+                template.stats["parity_failures"] += 1
+                log_warning(
+                    f"{template.backend} differs from tokenizers ({problem}); encoding with tokenizers from here"
+                )
+            if fallen and backend != "tokenizers":
+                encoded, backend = template.encode_batch(done, fast=False), "tokenizers"
+            template.stats[f"batches_{backend}"] += 1
+            return done, encoded
+
+        for batch in batches:
+            pending.append((batch, pool.submit(template.encode_batch_checked, batch, not fallen)))
+            if len(pending) > ahead:
+                yield take()
+        while pending:
+            yield take()
 
 
 def _unpack(sample: Any) -> tuple[str, list[Mapping[str, Any]], str]:

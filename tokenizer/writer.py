@@ -3,12 +3,17 @@
 `PackedOutput` is the pure core of the `PackWriter` step (no datatrove). For task `rank` it writes, under `folder`:
 
     train/{rank:05d}-{k:05d}.arrow, val/{rank:05d}-{k:05d}.arrow   shards (ShardWriter), k = task shard
-    samples/{rank:05d}.parquet                                      one row per packed sample (SAMPLE_SCHEMA)
+    samples/{rank:05d}.parquet                                      one row per packed sample (SAMPLE_SCHEMA), written
+                                                                    as samples get their window (placement order)
     stats/{rank:05d}.json                                           shard stats and packing counters, written last
 
-`finalize_output` (index.py) assembles these task outputs into the final OUTPUT folder.
-Whole samples go to validation when a stable hash of (seed, route id) is below `validation_fraction`; the route id
-of a mixture copy is its original's id, so a sample and its copies always land in the same split.
+`finalize_output` (index.py) assembles these task outputs into the final OUTPUT folder; the task stats carry the
+sums it needs (trim counts and tokens, tokens per domain and source), so it never loads all samples at once.
+
+Whole samples go to validation when a stable hash of (seed, route key) is below `validation_fraction`. The route key
+of a chat sample is its `problem_key` (every trace of one problem, and of a near-duplicate problem group, shares it:
+no problem lands in both splits); of a plain document (or a sample without a key) its id, or for a mixture copy its
+original's id. A sample and its copies therefore always land in the same split.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -31,11 +37,16 @@ from reasonpipe.tokenizer.template import assistant_flags
 from reasonpipe.tokenizer.vocab import TemplateTokens
 
 SPLITS = ("train", "val")
+ROWS_PER_GROUP = 65536  # samples/ rows written at once (a parquet row group)
+TRIM_SUMS = ("tokens_before", "tokens_after", "reasoning_before", "reasoning_kept", "dropped_thinks", "answer_lost")
 SAMPLE_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
         ("source", pa.string()),
         ("domain", pa.string()),
+        ("upstream_id", pa.string()),
+        ("problem_key", pa.string()),
+        ("copy_of", pa.string()),
         ("split", pa.string()),
         ("status", pa.string()),
         ("tokens_before", pa.uint32()),
@@ -50,12 +61,17 @@ SAMPLE_SCHEMA = pa.schema(
 )
 
 
-def in_validation(route_id: str, fraction: float, seed: int) -> bool:
-    """Stable per-sample coin: True for about `fraction` of ids."""
+def in_validation(route_key: str, fraction: float, seed: int) -> bool:
+    """Stable per-key coin: True for about `fraction` of keys."""
     if fraction <= 0.0:
         return False
-    digest = hashlib.blake2b(f"val\x00{seed}\x00{route_id}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"val\x00{seed}\x00{route_key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") / 2**64 < fraction
+
+
+def route_key(sample_id: str, kind: str, problem_key: str | None = None, copy_of: str | None = None) -> str:
+    """What validation routing hashes: a chat sample's problem key, else the id of the original sample."""
+    return problem_key if kind == "chat" and problem_key else copy_of or sample_id
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -78,12 +94,13 @@ def pack_item(
     atomic: bool,
     loss_mask: Literal["all", "assistant"],
     tokens: TemplateTokens,
+    copy_of: str | None = None,
 ) -> PackItem:
-    """The packer's view of a sample: its tokens, per-token segment codes and loss mask."""
+    """The packer's view of a sample: its tokens, per-token segment codes and loss mask (and what it copies)."""
     ids = np.concatenate([s.ids for s in segments]) if len(segments) > 1 else np.asarray(segments[0].ids)
     seg = np.repeat(np.array([s.kind for s in segments], np.uint8), [len(s.ids) for s in segments])
     flags = assistant_flags(segments, tokens) if loss_mask == "assistant" else None
-    return PackItem(sample_id, ids, seg, loss_mask_for(seg, loss_mask, flags), atomic)
+    return PackItem(sample_id, ids, seg, loss_mask_for(seg, loss_mask, flags), atomic, copy_of)
 
 
 class _Split:
@@ -100,7 +117,9 @@ class _Split:
 
 
 class PackedOutput:
-    """Packs the samples of task `rank` into train/val shards; see the module doc. Call `close()` once at the end."""
+    """Packs the samples of task `rank` into train/val shards; see the module doc. Call `close()` once at the end.
+
+    Memory: the packers' bounded buffers, the samples/ rows of the samples still in them, and one row group."""
 
     def __init__(
         self,
@@ -126,7 +145,18 @@ class PackedOutput:
         self.validation_fraction, self.seed = validation_fraction, seed
         self.rows_per_shard, self.compression = rows_per_shard, compression
         self.splits = {s: _Split(self.folder, s, rank, self) for s in SPLITS}
-        self.rows: dict[str, list] = {f.name: [] for f in SAMPLE_SCHEMA}
+        self._pass = 0  # mixture pass of the samples being added (copy number)
+        # samples/ rows stream out as their samples are placed: only those still in a packer's buffer wait here
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._rows: list[dict[str, Any]] = []
+        self._samples_path = self.folder / "samples" / f"{rank:05d}.parquet"
+        self._samples_path.parent.mkdir(parents=True, exist_ok=True)
+        self._samples_tmp = self._samples_path.with_name(f".{self._samples_path.name}.tmp-{os.getpid()}")
+        self._samples = pq.ParquetWriter(self._samples_tmp, SAMPLE_SCHEMA)
+        # what finalize_output sums over tasks: trim statuses and token sums of chat samples, tokens per group
+        self.status: Counter = Counter()
+        self.trim_sums: Counter = Counter()
+        self.tokens_by: dict[str, Counter] = {"domain": Counter(), "source": Counter()}
         self._closed = False
 
     def add(
@@ -137,12 +167,27 @@ class PackedOutput:
         source: str | None = None,
         domain: str | None = None,
         trim: dict[str, Any] | None = None,
-        route_id: str | None = None,
+        copy_of: str | None = None,
+        copy: int = 0,
+        problem_key: str | None = None,
+        upstream_id: str | None = None,
     ) -> str:
-        """Pack one sample (chat samples atomic, plain text splittable); returns its split."""
-        split = "val" if in_validation(route_id or sample_id, self.validation_fraction, self.seed) else "train"
+        """Pack one sample (chat samples atomic, plain text splittable); returns its split.
+
+        `copy_of`: the original of a mixture copy (routing, and the packer keeps them in different windows);
+        `copy`: its copy number, which is its mixture pass: a new pass first closes the open windows, so copies land
+        in later windows than their originals; `problem_key`: a chat sample's problem (routing); `upstream_id`: the
+        record's own id (provenance)."""
+        if sample_id in self._pending:
+            raise ValueError(f"sample {sample_id!r} added twice to one task's output; sample ids must be unique")
+        if copy > self._pass:
+            self._pass = copy
+            for sp in self.splits.values():
+                self._placed(sp, sp.packer.close_open())
+        key = route_key(sample_id, kind, problem_key, copy_of)
+        split = "val" if in_validation(key, self.validation_fraction, self.seed) else "train"
         atomic = kind == "chat"
-        item = pack_item(sample_id, segments, atomic, self.loss_mask, self.tokens)
+        item = pack_item(sample_id, segments, atomic, self.loss_mask, self.tokens, copy_of)
         n = len(item.ids)
         if atomic and n > self.seq_len:
             raise ValueError(
@@ -150,22 +195,36 @@ class PackedOutput:
                 "context before packing (APTrim with a budget <= seq_len)"
             )
         target = self.splits[split]
-        target.write(target.packer.add(item))
-        target.samples += 1
         if trim is None:  # not trimmed: a chat sample that fits, or plain text
             reasoning = sum(len(s.ids) for s in segments if s.kind == SEG_REASONING)
             trim = {"status": "fit" if atomic else "plain", "tokens_before": n, "tokens_after": n,
                     "reasoning_before": reasoning, "reasoning_kept": reasoning, "dropped_thinks": 0,
                     "answer_lost": False}  # fmt: skip
-        r = self.rows
-        r["id"].append(sample_id)
-        r["source"].append(source)
-        r["domain"].append(domain)
-        r["split"].append(split)
-        for key in ("status", "tokens_before", "tokens_after", "reasoning_before", "reasoning_kept", "dropped_thinks"):
-            r[key].append(trim[key])
-        r["answer_lost"].append(bool(trim.get("answer_lost", False)))
+        row = {"id": sample_id, "source": source, "domain": domain, "upstream_id": upstream_id}
+        row |= {"problem_key": problem_key, "copy_of": copy_of, "split": split, "status": trim["status"]}
+        self._pending[sample_id] = row | {name: trim[name] for name in TRIM_SUMS}
+        self._placed(target, target.packer.add(item))
+        target.samples += 1
+        self.status[trim["status"]] += 1
+        if atomic:
+            self.trim_sums.update({name: trim[name] for name in TRIM_SUMS})
+        self.tokens_by["domain"][str(domain)] += trim["tokens_after"]
+        self.tokens_by["source"][str(source)] += trim["tokens_after"]
         return split
+
+    def _placed(self, sp: _Split, windows: list) -> None:
+        """Write finished windows, and the samples/ rows of the samples that now have a window."""
+        sp.write(windows)
+        for sid, (ordinal, _offset) in sp.packer.take_placements().items():
+            k, row = divmod(ordinal, self.rows_per_shard) if self.rows_per_shard else (0, ordinal)
+            self._rows.append(self._pending.pop(sid) | {"task_shard": k, "row": row})
+        if len(self._rows) >= ROWS_PER_GROUP:
+            self._write_rows()
+
+    def _write_rows(self) -> None:
+        if self._rows:
+            self._samples.write_table(pa.Table.from_pylist(self._rows, schema=SAMPLE_SCHEMA))
+            self._rows = []
 
     def close(self) -> dict[str, Any]:
         """Flush the packers, finish the shards, write samples and stats; returns the stats."""
@@ -178,14 +237,15 @@ class PackedOutput:
             "compression": self.compression,
             "loss_mask": self.loss_mask,
             "rows_per_shard": self.rows_per_shard,
+            "status": dict(sorted(self.status.items())),
+            "trim_sums": {name: self.trim_sums[name] for name in TRIM_SUMS},
+            "tokens_by": {by: dict(sorted(c.items())) for by, c in self.tokens_by.items()},
             "splits": {},
         }
-        placements = {}
         for name, sp in self.splits.items():
-            sp.write(sp.packer.flush())
+            self._placed(sp, sp.packer.flush())
             shards = sp.writer.close()
             p = sp.packer
-            placements[name] = p.placements
             stats["splits"][name] = {
                 "samples": sp.samples,
                 "windows": p.windows,
@@ -198,13 +258,9 @@ class PackedOutput:
                     for k, s in enumerate(shards)
                 ],
             }
-        per_shard = self.rows_per_shard
-        for sid, split in zip(self.rows["id"], self.rows["split"]):
-            ordinal, _offset = placements[split][sid]
-            k, row = divmod(ordinal, per_shard) if per_shard else (0, ordinal)
-            self.rows["task_shard"].append(k)
-            self.rows["row"].append(row)
-        table = pa.Table.from_pydict(self.rows, schema=SAMPLE_SCHEMA)
-        write_parquet_atomic(table, self.folder / "samples" / f"{self.rank:05d}.parquet")
+        assert not self._pending, f"samples never placed: {list(self._pending)[:3]}"
+        self._write_rows()
+        self._samples.close()
+        os.replace(self._samples_tmp, self._samples_path)
         write_json_atomic(self.folder / "stats" / f"{self.rank:05d}.json", stats)
         return stats
