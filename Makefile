@@ -33,6 +33,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/dedup.py
 	$(BIN)/python bench/inspect_speed.py
 	$(BIN)/python bench/model_step.py
+	$(BIN)/python bench/model_step.py --shape matmul
+	$(BIN)/python bench/decode_speed.py --presets tiny
+	$(BIN)/python bench/long_context.py
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache

@@ -1,17 +1,22 @@
 """Forward + backward time per training step: our ZayaLM vs transformers' ZayaForCausalLM, same config, weights, batch.
 
     .venv/bin/python bench/model_step.py                                  # CPU, small shape, < 1 min
+    .venv/bin/python bench/model_step.py --shape matmul                   # CPU, d 512, seq 1024: matmul-bound
     .venv/bin/python bench/model_step.py --device cuda --preset small     # GPU: adds tokens/s, MFU, peak memory
     .venv/bin/python bench/model_step.py --device cuda --preset zaya1-8b --layers 4 --batch 2 --seq 4096 --compile
 
 One step = loss on a [batch, seq] batch of random ids + backward (grads zeroed between steps); we report the median of
 `--steps` timed steps after `--warmup`. Ours runs its training path (labels -> chunked linear + cross-entropy,
-fp32 master weights; on GPU under bf16 autocast). The reference runs with attn_implementation="sdpa" and each
-experts implementation of transformers' `ExpertsInterface` ("eager": a Python loop over the experts hit,
+fp32 master weights; on GPU under bf16 autocast). What differs in work: the reference materialises the full
+[batch, seq, vocab] logits (upcast to fp32) and then the loss; ours never holds them (each chunk's logits are
+recomputed in backward: one extra head matmul forward). The row "ours, full logits" takes the reference's route
+(logits, then F.cross_entropy) so the pair compares equal work. The reference runs with attn_implementation="sdpa"
+and each experts implementation of transformers' `ExpertsInterface` ("eager": a Python loop over the experts hit,
 "batched_mm": per-token gathered weights, far slower here, opt-in; "grouped_mm": torch._grouped_mm, its fastest);
 on GPU the reference holds bf16 weights (its native fast path) and fp32 matmuls may use TF32. Both models carry the
 same weights, so routing (and expert load) is identical. Steps are timed round-robin across implementations; on CPU
-with one intra-op thread by default (--threads), since thread contention on a shared box swamps the comparison.
+with one intra-op thread by default (--threads), since thread contention on a shared box swamps the comparison, and
+in process CPU time (the work done; wall time on a loaded machine mostly measures the other processes).
 
 MFU = flops_per_token * tokens_per_s / peak, with (per token, forward + backward = 3 x forward)
     flops_per_token = 6 * N_mm + 6 * L * n_q * head_dim * S
@@ -30,6 +35,7 @@ import time
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from reasonpipe.trainer.balancing import balance_metrics
 from reasonpipe.trainer.config import ModelConfig, preset
@@ -39,7 +45,11 @@ from reasonpipe.trainer.model import ZayaLM
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "MI300X": 1307.0, "MI300": 1307.0}
 
 
-def cpu_config() -> ModelConfig:
+def cpu_config(shape: str) -> ModelConfig:
+    if shape == "matmul":  # wide enough that matmuls, not per-op overhead, dominate on a CPU
+        return preset("tiny", vocab_size=8192, hidden_size=512, num_layers=2, num_attention_heads=8,
+                      num_key_value_heads=2, head_dim=64, num_experts=8, moe_intermediate_size=512,
+                      router_hidden_size=128, ce_chunk_tokens=1024)  # fmt: skip
     return preset("tiny", vocab_size=4096, hidden_size=128, num_layers=4, num_attention_heads=4,
                   num_key_value_heads=2, head_dim=32, num_experts=8, moe_intermediate_size=128,
                   router_hidden_size=64, ce_chunk_tokens=512)  # fmt: skip
@@ -82,6 +92,7 @@ def time_interleaved(
     load changes on a shared machine hit all of them alike; plus each one's peak extra GPU memory (GiB)."""
     times: dict[str, list[float]] = {name: [] for name in steps_by_name}
     mem: dict[str, float] = {}
+    clock = time.perf_counter if device.type == "cuda" else time.process_time  # CPU: one thread's work, not load
     for rnd in range(warmup + steps):
         for name, step in steps_by_name.items():
             if not times[name] and rnd > 0 and name not in mem:
@@ -90,7 +101,7 @@ def time_interleaved(
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
                 base = torch.cuda.memory_allocated()
-            t0 = time.perf_counter()
+            t0 = clock()
             try:
                 step()
                 sync(device)
@@ -99,7 +110,7 @@ def time_interleaved(
                 mem.pop(name, None)
                 torch.cuda.empty_cache()
                 continue
-            dt = time.perf_counter() - t0
+            dt = clock() - t0
             if device.type == "cuda":
                 mem[name] = max(mem.get(name, 0.0), (torch.cuda.max_memory_allocated() - base) / 2**30)
             else:
@@ -112,7 +123,13 @@ def time_interleaved(
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--preset", default=None, help="tiny | small | zaya1-8b (default: a small CPU shape)")
+    ap.add_argument("--preset", default=None, help="tiny | small | zaya1-8b (default: a CPU shape, see --shape)")
+    ap.add_argument(
+        "--shape",
+        choices=["default", "matmul"],
+        default="default",
+        help="CPU shape without --preset: d 128 seq 128 (overhead-bound) or d 512 seq 1024 (matmul-bound)",
+    )
     ap.add_argument("--layers", type=int, default=None, help="override num_layers (e.g. ZAYA1 width, fewer blocks)")
     ap.add_argument("--vocab", type=int, default=None)
     ap.add_argument("--batch", type=int, default=None)
@@ -129,12 +146,12 @@ def main(argv: list[str] | None = None) -> None:
 
     device = torch.device(args.device)
     gpu = device.type == "cuda"
-    cfg = preset(args.preset) if args.preset else cpu_config()
+    cfg = preset(args.preset) if args.preset else cpu_config(args.shape)
     over = {"num_layers": args.layers, "vocab_size": args.vocab}
     cfg = cfg.replace(**{k: v for k, v in over.items() if v is not None}, key_temp_init=1.0,
                       activation_checkpointing=args.ckpt, fp32_head=not args.bf16_head)  # fmt: skip
-    batch = args.batch or (8 if gpu else 2)
-    seq = args.seq or (2048 if gpu else 128)
+    batch = args.batch or (8 if gpu else 1 if args.shape == "matmul" else 2)
+    seq = args.seq or (2048 if gpu else 1024 if args.shape == "matmul" else 128)
     steps = args.steps or (10 if gpu else 3)
     impls = (args.hf_experts or "eager,grouped_mm").split(",")
     if not gpu:
@@ -158,9 +175,16 @@ def main(argv: list[str] | None = None) -> None:
         out.loss.backward()
         ours.zero_grad(set_to_none=True)
 
+    def our_step_full_logits() -> None:  # the reference's work: full logits, then the loss
+        with amp:
+            logits = ours(ids).logits
+        F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100).backward()
+        ours.zero_grad(set_to_none=True)
+
     with torch.no_grad(), amp:
         balance = balance_metrics(ours(ids[:, :256]).expert_counts)
-    steps_by_name = {"ours (ZayaLM" + (", compiled" if args.compile else "") + ")": our_step}
+    tag = ", compiled" if args.compile else ""
+    steps_by_name = {f"ours (ZayaLM{tag})": our_step, f"ours, full logits (ZayaLM{tag})": our_step_full_logits}
 
     try:
         from transformers import ZayaConfig, ZayaForCausalLM
@@ -186,16 +210,17 @@ def main(argv: list[str] | None = None) -> None:
     tokens = batch * seq
     fpt = flops_per_token(cfg, seq)
     peak = peak_flops(device, args.peak_tflops)
-    ours_s = results[0][1]
+    ours_s, full_s = results[0][1], results[1][1]
     print(f"device: {torch.cuda.get_device_name(device) if gpu else 'cpu'} | torch {torch.__version__} | "
           f"layers {cfg.num_layers}, d {cfg.hidden_size}, experts {cfg.num_experts}, vocab {cfg.vocab_size} | "
           f"batch {batch} x seq {seq} = {tokens} tokens | {fpt / 1e9:.2f} GFLOP/token | "
           f"router max-violation {balance['max_violation']:.2f}\n")  # fmt: skip
-    head = "| implementation | ms / step | tokens / s | ref time / ours |" + (" MFU | step peak GiB |" if gpu else "")
+    head = "| implementation | ms / step | tokens / s | time / ours | time / ours, full logits |"
+    head += " MFU | step peak GiB |" if gpu else ""
     print(head)
     print("|" + "---|" * head.count(" |"))
     for name, s in results:
-        row = f"| {name} | {s * 1e3:.1f} | {tokens / s:,.0f} | {s / ours_s:.2f}x |"
+        row = f"| {name} | {s * 1e3:.1f} | {tokens / s:,.0f} | {s / ours_s:.2f}x | {s / full_s:.2f}x |"
         if gpu:
             mfu = f"{fpt * tokens / s / peak * 100:.1f}%" if peak else "n/a"
             row += f" {mfu} | {mem.get(name, float('nan')):.1f} |"

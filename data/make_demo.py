@@ -4,8 +4,9 @@
     python data/make_demo.py --huge          # also writes bad/text/huge_50mb.jsonl (~50 MB, never committed)
 
 Everything is synthetic: math word problems and algebra with correct worked steps (long traces > 20,000 characters
-of reasoning included), LaTeX math prose, code in six languages, web-like prose, planted exact/near/problem-level
-duplicates, benchmark items leaked with light perturbations, answers without reasoning, and malformed records. Public
+of reasoning included), a pool of problems with several traces each (some wrong) and their gold answers, LaTeX math
+prose, code in six languages, web-like prose, planted exact/near/problem-level duplicates, benchmark items leaked with
+light perturbations, answers without reasoning, and malformed records. Public
 datasets are imitated in schema only. The generator functions are importable (tests/corpus.py builds the small CI
 corpus from them); the record writers keep every file byte-identical across runs (gzip mtime 0, fixed fingerprints,
 sorted keys).
@@ -824,6 +825,63 @@ def render_marco(p: Problem, rng: random.Random) -> str:
     thought = thought[:1].lower() + thought[1:]
     out = f"{cap(p.steps[-1].desc)} is {_answer_str(p)}."
     return f"<Thought>\n{thought}\n</Thought>\n<Output>\n{out}\n</Output>"
+
+
+# ------------------------------------------------------------------------------------------------- trace pool
+POOL_STYLES = ("think", "solution", "gsm", "marco")
+
+
+def slipped(p: Problem, rng: random.Random) -> Problem:
+    """The same problem solved with an arithmetic slip in its last step: a wrong answer, written with conviction."""
+    delta = rng.choice([-10, -2, -1, 1, 2, 10]) if p.answer > 10 else rng.choice([1, 2, 3])
+    last = p.steps[-1]
+    steps = p.steps[:-1] + [Step(last.desc, last.expr, last.value + delta)]
+    return Problem(p.family, p.question, steps, p.answer + delta, p.unit, p.params)
+
+
+def pool_trace(p: Problem, rng: random.Random, style: str) -> tuple[str, str]:
+    """(reasoning, visible answer) of one trace of `p` in a style: exploratory thinking, MATH-style, GSM-style lines
+    or Marco-o1-like lower-case thinking."""
+    if style == "solution":  # the steps, then the sentence with the boxed answer
+        text = render_solution(p, rng)
+        cut = text.rfind("$. ") + 2
+        return text[:cut], text[cut:].strip()
+    if style == "gsm":
+        lines = render_gsm(p, rng).split("\n")
+        return "\n".join(lines[:-1]), lines[-1]
+    thought = render_think(p, rng)
+    if style == "marco":
+        thought = thought[:1].lower() + thought[1:]
+    return thought, render_answer(p, rng)
+
+
+def trace_pool(
+    rng: random.Random, draw: Callable[[random.Random], Problem], problems: int, traces: int
+) -> tuple[list[dict], list[str]]:
+    """`problems` problems with `traces` traces each, about a third of them wrong (never all): (records
+    `{id, problem, reasoning, solution, gold}`, ids of the wrong ones). The traces of one problem are regenerated
+    while two of them are too similar (3-token-shingle Jaccard >= 0.45 of the whole records), so near-dedup keeps
+    them all."""
+    records, wrong_ids = [], []
+    for i in range(problems):
+        p = draw(rng)
+        wrong = set(rng.sample(range(traces), max(1, traces // 3))) if traces > 1 else set()
+        kept: list[set] = []
+        for j in range(traces):
+            for _ in range(30):
+                style = POOL_STYLES[(i + j) % len(POOL_STYLES)] if _ == 0 else rng.choice(POOL_STYLES)
+                reasoning, answer = pool_trace(slipped(p, rng) if j in wrong else p, rng, style)
+                sh = shingles(f"{p.question}\n{reasoning}\n{answer}")
+                if all(jaccard(sh, other) < 0.45 for other in kept):
+                    break
+            kept.append(sh)
+            if j in wrong:
+                wrong_ids.append(f"pool-{i}-{j}")
+            records.append(
+                {"id": f"pool-{i}-{j}", "problem": p.question, "reasoning": reasoning, "solution": answer,
+                 "gold": str(p.answer)}
+            )  # fmt: skip
+    return records, wrong_ids
 
 
 # ------------------------------------------------------------------------------------------ long reasoning traces
@@ -2795,6 +2853,8 @@ class Plan:
     long_target: tuple[int, int] = (21000, 30000)  # characters of reasoning of a long trace
     overlong_prompt_chars: int = 24000  # a prompt+answer that alone exceeds a 4096-token context
     huge_bytes: int = 2 * 1024 * 1024
+    pool_problems: int = 8  # reasoning/pool.jsonl: problems with several traces each (test-time-compute builders)
+    pool_traces: int = 6
     formats: tuple[str, ...] = ("gz", "zst", "parquet", "csv", "arrow", "hf")  # optional containers exercised
 
 
@@ -2845,6 +2905,7 @@ def build(out: Path, plan: Plan, seed: int = 0) -> dict:
         "malformed": [],
         "overlong_prompt": [],
         "no_reasoning": [],
+        "pool": [],
     }
     files: dict[str, list] = {}
     distinct = Distinct()
@@ -3111,6 +3172,18 @@ def build(out: Path, plan: Plan, seed: int = 0) -> dict:
             add(
                 "math/exercises.arrow",
                 {"id": f"arrow-{i}", "problem": p.question, "solution": render_solution(p, rng)},
+            )
+
+    # --- the trace pool: drawn last, from a stream of its own (the files above do not change with it), never a
+    # problem drawn before
+    if plan.pool_problems:
+        pool, wrong = trace_pool(random.Random(seed + 2000), make_problem, plan.pool_problems, plan.pool_traces)
+        files["reasoning/pool.jsonl"] = pool
+        for i in range(plan.pool_problems):
+            ids = [r["id"] for r in pool if r["id"].startswith(f"pool-{i}-")]
+            gold = pool[i * plan.pool_traces]["gold"]
+            planted["pool"].append(
+                {"file": "reasoning/pool.jsonl", "ids": ids, "wrong": [x for x in ids if x in wrong], "gold": gold}
             )
 
     # --- malformed records (line numbers are 0-based)

@@ -232,6 +232,22 @@ class DecontaminateStage(Stage):
     def build(self, opts: DecontaminateOptions, ctx: BuildContext, chain: Chain) -> None:
         chain.add(DecontaminationFilter(opts, ctx.domains, ctx.exclusion_writer()))
 
+    def check(self, opts: DecontaminateOptions) -> list[tuple[tuple, str]]:
+        """Each benchmark file parses and every field it names is in some record."""
+        problems = []
+        for i, bench in enumerate(opts.benchmarks):
+            try:
+                records = [r for r in read_records(bench.path) if isinstance(r, dict)]
+            except (OSError, ValueError) as exc:  # bad JSON, bad UTF-8, bad parquet (ArrowInvalid) are ValueErrors
+                problems.append((("benchmarks", i, "path"), f"{bench.path} does not parse: {exc}"))
+                continue
+            missing = [f for f in bench.fields if not any(f in r for r in records)]
+            if missing:
+                found = sorted({k for r in records[:100] for k in r})
+                message = f"{missing} in no record of {bench.path} (found {found})"
+                problems.append((("benchmarks", i, "fields"), message))
+        return problems
+
     def describe(self, opts: DecontaminateOptions) -> str:
         names = ", ".join(b.name for b in opts.benchmarks)
         return f"{opts.ngram}-gram overlap (short fields >= {opts.min_ngram}-grams or whole) against {names}"

@@ -94,6 +94,11 @@ class Stage(ABC):
         """One line for `reasonpipe plan` (e.g. the similarity threshold MinHash's bands imply)."""
         return ""
 
+    def check(self, opts: StageOptions) -> list[tuple[tuple, str]]:
+        """Problems with the files the options name, found before any work starts: (key path in the options,
+        message) pairs, e.g. a benchmark file that does not parse."""
+        return []
+
 
 REGISTRY: dict[str, type[Stage]] = {}
 

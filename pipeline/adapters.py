@@ -6,7 +6,8 @@ Pure functions: `adapt(record, schema, fields) -> (text, metadata)` or `AdaptErr
 - problem_solution: a problem and a solution; the final answer from an explicit field, GSM8K `#### n` or `\\boxed{}`.
 - prompt_completion: a prompt and a completion (which may hold think tags).
 - text: plain text.
-`fields` maps canonical names (messages, problem, solution, reasoning, answer, prompt, completion, text) to keys.
+`fields` maps canonical names (messages, problem, solution, reasoning, answer, prompt, completion, text) to keys;
+`gold` names a record key holding the gold answer of the problem, kept as `metadata["gold"]` (for `answer_verify`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from reasonpipe.filters.answers import boxed
 from reasonpipe.sample import render_text
 
 CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -108,19 +110,6 @@ def split_solution(solution: str) -> tuple[str | None, str, str | None]:
         reasoning, answer = solution[:cut].strip(), solution[cut:].strip()
         return reasoning or None, answer, boxed(answer)
     return None, solution.strip(), None
-
-
-def boxed(text: str) -> str | None:
-    """The content of the last `\\boxed{...}` in text (balanced braces), or None."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    depth, i = 0, start + len("\\boxed")
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i + 1 : j]
-    return None
 
 
 def _chat(turns: list[dict], answer: str | None) -> tuple[str, dict]:
@@ -236,4 +225,7 @@ def detect_schema(records: list[Any], fields: dict[str, str]) -> str:
 def adapt(record: Any, schema: str, fields: dict[str, str]) -> tuple[str, dict]:
     if not isinstance(record, dict):
         raise AdaptError("not_an_object", f"record is a {type(record).__name__}")
-    return ADAPTERS[schema](record, fields)
+    text, meta = ADAPTERS[schema](record, fields)
+    if "gold" in fields and record.get(fields["gold"]) not in (None, ""):
+        meta["gold"] = str(record[fields["gold"]])
+    return text, meta

@@ -1,12 +1,21 @@
-"""The `reasonpipe` command line: run, plan, inspect, train, export-hf, tokenizer train."""
+"""The `reasonpipe` command line: run, plan, inspect, train, export (megatron | hf), export-hf, tokenizer train.
+
+Exit codes of `run` and `plan`: 0 done (or nothing to do), 1 the run failed (a task failed, disk full, accounting that
+does not add up, a tokenizer replaced mid-run: the message says why; a re-run resumes), 2 invalid manifest or refused
+paths (nothing was started), 3 another run holds the output or work folder, 130 interrupted (Ctrl-C; a re-run
+resumes). A user mistake never ends in a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from typing import Any
 
 from reasonpipe.pipeline.manifest import ManifestError
+
+EXIT_FAILED, EXIT_INVALID, EXIT_BUSY, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -20,13 +29,14 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="override executor.workers")
     p.add_argument("--executor", choices=["local", "dask", "slurm", "ray"], help="override executor.kind")
     p.add_argument("--limit", type=int, help="read at most N records per input (quick trials)")
+    p.add_argument("--strict", action="store_true", help="treat warnings (input entries not read) as errors")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from reasonpipe.pipeline.manifest import load_manifest
     from reasonpipe.pipeline.run import run_manifest
 
-    run_manifest(load_manifest(args.manifest, _overrides(args)), limit=args.limit, force=args.force)
+    run_manifest(load_manifest(args.manifest, _overrides(args)), args.limit, args.force, args.strict)
     return 0
 
 
@@ -34,7 +44,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from reasonpipe.pipeline.manifest import load_manifest
     from reasonpipe.pipeline.plan import print_plan
 
-    print_plan(load_manifest(args.manifest, _overrides(args)), limit=args.limit)
+    print_plan(load_manifest(args.manifest, _overrides(args)), limit=args.limit, strict=args.strict)
     return 0
 
 
@@ -48,6 +58,33 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
     from reasonpipe.trainer.export import main as export_main
 
     return export_main(args.run_dir, args.out_dir)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from reasonpipe.pipeline.export_io import ExportError
+
+    if args.format == "megatron":
+        from reasonpipe.pipeline.export_megatron import export_megatron as export
+    else:
+        from reasonpipe.pipeline.export_datasets import export_hf as export
+    try:
+        info = export(args.output, args.dest)
+    except ExportError as err:
+        print(f"reasonpipe export {args.format}: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"reasonpipe export {args.format}: interrupted; {args.dest} is unchanged", file=sys.stderr)
+        return 130
+    rows = ", ".join(f"{name} {s.get('windows', s.get('rows'))} windows" for name, s in info["splits"].items())
+    print(f"wrote {args.dest} ({rows}); see {args.dest}/reasonpipe-export.json")
+    for name, s in info["splits"].items():
+        if s.get("eod_reset_mismatches"):
+            print(
+                f"warning: {name}: in {s['eod_reset_mismatches']} windows documents do not end exactly at EOS tokens: "
+                "Megatron's --reset-attention-mask will not find their boundaries (examples in the marker file)",
+                file=sys.stderr,
+            )
+    return 0
 
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> int:
@@ -81,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=None)
 
+    p = sub.add_parser("export", help="export an output's windows for Megatron-LM/Primus or Hugging Face datasets")
+    p.add_argument(
+        "format",
+        choices=["megatron", "hf"],
+        help="megatron: indexed .bin/.idx per split, one document per window; hf: a datasets DatasetDict folder",
+    )
+    p.add_argument("output", help="a reasonpipe output folder (holds index.json)")
+    p.add_argument("dest", help="new or empty folder to write (an earlier reasonpipe export there is replaced)")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("export-hf", help="export a training run's latest checkpoint as a transformers Zaya folder")
     p.add_argument("run_dir")
     p.add_argument("out_dir")
@@ -107,11 +154,35 @@ def main(argv: list[str] | None = None) -> int:
 
         return train_main(argv[1:]) or 0
     args = build_parser().parse_args(argv)
+    return guarded(args.func, args)
+
+
+def guarded(func, args: argparse.Namespace) -> int:
+    """Run a command; the errors a user can cause become one message on stderr and an exit code."""
+    from reasonpipe.pipeline.run import Interrupted, RunError
+    from reasonpipe.pipeline.workdir import FolderError, LockBusy
+
     try:
-        return args.func(args)
+        return func(args)
     except ManifestError as err:
-        print(err, file=sys.stderr)
-        return 2
+        return _fail(str(err), EXIT_INVALID)
+    except FolderError as err:
+        return _fail(f"reasonpipe: {err}", EXIT_INVALID)
+    except LockBusy as err:
+        return _fail(f"reasonpipe: {err}", EXIT_BUSY)
+    except RunError as err:
+        return _fail(f"reasonpipe: {err}", EXIT_FAILED)
+    except (Interrupted, KeyboardInterrupt) as err:
+        return _fail(f"reasonpipe: {err or 'interrupted; re-run the same command to resume'}", EXIT_INTERRUPTED)
+    except OSError as err:  # the driver's own writes and reads: a full disk, a folder it may not write
+        where = f" ({err.filename})" if err.filename else ""
+        hint = "free some space, then " if err.errno == errno.ENOSPC else ""
+        return _fail(f"reasonpipe: {err.strerror or err}{where}; {hint}re-run the same command to resume", 1)
+
+
+def _fail(message: str, code: int) -> int:
+    print(message, file=sys.stderr, flush=True)
+    return code
 
 
 if __name__ == "__main__":

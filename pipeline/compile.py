@@ -1,47 +1,77 @@
 """Manifest -> a DAG of datatrove runs.
 
-Phase `prep` (keyed by a hash of everything that shapes the tokenised corpus: inputs, stages, tokenizer, seed, task
-count, --limit): read + adapt + normalise + the manifest's stages, then (optionally) train the tokenizer, then tokenise
-segment-wise into an Arrow cache. Phase `pack` (keyed by that hash plus trim/pack/mixture/output): mixture sampling,
-AP trimming, packing and shard writing. Changing only trim/pack/mixture re-runs only `pack`: the prep runs' completion
-markers are already there. Runs execute in order; each depends on every run before it.
+Phase `prep`: read + adapt + normalise + the manifest's stages, then (optionally) train the tokenizer, then tokenise
+segment-wise into an Arrow cache. Phase `pack`: mixture sampling, AP trimming, packing and shard writing. Each phase's
+folder is named by its work key (pipeline/workkeys.py: the content of every file it reads, its settings and the
+version of its code), so an edit re-runs exactly the phases it affects; changing only trim/pack/mixture re-runs only
+`pack`. Runs execute in order; each depends on every run before it.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
-import hashlib
-import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from reasonpipe import __version__
 from reasonpipe.filters.exclusions import exclusion_writer
 from reasonpipe.filters.stage import BuildContext
 from reasonpipe.pipeline import tail
 from reasonpipe.pipeline.docio import DocWriter
+from reasonpipe.pipeline.hashing import HashCache
 from reasonpipe.pipeline.manifest import LoadedManifest, infer_format, is_url
 from reasonpipe.pipeline.readers import InputReader, InputSource, iter_records
 from reasonpipe.pipeline.registry import stage_class
 from reasonpipe.pipeline.runs import Chain, Plan
 from reasonpipe.pipeline.steps import Adapt, Normalize, Progress
-from reasonpipe.tokenizer.cache import FORMAT_VERSION as CACHE_FORMAT
+from reasonpipe.pipeline.workkeys import pack_key, prep_key
 
 
-def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+@dataclass
+class Listing:
+    """An input's files (sorted), its format, the root its record ids are relative to, and what was skipped."""
+
+    files: list[str]
+    format: str | None
+    root: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why) of entries not read
 
 
-def fingerprints(loaded: LoadedManifest, limit: int | None) -> tuple[str, str]:
-    """(prep hash, pack hash): what each phase's outputs depend on, executors and worker counts excluded."""
-    raw = loaded.raw
-    m = loaded.manifest
-    prep = {k: raw.get(k) for k in ("inputs", "stages", "tokenizer", "seed")}
-    prep |= {"tasks": m.executor.tasks, "limit": limit, "version": __version__, "base": str(loaded.base_dir)}
-    prep["token_cache_format"] = CACHE_FORMAT  # a cache of another format is never reused
-    pack = {"prep": _hash(prep), "trim": m.trim.model_dump(), "pack": m.pack.model_dump(), "context": m.context}
-    pack |= {"mixture": m.mixture.model_dump() if m.mixture else None, "output": m.output.model_dump()}
-    return _hash(prep), _hash(pack)
+def stat_problem(path: str) -> str | None:
+    """Why `path` cannot be opened ("symlink loop", "dangling symlink", ...), or None."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop"
+        return "dangling symlink" if os.path.islink(path) else exc.strerror
+    return None
+
+
+def list_input(target: str, fmt: str | None) -> Listing:
+    """The files a local input path (a file, a folder or a glob) stands for; in a folder, files of one format
+    (`fmt`, else the first inferable one), hidden files excluded, other entries listed in `skipped`."""
+    if fmt == "hf_disk" or (fmt is None and Path(target, "dataset_info.json").exists()):
+        return Listing([target], "hf_disk", str(Path(target).parent))
+    if Path(target).is_dir():
+        listing = Listing([], fmt, target)
+        for p in sorted(Path(target).rglob("*")):
+            if any(part.startswith(".") for part in p.relative_to(target).parts):
+                continue
+            if problem := stat_problem(str(p)):
+                listing.skipped.append((str(p), problem))
+            elif p.is_file():
+                found = infer_format(str(p))
+                listing.format = listing.format or found
+                if found == listing.format and found is not None:
+                    listing.files.append(str(p))
+                else:
+                    listing.skipped.append((str(p), f"not {listing.format}" if found else "unknown format"))
+        listing.format = listing.format or "jsonl"
+        return listing
+    files = sorted(glob.glob(target)) or [target]
+    return Listing(files, fmt or infer_format(target), os.path.commonpath([os.path.dirname(f) for f in files]))
 
 
 def resolve_sources(loaded: LoadedManifest) -> list[InputSource]:
@@ -51,23 +81,16 @@ def resolve_sources(loaded: LoadedManifest) -> list[InputSource]:
     sources = []
     for inp in loaded.manifest.inputs:
         target = loaded.resolve(inp.path)
-        fmt = inp.format or infer_format(target)
         if is_url(target):
             import fsspec
 
             fs, _, paths = fsspec.get_fs_token_paths(target)
             files = sorted(fs.unstrip_protocol(p) for p in (fs.find(paths[0]) if fs.isdir(paths[0]) else paths))
             root = target if fs.isdir(paths[0]) else target.rsplit("/", 1)[0]
-        elif fmt == "hf_disk" or (fmt is None and Path(target, "dataset_info.json").exists()):
-            fmt, files, root = "hf_disk", [target], str(Path(target).parent)
-        elif Path(target).is_dir():
-            root = target
-            files = sorted(str(p) for p in Path(target).rglob("*") if p.is_file() and not p.name.startswith("."))
-            files = [f for f in files if infer_format(f) == fmt or (fmt is None and infer_format(f))]
-            fmt = fmt or (infer_format(files[0]) if files else "jsonl")
+            listing = Listing(files, inp.format or infer_format(target), root)
         else:
-            files = sorted(glob.glob(target)) or [target]
-            root = os.path.commonpath([os.path.dirname(f) for f in files])
+            listing = list_input(target, inp.format)
+        files, fmt, root = listing.files, listing.format, listing.root
         source = InputSource(
             inp.name, fmt, tuple(files), root, inp.schema_, inp.domain, inp.fields, inp.max_record_bytes
         )
@@ -78,16 +101,25 @@ def resolve_sources(loaded: LoadedManifest) -> list[InputSource]:
     return sources
 
 
-def compile_plan(loaded: LoadedManifest, limit: int | None = None) -> Plan:
-    """Every datatrove run of the manifest, in execution order."""
+def work_folder(loaded: LoadedManifest) -> str:
+    """Where the intermediate runs live: `output.work_dir`, else OUTPUT/.work."""
+    out = loaded.manifest.output
+    return loaded.resolve(out.work_dir) if out.work_dir else os.path.join(loaded.resolve(out.path), ".work")
+
+
+def compile_plan(loaded: LoadedManifest, limit: int | None = None, hashes: HashCache | None = None) -> Plan:
+    """Every datatrove run of the manifest, in execution order, in folders named by their work keys.
+
+    `hashes` memoises file digests (default: the work folder's memo, read only)."""
     m = loaded.manifest
     output_dir = loaded.resolve(m.output.path)
-    prep_hash, pack_hash = fingerprints(loaded, limit)
-    work = loaded.resolve(m.output.work_dir) if m.output.work_dir else os.path.join(output_dir, ".work")
-    prep_dir = os.path.join(work, f"prep-{prep_hash}")
-    pack_dir = os.path.join(work, f"pack-{pack_hash}")
-    excl = os.path.join(prep_dir, "exclusions")  # linked into OUTPUT/exclusions when the output is assembled
+    work = work_folder(loaded)
     sources = resolve_sources(loaded)
+    prep = prep_key(loaded, sources, limit, hashes or HashCache(work))
+    pack = pack_key(loaded, prep)
+    prep_dir = os.path.join(work, f"prep-{prep.digest}")
+    pack_dir = os.path.join(work, f"pack-{pack.digest}")
+    excl = os.path.join(prep_dir, "exclusions")  # linked into OUTPUT/exclusions when the output is assembled
     chain = Chain(prep_dir, m.executor.tasks)
     labels = [("read", "read"), ("adapt", "adapt"), ("normalize", "normalize")]
 
@@ -113,7 +145,7 @@ def compile_plan(loaded: LoadedManifest, limit: int | None = None) -> Plan:
     chain.close("canonical", DocWriter(canonical), *tail.canonical_steps(loaded, prep_dir))
 
     tail.add_prep_runs(chain, loaded, prep_dir, canonical)
-    plan = Plan(loaded, output_dir, prep_dir, pack_dir, prep_hash, pack_hash, chain.runs, sources, labels)
+    plan = Plan(loaded, output_dir, work, prep_dir, pack_dir, prep, pack, chain.runs, sources, labels)
     plan.runs += tail.pack_runs(plan)
     plan.labels += [("mixture", "mixture"), ("trim", "trim")]
     return plan

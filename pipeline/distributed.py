@@ -36,7 +36,9 @@ def dask_client(scheduler_address: str | None, workers: int):
     logging.getLogger("distributed").setLevel(logging.WARNING)  # the driver shows its own progress
     if scheduler_address:
         return Client(scheduler_address)
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+    )
     return Client(cluster)
 
 
@@ -122,9 +124,14 @@ def _slurm(steps: list, tasks: int, logging_dir: str, cfg: ExecutorConfig):
     )
 
 
+def dask_workers(cfg: ExecutorConfig, tasks: int) -> int:
+    """Worker processes of a dask LocalCluster: `workers`, else one per task up to the CPU count."""
+    return cfg.workers if cfg.workers > 0 else min(tasks, os.cpu_count() or 1)
+
+
 def make_executor(steps: list, tasks: int, logging_dir: str, cfg: ExecutorConfig):
     if cfg.kind == "dask":
-        workers = cfg.workers if cfg.workers > 0 else min(tasks, os.cpu_count() or 1)
+        workers = dask_workers(cfg, tasks)
         return DaskPipelineExecutor(steps, tasks, workers, logging_dir, cfg.scheduler_address, cfg.retries)
     if cfg.kind == "slurm":
         return WaitingSlurmExecutor(_slurm(steps, tasks, logging_dir, cfg))

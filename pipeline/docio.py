@@ -33,12 +33,14 @@ class DocWriter(PipelineStep):
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         os.makedirs(self.folder, exist_ok=True)
         path = doc_file(self.folder, rank)
-        with gzip.open(path + ".tmp", "wb", compresslevel=1) as f:
+        # its own name per attempt: a retried task never shares its temporary file with a straggler
+        tmp = os.path.join(self.folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+        with gzip.open(tmp, "wb", compresslevel=1) as f:
             for doc in data:
                 f.write(orjson.dumps({"id": doc.id, "text": doc.text, "metadata": doc.metadata}) + b"\n")
                 self.stat_update("written")
                 yield doc
-        os.replace(path + ".tmp", path)
+        os.replace(tmp, path)
 
 
 class DocReader(PipelineStep):

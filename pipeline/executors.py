@@ -1,12 +1,28 @@
-"""Executors: run one datatrove run (a `RunSpec`) on the manifest's engine.
+"""Executors: run one datatrove run (a `RunSpec`) on the manifest's engine, stoppable with Ctrl-C.
 
 `local` is datatrove's multiprocessing executor with task logs kept in files (the driver draws progress itself), so the
 console stays readable. dask, slurm and ray live in pipeline/distributed.py.
+
+Ctrl-C: only the driver's main thread takes SIGINT (helper threads start with it blocked; waits are polled, so a
+signal the kernel hands to another thread still ends them at once). A local run executes in a forked child that
+ignores SIGINT, and so do the worker processes it forks (they also die with their parent, on Linux); on Ctrl-C the
+driver sends the child SIGTERM, the child kills its workers and exits, and after `STOP_SECONDS` anything left is
+SIGKILLed (a second Ctrl-C does that at once). A dask LocalCluster is started with SIGINT ignored (its processes
+inherit that); on Ctrl-C its worker processes are killed and it is closed. A killed task leaves no completion
+marker, so a re-run redoes exactly the unfinished tasks. In every case `KeyboardInterrupt` then propagates.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import pickle
+import signal
+import sys
+import tempfile
+import time
+import warnings
 
 from datatrove.executor import LocalPipelineExecutor
 
@@ -15,6 +31,8 @@ from reasonpipe.pipeline import (
     tasklogs,  # noqa: F401  (the quiet task logger, inherited by forked workers)
 )
 from reasonpipe.pipeline.manifest import ExecutorConfig
+
+STOP_SECONDS = 3.0
 
 
 def local_workers(cfg: ExecutorConfig, tasks: int) -> int:
@@ -29,3 +47,151 @@ def make_executor(steps: list, tasks: int, logging_dir: str, cfg: ExecutorConfig
         # fork: workers inherit the quiet task logger and start without re-importing the pipeline
         return LocalPipelineExecutor(steps, tasks=tasks, workers=workers, logging_dir=logging_dir, start_method="fork")
     return distributed.make_executor(steps, tasks, logging_dir, cfg)
+
+
+def run_to_end(steps: list, tasks: int, logging_dir: str, cfg: ExecutorConfig) -> None:
+    """Execute one run; on Ctrl-C stop its tasks within seconds and raise `KeyboardInterrupt`."""
+    executor = make_executor(steps, tasks, logging_dir, cfg)
+    if cfg.kind == "local":
+        _run_in_child(executor.run)
+    elif cfg.kind == "dask":
+        # the cluster's processes inherit SIG_IGN and the client's threads a mask blocking SIGINT: a terminal's
+        # Ctrl-C reaches the driver's main thread only, which stops waiting at once
+        with sigint_ignored(), sigint_blocked(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Port .* is already in use")  # another cluster's dashboard
+            distributed.dask_client(cfg.scheduler_address, distributed.dask_workers(cfg, tasks))
+        try:
+            executor.run()
+        except KeyboardInterrupt:
+            _close_dask(cfg, tasks)
+            raise
+    else:
+        executor.run()
+
+
+@contextlib.contextmanager
+def sigint_ignored():
+    """SIGINT ignored while inside; processes started meanwhile keep ignoring it."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def sigint_blocked():
+    """SIGINT blocked for this thread while inside; threads started meanwhile keep it blocked, so the kernel hands a
+    Ctrl-C to the main thread (a blocking wait there ends at once) and never to them."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _close_dask(cfg: ExecutorConfig, tasks: int) -> None:
+    """Stop the run's dask tasks: a LocalCluster's worker processes are killed (a running task cannot be stopped
+    otherwise) and the cluster closed; with an existing cluster the client lets go of its tasks."""
+    import logging
+    import multiprocessing
+
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)  # the workers' deaths are expected now
+    client = distributed.dask_client(cfg.scheduler_address, distributed.dask_workers(cfg, tasks))
+    cluster = None if cfg.scheduler_address else client.cluster  # never stop a cluster we did not start
+    if cluster is not None:
+        for process in multiprocessing.active_children():  # the LocalCluster's worker processes
+            process.kill()
+    for closable in (client, cluster):
+        if closable is not None:
+            with contextlib.suppress(Exception):
+                closable.close(timeout=STOP_SECONDS)
+    distributed.dask_client.cache_clear()
+
+
+# local runs in a child process -------------------------------------------------------------------------------------
+def _die_with_parent(sig: int) -> None:
+    """Linux: deliver `sig` to this process when its parent dies (no-op elsewhere)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
+
+
+def _kill_children_and_exit(signum: int, _frame) -> None:
+    import multiprocess
+
+    for child in multiprocess.active_children():
+        with contextlib.suppress(Exception):
+            child.kill()
+    os._exit(128 + signum)
+
+
+def _child(fn, result: str) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by every worker this run forks
+    signal.signal(signal.SIGTERM, _kill_children_and_exit)
+    _die_with_parent(signal.SIGTERM)  # the driver SIGKILLed: stop too
+    os.register_at_fork(after_in_child=lambda: _die_with_parent(signal.SIGKILL))  # workers die with this process
+    payload = b""
+    try:
+        fn()
+    except BaseException as exc:  # noqa: BLE001 - handed to the driver, which raises it
+        try:
+            payload = pickle.dumps(exc)
+        except Exception:  # noqa: BLE001 - an exception that does not pickle travels as its text
+            payload = pickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
+    with open(result, "wb") as f:
+        f.write(payload)
+    os._exit(1 if payload else 0)
+
+
+def _run_in_child(fn) -> None:
+    """Run `fn()` in a forked child (see the module docstring); its exception, if any, is raised here."""
+    fd, result = tempfile.mkstemp(prefix="reasonpipe-run-")  # the child's exception (a file: no pipe to fill)
+    os.close(fd)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _child(fn, result)
+            finally:
+                os._exit(1)  # the child never returns into the driver's code
+        status = None
+        try:
+            while status is None:  # polled: a Ctrl-C the kernel hands to another thread still ends the wait
+                done, code = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    status = code
+                else:
+                    time.sleep(0.05)
+        except KeyboardInterrupt:
+            if status is None:
+                _stop(pid)
+            raise
+        with open(result, "rb") as f:
+            payload = f.read()
+    finally:
+        os.unlink(result)
+    if payload:
+        raise pickle.loads(payload)
+    if status != 0:
+        raise RuntimeError(f"the run's process ended abnormally (wait status {status})")
+
+
+def _stop(pid: int) -> None:
+    """SIGTERM the child (it kills its workers), SIGKILL it after STOP_SECONDS or at a second Ctrl-C."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    try:
+        deadline = time.monotonic() + STOP_SECONDS
+        while time.monotonic() < deadline:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+            time.sleep(0.02)
+    except ChildProcessError:  # reaped already (it ended as the Ctrl-C came)
+        return
+    except KeyboardInterrupt:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)

@@ -7,10 +7,12 @@ Views (combinable; the stats view is shown when none of --sample/--validate/--co
 - `--sample N [--seed S] [--split train|val]`: N decoded windows, documents / segments / no-loss spans marked;
 - `--validate`: checksums, schema, window lengths, token ids, index consistency, the AP invariant (exit 1 on problems);
 - `--compare OTHER`: side-by-side metrics of two outputs;
+- `--rsa-sample N [--seed S]`: N RSA aggregation samples decoded: candidates, the prompt, the target's answer;
 - `--plot DIR`: lengths.png, mixture.png, shard_tokens.png, rejections.png;
 - `--json`: one JSON document on stdout instead of tables (all keys always present; null when not asked for).
 
-Exit codes: 0 fine, 1 validation problems, 2 the output cannot be read (e.g. no index.json).
+Exit codes: 0 fine, 1 validation problems, 2 the output cannot be read (no index.json: in every mode, --compare's
+other output included).
 
 JSON output (`--json`), stable keys:
 
@@ -38,6 +40,10 @@ stats               (always)
   top_rejections    [{stage, reason, count}]  (duplicates count as reason "duplicate"), most frequent first
   packing, decontamination                                        copied from index.json
   warnings          [str]  shards that could not be read (run --validate)
+  ttc               null | {builders: index.json "ttc", verification: {source: {correct, incorrect, unknown,
+                     correct_rate}}, rsa_aggregate: {samples, tokens, tail_tokens_dist, tails_cut, targets_correct,
+                     targets_verified, with_incorrect_candidate}, markovian_chunks: {samples, tokens, chains,
+                     complete_chains, chunks_per_chain_dist, context_tokens_dist}}   packed samples of each builder
 samples             null | [{shard, row, tokens, real_tokens,
                              documents: [{sample_id, upstream_id, source, start, end,
                                           runs: [{segment, loss, start, end, text}]}]}]
@@ -46,6 +52,8 @@ samples             null | [{shard, row, tokens, real_tokens,
 validation          null | {ok: bool, problems: [{where, check, message}]}
 compare             null | {a, b, same_tokenizer, rows: [{metric, a, b, delta}], other: <stats of OTHER>}
 plots               null | [png paths]
+rsa_samples         null | [{id, window, target: {id, correct}, candidates: [{id, correct, tail_tokens, cut}],
+                             prompt, reasoning, answer, tokens, reasoning_tokens}]
 ```
 """
 
@@ -74,6 +82,7 @@ def add_inspect_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", type=Path, metavar="DIR", help="write PNG plots to DIR")
     parser.add_argument("--compare", type=Path, metavar="OTHER_OUTPUT", help="side-by-side stats with another run")
     parser.add_argument("--top", type=int, default=10, help="rejection reasons to list (default 10)")
+    parser.add_argument("--rsa-sample", type=int, metavar="N", default=0, help="decode N RSA aggregation samples")
     parser.add_argument("--color", choices=["auto", "always", "never"], default="auto", help="colour/tables")
 
 
@@ -101,7 +110,14 @@ def run_inspect(args: argparse.Namespace) -> int:
         "validation": None,
         "compare": None,
         "plots": None,
+        "rsa_samples": None,
     }
+    for folder in (out, args.compare):
+        if folder is not None and not (folder / "index.json").is_file():  # not an output: exit 2 in every mode
+            err.print(f"reasonpipe inspect: {folder} is not a reasonpipe output (no index.json)", markup=False)
+            if args.json:
+                sys.stdout.write(json.dumps(report, indent=1) + "\n")
+            return 2
     code = 0
     if args.validate:
         from reasonpipe.pipeline.inspect_validate import validate
@@ -129,12 +145,17 @@ def run_inspect(args: argparse.Namespace) -> int:
 def _views(args: argparse.Namespace, report: dict[str, Any], console: Console, rich: bool) -> None:
     """Fill `report` with the views asked for (and print them unless --json)."""
     from reasonpipe.pipeline import inspect_render as render
+    from reasonpipe.pipeline import inspect_ttc as ttc
     from reasonpipe.pipeline.inspect_stats import compare_stats, compute_stats
 
     out: Path = args.output
     report["stats"] = stats = compute_stats(out, args.top)
-    if not args.json and not (args.sample or args.validate or args.compare):
+    if not args.json and not (args.sample or args.validate or args.compare or args.rsa_sample):
         render.render_sections(render.stats_sections(stats), console, rich)
+    if args.rsa_sample:
+        report["rsa_samples"] = ttc.decode_aggregations(out, args.rsa_sample, args.seed)
+        if not args.json:
+            ttc.render_aggregations(report["rsa_samples"], console)
     if args.sample:
         report["samples"] = render.decode_windows(out, args.sample, args.seed, args.split)
         if not args.json:

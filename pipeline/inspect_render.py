@@ -173,8 +173,44 @@ def stats_sections(st: dict[str, Any]) -> list[Section]:
             [[r["stage"], r["reason"], r["count"]] for r in st["top_rejections"]],
         )
     )
+    out += _ttc_sections(st.get("ttc"))
     if st["warnings"]:
         out.append(Section("Warnings", ["warning"], [[w] for w in st["warnings"]], right=False))
+    return out
+
+
+def _ttc_sections(st: dict[str, Any] | None) -> list[Section]:
+    if not st:
+        return []
+    out = []
+    rows = []
+    rsa, chunks, b = st.get("rsa_aggregate"), st.get("markovian_chunks"), st["builders"]
+    if "rsa_aggregate" in b:
+        r = b["rsa_aggregate"]
+        rows.append(["rsa_aggregate", "problems / with too few traces", f"{fmt(r['problems'])} / "
+                     f"{fmt(r['problems_too_few_traces'])}"])  # fmt: skip
+        rows.append(["", "samples built / packed", f"{fmt(r['samples'])} / {fmt(rsa['samples'] if rsa else 0)}"])
+    if rsa:
+        d = rsa["tail_tokens_dist"]
+        rows.append(["", "tail tokens", f"p10 {fmt(d['p10'])}  p50 {fmt(d['p50'])}  max {fmt(d['max'])}"])
+        rows.append(["", "tails cut", pct(rsa["tails_cut"])])
+        rows.append(["", "targets verified correct", pct(rsa["targets_correct"])])
+        rows.append(["", "samples with a wrong candidate", pct(rsa["with_incorrect_candidate"])])
+    if "markovian_chunks" in b:
+        m = b["markovian_chunks"]
+        rows.append(["markovian_chunks", "traces / chains / chunks built",
+                     f"{fmt(m['traces'])} / {fmt(m['chains'])} / {fmt(m['chunks'])}"])  # fmt: skip
+    if chunks:
+        d = chunks["chunks_per_chain_dist"]
+        packed = f"{fmt(chunks['samples'])} ({fmt(chunks['complete_chains'])} complete chains)"
+        rows.append(["", "chunks packed", packed])
+        rows.append(["", "chunks per chain", f"p50 {fmt(d['p50'])}  max {fmt(d['max'])}"])
+    if rows:
+        out.append(Section("Test-time-compute builders", ["builder", "key", "value"], rows, right=False))
+    ver = st["verification"]
+    if ver:
+        vrows = [[s, v["correct"], v["incorrect"], v["unknown"], pct(v["correct_rate"])] for s, v in ver.items()]
+        out.append(Section("Answer verification", ["source", "correct", "incorrect", "unknown", "rate"], vrows))
     return out
 
 

@@ -258,8 +258,70 @@ def compute_stats(out: str | Path, top_reasons: int = 10) -> dict[str, Any]:
         "top_rejections": top,
         "packing": index.get("packing"),
         "decontamination": index.get("decontamination"),
+        "ttc": _ttc(out, index),
         "warnings": warnings,
     }
+
+
+# ------------------------------------------------------------------------------------------- test-time compute
+RSA, MARKOVIAN = "rsa_aggregate", "markovian_chunks"
+RSA_FIELDS = pl.Struct(
+    {
+        "target": pl.String,
+        "candidates": pl.List(pl.String),
+        "tail_tokens": pl.List(pl.Int64),
+        "cut": pl.List(pl.Boolean),
+        "target_correct": pl.Boolean,
+        "candidates_correct": pl.List(pl.Boolean),
+    }
+)
+CHUNK_FIELDS = pl.Struct({"trace": pl.String, "index": pl.Int64, "chunks": pl.Int64, "context_tokens": pl.Int64})
+
+
+def built_samples(out: Path, builder: str, fields: pl.Struct) -> pl.DataFrame:
+    """Packed samples of one builder with their provenance decoded (empty without builder columns)."""
+    lf = samples_frame(out)
+    if "builder" not in lf.collect_schema().names():
+        return pl.DataFrame()
+    return (
+        lf.filter((pl.col("builder") == builder) & (pl.col("status") != "dropped"))
+        .select("id", "split", "shard", "row", "tokens_after", pl.col("provenance").str.json_decode(fields).alias("p"))
+        .collect()
+        .unnest("p")
+    )
+
+
+def _ttc(out: Path, index: dict[str, Any]) -> dict[str, Any] | None:
+    """Test-time-compute data: what each builder built and packed, tails, verified targets, chains, verification."""
+    rsa, chunks = built_samples(out, RSA, RSA_FIELDS), built_samples(out, MARKOVIAN, CHUNK_FIELDS)
+    built = index.get("ttc") or {}
+    if not built and not index.get("verification") and rsa.is_empty() and chunks.is_empty():
+        return None
+    result: dict[str, Any] = {"builders": built, "verification": index.get("verification") or {}}
+    if not rsa.is_empty():
+        tails = rsa["tail_tokens"].explode()
+        known = rsa.filter(pl.col("target_correct").is_not_null()).height
+        result["rsa_aggregate"] = {
+            "samples": rsa.height,
+            "tokens": int(rsa["tokens_after"].sum()),
+            "tail_tokens_dist": _dist(tails),
+            "tails_cut": float(rsa["cut"].explode().mean()),
+            "targets_correct": rsa.filter(pl.col("target_correct")).height / rsa.height,
+            "targets_verified": known / rsa.height,
+            "with_incorrect_candidate": rsa.filter(pl.col("candidates_correct").list.contains(False)).height
+            / rsa.height,
+        }
+    if not chunks.is_empty():
+        chains = chunks.group_by("trace").agg(pl.len().alias("packed"), pl.col("chunks").first())
+        result["markovian_chunks"] = {
+            "samples": chunks.height,
+            "tokens": int(chunks["tokens_after"].sum()),
+            "chains": chains.height,
+            "complete_chains": chains.filter(pl.col("packed") == pl.col("chunks")).height,
+            "chunks_per_chain_dist": _dist(chains["chunks"]),
+            "context_tokens_dist": _dist(chunks.filter(pl.col("index") > 0)["context_tokens"]),
+        }
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------- compare

@@ -1,7 +1,7 @@
 """The manifest: a YAML file validated into a `Manifest`, with errors that name the file, the line and the key.
 
-Top-level keys: name, seed, inputs, stages, tokenizer, trim, pack, mixture, output, executor. Stage options are
-validated by the stage's own model from the registry (filters/stage.py), so adding a stage never edits this file.
+Top-level keys: name, seed, inputs, stages, tokenizer, trim, builders, pack, mixture, output, executor. Stage options
+are validated by the stage's own model from the registry (filters/stage.py), so adding a stage never edits this file.
 Relative paths resolve against the manifest's folder.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -19,11 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from reasonpipe.filters.stage import StageOptions
 from reasonpipe.pipeline.registry import stage_class, stage_names
-from reasonpipe.pipeline.yamlpos import format_path, key_lines, line_of
+from reasonpipe.pipeline.yamlpos import YamlError, format_path, key_lines, line_of, load_yaml
 from reasonpipe.tokenizer.config import TokenizerConfig
 from reasonpipe.tokenizer.mixture import MixtureConfig
 from reasonpipe.tokenizer.packing import PackConfig
 from reasonpipe.trimming.config import TrimConfig
+from reasonpipe.trimming.ttc_config import BuildersConfig
 
 FORMATS = ("jsonl", "parquet", "arrow", "csv", "hf_disk")
 SCHEMAS = ("messages", "problem_solution", "prompt_completion", "text", "auto")
@@ -113,6 +115,7 @@ class Manifest(Strict):
     stages: list[dict[str, Any]] = []  # validated against the stage registry in `load_manifest`
     tokenizer: TokenizerConfig
     trim: TrimConfig = TrimConfig()
+    builders: BuildersConfig = BuildersConfig()  # test-time-compute samples built in the pack phase
     pack: PackConfig = PackConfig()
     mixture: MixtureConfig | None = None
     output: OutputConfig
@@ -133,6 +136,7 @@ class Manifest(Strict):
                 f"trim.context ({self.trim.context}) exceeds pack.seq_len ({self.pack.seq_len}): a trimmed sample "
                 "must fit one window. Lower trim.context or raise pack.seq_len."
             )
+        self.builders.check(self.context)
         return self
 
     @property
@@ -146,6 +150,7 @@ class StageSpec:
     """A validated `stages:` entry."""
 
     name: str
+    index: int  # position in `stages:`
     label: str  # unique, e.g. "02-minhash"
     options: StageOptions
     domains: tuple[str, ...] | None
@@ -167,10 +172,20 @@ class LoadedManifest:
         if is_url(path):
             return path
         p = Path(path.removeprefix("file://")).expanduser()
-        return str(p if p.is_absolute() else (self.base_dir / p).resolve())
+        if p.is_absolute():
+            return str(p)
+        try:
+            return str((self.base_dir / p).resolve())
+        except RuntimeError:  # a symlink loop: reported by preflight
+            return os.path.normpath(self.base_dir / p)
 
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.raw, sort_keys=True, default=str).encode()).hexdigest()
+
+    def located(self, loc: tuple, message: str) -> str:
+        """A problem as `file:line: key.path: message`."""
+        lines = key_lines(self.path.read_text(encoding="utf-8"))
+        return f"{self.path.name}:{line_of(lines, loc) or '?'}: {format_path(loc)}: {message}"
 
 
 class ManifestError(Exception):
@@ -230,7 +245,7 @@ def _check_stages(raw_stages: Any, base_dir: Path) -> tuple[list[StageSpec], lis
             problems += [(loc + (name,) + tuple(e["loc"]), _describe(e)) for e in exc.errors()]
             continue
         label = f"{i + 1:02d}-{entry.get('label', name)}"
-        specs.append(StageSpec(name, label, opts, tuple(domains) if domains else None))
+        specs.append(StageSpec(name, i, label, opts, tuple(domains) if domains else None))
     return specs, problems
 
 
@@ -257,10 +272,15 @@ def load_manifest(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     path = Path(path).resolve()
     if not path.is_file():
         raise ManifestError(path, [f"{path}: no such file"])
-    text = path.read_text(encoding="utf-8")
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(path, [f"{path}: cannot read it: {exc}"]) from None
+    try:
+        raw = load_yaml(text)
+    except YamlError as exc:
+        raise ManifestError(path, [f"{path.name}:{exc.line}: {exc.message}"]) from None
+    except (yaml.YAMLError, RecursionError) as exc:
         raise ManifestError(path, [f"{path.name}: not valid YAML: {exc}"]) from None
     if not isinstance(raw, dict):
         raise ManifestError(path, [f"{path.name}:1: the manifest must be a mapping of top-level keys"])

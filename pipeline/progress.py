@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -57,7 +58,12 @@ class Watcher:
 
     def __enter__(self) -> Watcher:
         self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+        # Ctrl-C must reach the main thread, not this one (it inherits the blocked mask): see pipeline/executors.py
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self._thread.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -3,6 +3,7 @@ append their steps and runs to (the `filters.stage.Chain` protocol)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from reasonpipe.pipeline.docio import DocReader, DocWriter
 from reasonpipe.pipeline.manifest import LoadedManifest
 from reasonpipe.pipeline.readers import InputSource
 from reasonpipe.pipeline.steps import Progress
+from reasonpipe.pipeline.workkeys import WorkKey, changes, previous_key
 
 
 @dataclass
@@ -38,13 +40,60 @@ class RunSpec:
 class Plan:
     loaded: LoadedManifest
     output_dir: str
+    work_dir: str  # holds prep_dir and pack_dir
     prep_dir: str
     pack_dir: str
-    prep_hash: str
-    pack_hash: str
+    prep_key: WorkKey
+    pack_key: WorkKey
     runs: list[RunSpec]
     sources: list[InputSource]
     labels: list[tuple[str, str]]  # (label, stage name) in pipeline order, for accounting
+
+    @property
+    def prep_hash(self) -> str:
+        return self.prep_key.digest
+
+    @property
+    def pack_hash(self) -> str:
+        return self.pack_key.digest
+
+
+def run_complete(run: RunSpec) -> bool:
+    folder = os.path.join(run.logging_dir, "completions")
+    return os.path.isdir(folder) and len(os.listdir(folder)) >= run.tasks
+
+
+def built_from(output_dir: str) -> str | None:
+    """The pack digest the output's index.json was assembled from (None: no readable index)."""
+    try:
+        with open(os.path.join(output_dir, "index.json"), encoding="utf-8") as f:
+            return json.load(f).get("run_fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def phase_status(plan: Plan) -> list[str]:
+    """One line per phase: complete and reused, resuming, or redone and why (compared with the key the output was
+    built from, else the newest earlier key in the work folder)."""
+    old_pack = previous_key(plan.work_dir, "pack", built_from(plan.output_dir))
+    old_prep = previous_key(plan.work_dir, "prep", old_pack.parts.get("prep") if old_pack else None)
+    lines = []
+    for phase, key, old, folder in (
+        ("prep", plan.prep_key, old_prep, plan.prep_dir),
+        ("pack", plan.pack_key, old_pack, plan.pack_dir),
+    ):
+        runs = [r for r in plan.runs if r.phase == phase]
+        done = sum(map(run_complete, runs))
+        if done == len(runs):
+            state = "complete, reused"
+        elif WorkKey.load(folder) is not None:
+            state = f"{done}/{len(runs)} runs complete, resumes"
+        elif old is None:
+            state = "new (no earlier run in the work folder)"
+        else:
+            state = "redo: " + ("; ".join(changes(old, key)) or "its key changed")
+        lines.append(f"{phase} {key.digest}: {state}")
+    return lines
 
 
 class Chain:

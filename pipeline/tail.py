@@ -1,6 +1,6 @@
 """The runs after the canonical documents: train the tokenizer (optional), tokenise to the Arrow cache, then
-(with a mixture) measure trimmed sizes, then mixture-sample, AP-trim, pack and write shards; finally assemble the
-output folder and its index.json.
+(with `builders`) build test-time-compute samples (pipeline/ttc.py), (with a mixture) measure trimmed sizes, then
+mixture-sample, AP-trim, pack and write shards; finally assemble the output folder and its index.json.
 
 Every run is partitioned over the executor's tasks except the tokenizer training (1 task), which reads only the
 per-task samples `TokenizerSample` wrote (tasks x sample_docs documents). The driver only sums per-task JSON files
@@ -13,6 +13,7 @@ import os
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
+from reasonpipe.pipeline import ttc
 from reasonpipe.pipeline.docio import DocReader
 from reasonpipe.pipeline.manifest import LoadedManifest
 from reasonpipe.pipeline.runs import Plan, RunSpec
@@ -122,15 +123,19 @@ def predicted_mixture(plan: Plan) -> dict[str, float]:
         for s in plan.sources:
             group = s.domain if mix.by == "domain" else s.name
             sizes[group] = sizes.get(group, 0) + sum(os.path.getsize(f) for f in s.files if os.path.isfile(f))
+    for group in ttc.output_groups(plan):  # built in the pack phase: not sized yet; a named share is met exactly
+        sizes.setdefault(group, 1)
     return predicted_shares(sizes, mixture_rates(sizes, mix.shares, mix.others))
 
 
 def pack_runs(plan: Plan) -> list[RunSpec]:
-    """The pack phase: the sizes run (with a mixture: tokens per group once trimmed, for the rates), then pack."""
+    """The pack phase: the builder runs (with `builders`), the sizes run (with a mixture: tokens per group once
+    trimmed, for the rates), then pack. Built samples are read with the token cache by `sizes` and `pack`."""
     m = plan.loaded.manifest
     out = os.path.join(plan.pack_dir, "out")
     trim_excl = os.path.join(plan.pack_dir, "exclusions", "trim")
     tokens = _tokens_dir(plan.prep_dir)
+    built = ttc.built_dir(plan)
     runs = []
 
     if m.mixture is not None:
@@ -142,7 +147,14 @@ def pack_runs(plan: Plan) -> list[RunSpec]:
             trim = m.trim
             return [
                 TrimmedSizes(
-                    tokens, _sizes_dir(plan.pack_dir), m.context, trim.policy, marker, trim.snap_newline, newlines
+                    tokens,
+                    _sizes_dir(plan.pack_dir),
+                    m.context,
+                    trim.policy,
+                    marker,
+                    trim.snap_newline,
+                    newlines,
+                    built=built,
                 )
             ]
 
@@ -158,9 +170,11 @@ def pack_runs(plan: Plan) -> list[RunSpec]:
         special = resolve_template(load_tokenizer(tokenizer_file(plan.loaded, plan.prep_dir)), m.tokenizer.template)
         marker, newlines = _trim_ids(plan)
         mix = m.mixture
+        if mix:
+            ttc.check_mixture(plan)
         rates = mixture_rates(trimmed_sizes(plan), mix.shares, mix.others) if mix else {}
         return [
-            MixtureSample(tokens, rates, mix.by if mix else "domain", m.seed),
+            MixtureSample(tokens, rates, mix.by if mix else "domain", m.seed, built=built),
             Progress("pack"),
             APTrim(m.context, m.trim.policy, marker, m.trim.snap_newline, newlines, exclusion_writer(trim_excl)),
             PackWriter(
@@ -179,11 +193,14 @@ def pack_runs(plan: Plan) -> list[RunSpec]:
 
     run = RunSpec("pack", "pack", m.executor.tasks, os.path.join(plan.pack_dir, "runs", "pack"), build)
     run.labels = {0: "mixture", 2: "trim"}
-    return runs + [run]
+    return [*ttc.build_runs(plan, tokenizer_file(plan.loaded, plan.prep_dir)), *runs, run]
 
 
-def finalize(plan: Plan, table: list[dict]) -> dict:
-    """Assemble OUTPUT (shards, samples, tokenizer, index.json) from the pack run's folder."""
+def finalize(plan: Plan, table: list[dict], encoded_sha256: str | None = None) -> dict:
+    """Assemble OUTPUT (shards, samples, tokenizer, index.json) from the pack run's folder.
+
+    `encoded_sha256`: the sha256 of the tokenizer the tokenise run encoded with (index.json
+    `encoded_with_tokenizer_sha256`, checked against the shipped tokenizer.json by `inspect --validate`)."""
     from reasonpipe.tokenizer.index import finalize_output
 
     m = plan.loaded.manifest
@@ -199,8 +216,11 @@ def finalize(plan: Plan, table: list[dict]) -> dict:
         "manifest": plan.loaded.raw,
         "manifest_sha256": plan.loaded.sha256(),
         "run_fingerprint": plan.pack_hash,
+        "encoded_with_tokenizer_sha256": encoded_sha256,
         "mixture": {"by": m.mixture.by if m.mixture else "domain", "target": m.mixture.shares if m.mixture else None},
         "trim": {"context": m.context, "policy": m.trim.policy},
+        "verification": ttc.verification(table),
+        "ttc": ttc.index_block(plan),
     }
     place_exclusions(plan)
     out = os.path.join(plan.pack_dir, "out")
@@ -214,14 +234,18 @@ def place_exclusions(plan: Plan) -> None:
     """OUTPUT/exclusions/<label>/: hard links to the prep and pack runs' rejected records (copies across devices)."""
     import shutil
 
+    from reasonpipe.pipeline.workdir import remove_owned
+
     target = os.path.join(plan.output_dir, "exclusions")
-    shutil.rmtree(target, ignore_errors=True)
+    remove_owned(target, plan.output_dir)  # only ever inside the marked output folder
     for phase_dir in (plan.prep_dir, plan.pack_dir):
         source = os.path.join(phase_dir, "exclusions")
         for root, _, files in os.walk(source):
             dest = os.path.join(target, os.path.relpath(root, source))
             os.makedirs(dest, exist_ok=True)
             for name in files:
+                if name.startswith("."):  # a temporary file left by a killed task
+                    continue
                 try:
                     os.link(os.path.join(root, name), os.path.join(dest, name))
                 except OSError:

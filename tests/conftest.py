@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+from outputs import Outputs
 
 
 @pytest.fixture
@@ -16,3 +17,10 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(socket, "socket", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture(scope="session")
+def outputs(tmp_path_factory: pytest.TempPathFactory) -> Outputs:
+    """Real OUTPUT folders made by `reasonpipe run` (tests/outputs.py), each built once per session on first use.
+    They are shared: a test that alters one works on a copy."""
+    return Outputs(tmp_path_factory.mktemp("outputs"))

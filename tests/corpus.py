@@ -52,7 +52,7 @@ def ci_plan(scale: float = 1.0):
         benchmark=n(10, 2), leaked=n(2), exact_dups=n(4), near_dups=n(3), problem_dups=n(2), no_reasoning=n(2),
         long_target=(2500, 4000),  # > 512 tokens for any reasonable tokenizer: trimming at 256/512 applies
         overlong_prompt_chars=3000,  # prompt + answer alone > 512 tokens: dropped by trimming at 512
-        huge_bytes=256 * 1024, formats=("parquet", "csv"),
+        huge_bytes=256 * 1024, formats=("parquet", "csv"), pool_problems=n(3), pool_traces=5,
     )  # fmt: skip
 
 
@@ -69,8 +69,15 @@ INPUTS: dict[str, dict[str, Any]] = {
     # the huge record of bad/text/huge.jsonl is 256 KiB: rejected as too large under this limit
     "bad": {"path": "bad/text/", "format": "jsonl", "schema": "text", "domain": "web", "max_record_bytes": 131072},
     "bad_chat": {"path": "bad/chat/", "format": "jsonl", "schema": "messages", "domain": "reasoning"},
+    # several traces per problem with gold answers, for the test-time-compute builders (not read by default)
+    "pool": {
+        "path": "reasoning/pool.jsonl",
+        "schema": "problem_solution",
+        "domain": "math",
+        "fields": {"gold": "gold"},
+    },  # fmt: skip
 }
-DEFAULT_INPUTS = list(INPUTS)
+DEFAULT_INPUTS = [name for name in INPUTS if name != "pool"]
 
 
 def make_corpus(dir: Path, scale: float = 1.0, seed: int = 0) -> dict:

@@ -296,6 +296,7 @@ FAMILIES = {  # files whose records are compared pairwise (same schema and domai
     "web": ["prose/web.csv"],
     "short problems": ["reasoning/gsm.jsonl", "hf/gsm_extra", "reasoning/solutions.jsonl", "math/exercises.arrow"],
     "traces": ["reasoning/chat.jsonl.gz", "reasoning/prompt_completion.jsonl.zst", "reasoning/marco.jsonl"],
+    "trace pool": ["reasoning/pool.jsonl"],  # several traces of one problem: different texts all the same
 }  # fmt: skip
 
 
@@ -362,6 +363,20 @@ def test_problem_duplicates_form_groups_of_one_problem(planted, demo_records):
             assert jaccard(grams(a), grams(b)) >= 0.7, (a, b)
         for a, b in itertools.combinations(members, 2):
             assert jaccard(shingles(record_text(a)), shingles(record_text(b))) < 0.5, (a["id"], b["id"])
+
+
+def test_trace_pool_has_several_traces_per_problem_some_wrong(planted, demo_records):
+    """reasoning/pool.jsonl: each problem has several traces, at least one right and one wrong; a wrong trace states
+    another answer than the gold one, a right trace states the gold."""
+    records = {r["id"]: r for r in demo_records["reasoning/pool.jsonl"]}
+    assert len(planted["pool"]) == 8 and sum(len(g["ids"]) for g in planted["pool"]) == len(records) == 48
+    for group in planted["pool"]:
+        recs = [records[i] for i in group["ids"]]
+        assert len({r["problem"] for r in recs}) == 1 and {r["gold"] for r in recs} == {group["gold"]}
+        assert 0 < len(group["wrong"]) < len(recs)
+        for r in recs:
+            stated = re.findall(r"-?\d[\d,]*", r["solution"])[-1].replace(",", "")
+            assert (stated != group["gold"]) == (r["id"] in group["wrong"]), r
 
 
 def test_filter_plants_are_the_only_filter_negatives(planted, demo_records):

@@ -10,19 +10,24 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from outputgen import make_output, rewrite_shard
+from outputs import REAL
+from tamper import rewrite_shard
 
 from reasonpipe.pipeline.inspect_cli import main
 from reasonpipe.pipeline.inspect_stats import compute_stats
 from reasonpipe.pipeline.inspect_validate import validate
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+# every output here is made by `reasonpipe run` (tests/outputs.py): chat samples (prompts without loss) to trim and
+# drop, plain text to split, malformed records and duplicates to reject
+MIXED = {"loss_mask": "assistant"}
+
+
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_output(tmp_path_factory.mktemp("out") / "a", seed=1)
+def base(outputs) -> Path:
+    return outputs.get("mixed", **MIXED).root
 
 
 @pytest.fixture
@@ -116,7 +121,10 @@ def test_sample_markers_and_determinism(base: Path, capsys: pytest.CaptureFixtur
     _, again, _ = run(capsys, base, "--sample", 3, "--seed", 7)
     assert code == 0 and first == again
     assert first.count("=== shards/") == 3 and "--- document 0" in first
-    for marker in ("[template]<|bos|>", "[prompt -loss]", "[reasoning]", "[answer]", "<|end_turn|><|eos|>"):
+    # pack.loss_mask assistant: the role header and prompt carry no loss; think tags, reasoning, answer and the
+    # assistant's end of turn do
+    for marker in ("[template -loss]<|bos|>", "[prompt -loss]", "[template]<think>", "[reasoning]", "[answer]",
+                   "[template]<|end_turn|>[/template][template -loss]<|eos|>"):  # fmt: skip
         assert marker in first
     _, rich, _ = run(capsys, base, "--sample", 3, "--seed", 7, "--color", "always")
     assert ANSI.search(rich) and "[prompt" not in rich
@@ -289,12 +297,21 @@ def test_validate_samples_placement(out: Path, capsys: pytest.CaptureFixture) ->
 def test_json_stable_keys(base: Path, capsys: pytest.CaptureFixture) -> None:
     code, rep = run_json(capsys, base)
     assert code == 0
-    assert list(rep) == ["inspect_version", "output", "stats", "samples", "validation", "compare", "plots"]
-    assert rep["samples"] is rep["validation"] is rep["compare"] is rep["plots"] is None
+    assert list(rep) == [
+        "inspect_version",
+        "output",
+        "stats",
+        "samples",
+        "validation",
+        "compare",
+        "plots",
+        "rsa_samples",
+    ]
+    assert rep["samples"] is rep["validation"] is rep["compare"] is rep["plots"] is rep["rsa_samples"] is None
     assert set(rep["stats"]) == {
         "output", "name", "format_version", "tool_version", "seq_len", "compression", "tokenizer", "totals",
         "shards", "samples", "mixture", "trim", "copies", "stages", "top_rejections", "packing", "decontamination",
-        "warnings",
+        "warnings", "ttc",
     }  # fmt: skip
     assert set(rep["stats"]["totals"]) == {"train", "val", "all"}
     _, top2 = run_json(capsys, base, "--top", 2)
@@ -315,9 +332,9 @@ def test_plots(base: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 
 
-def test_compare_4k_vs_32k_style(base: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_compare_4k_vs_32k_style(base: Path, outputs, capsys: pytest.CaptureFixture) -> None:
     """Same corpus trimmed to a shorter context: more trimming, fewer reasoning tokens kept."""
-    short = make_output(tmp_path / "short", seed=1, context=64)
+    short = outputs.get("mixed", **MIXED, context=64).root
     code, rep = run_json(capsys, base, "--compare", short)
     assert code == 0 and rep["compare"]["same_tokenizer"]
     m = {r["metric"]: r for r in rep["compare"]["rows"]}
@@ -332,8 +349,8 @@ def test_compare_4k_vs_32k_style(base: Path, tmp_path: Path, capsys: pytest.Capt
 
 
 # ---------------------------------------------------------------------------------------------------- variants
-def test_compressed_shards_match_uncompressed(base: Path, tmp_path: Path) -> None:
-    z = make_output(tmp_path / "z", seed=1, compression="zstd")
+def test_compressed_shards_match_uncompressed(base: Path, outputs) -> None:
+    z = outputs.get("mixed", **MIXED, compression="zstd").root
     assert validate(z) == []
     a, b = compute_stats(base), compute_stats(z)
     assert a["totals"]["train"]["real_tokens"] == b["totals"]["train"]["real_tokens"]
@@ -341,8 +358,8 @@ def test_compressed_shards_match_uncompressed(base: Path, tmp_path: Path) -> Non
 
 
 @pytest.mark.skipif(not REAL.is_dir(), reason="real data folder absent")
-def test_real_gsm8k_and_peps(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    out = make_output(tmp_path / "real", real_data=REAL, n_chat=80, n_plain=40, seq_len=256, vocab_size=600)
+def test_real_gsm8k_and_peps(outputs, capsys: pytest.CaptureFixture) -> None:
+    out = outputs.get("real", limit=80).root
     assert validate(out) == []
     code, rep = run_json(capsys, out, "--sample", 2)
     assert code == 0 and rep["stats"]["trim"]["samples"] == 80
@@ -353,50 +370,8 @@ def test_real_gsm8k_and_peps(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
 
 
 # ---------------------------------------------------------------------------------------------------- real writer
-def real_stack_output(root: Path) -> Path:
-    """An OUTPUT written by the project's own stack: TokenizeToCache -> CacheReader -> APTrim -> PackWriter ->
-    finalize_output, on the synthetic corpus of outputgen (chat samples to trim and drop, plain text to split)."""
-    import random as _random
-
-    from datatrove.data import Document
-    from datatrove.pipeline.writers.jsonl import JsonlWriter
-    from outputgen import fake_stages, synthetic_corpus
-
-    from reasonpipe.sample import render_text
-    from reasonpipe.tokenizer.config import TrainConfig
-    from reasonpipe.tokenizer.index import finalize_output
-    from reasonpipe.tokenizer.steps import CacheReader, PackWriter, TokenizeToCache, train_from_documents
-    from reasonpipe.tokenizer.vocab import load_tokenizer, resolve_template, save_tokenizer
-    from reasonpipe.trimming.step import APTrim
-
-    docs = []
-    for r in synthetic_corpus(_random.Random(5), 60, 40):
-        if "turns" in r:
-            meta = {"source": r["source"], "domain": r["domain"], "kind": "chat", "turns": r["turns"]}
-            docs.append(Document(text=render_text(r["turns"]), id=r["id"], metadata=meta))
-        else:
-            meta = {"source": r["source"], "domain": r["domain"], "kind": "text"}
-            docs.append(Document(text=r["text"], id=r["id"], metadata=meta))
-    tok_path = save_tokenizer(
-        train_from_documents(docs, TrainConfig(vocab_size=512, sample_docs=100)), root / "t.json"
-    )
-    list(TokenizeToCache(tok_path, root / "cache", batch_size=64).run(iter(docs), 0, 1))
-    special = resolve_template(load_tokenizer(tok_path)).as_dict()
-    pipe = CacheReader(root / "cache").run(None, 0, 1)
-    pipe = APTrim(128, exclusion_writer=JsonlWriter(str(root / "excl"))).run(pipe, 0, 1)
-    list(PackWriter(root / "pack", 128, special, validation_fraction=0.15, rows_per_shard=10).run(pipe, 0, 1))
-    extra = {"name": "real", "trim": {"context": 128, "policy": "tail"}, "stages": fake_stages(100, 0)}
-    extra["mixture"] = {"by": "domain", "target": {"reasoning": 0.6, "math": 0.2, "code": 0.1, "web": 0.1}}
-    finalize_output(root / "pack", root / "out", tok_path, extra, dropped_folder=root / "excl")
-    return root / "out"
-
-
-def test_output_of_the_real_writer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    pytest.importorskip("datatrove")
-    try:
-        out = real_stack_output(tmp_path)
-    except ImportError as e:  # the writer modules are another helper's; skip until they exist
-        pytest.skip(f"project writer not available: {e}")
+def test_output_of_the_real_writer(out: Path, capsys: pytest.CaptureFixture) -> None:
+    """On the run's own trimming and packing: the AP check catches a trimmed sample whose EOS is padded over."""
     assert validate(out) == []
     st = compute_stats(out)
     index = json.loads((out / "index.json").read_text())

@@ -11,7 +11,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from shardgen import make_shards
 
 from reasonpipe.trainer.loader import (
     IGNORE,
@@ -27,13 +26,13 @@ from reasonpipe.trainer.loader import (
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory: pytest.TempPathFactory):
-    return make_shards(tmp_path_factory.mktemp("shards") / "out", seq_len=256, samples=600)
+def shards(outputs):
+    return outputs.get("gsm8k")  # made by `reasonpipe run` (tests/outputs.py)
 
 
 @pytest.fixture(scope="module")
-def shards_b(tmp_path_factory: pytest.TempPathFactory):
-    return make_shards(tmp_path_factory.mktemp("shards_b") / "out", seq_len=256, samples=200, seed=1)
+def shards_b(outputs):
+    return outputs.get("gsm8k", samples=200, seed=1)
 
 
 def test_single_source_order_is_a_permutation_per_epoch() -> None:

@@ -12,10 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reasonpipe.trainer.attention import same_doc_masks
+from reasonpipe.trainer.attention_backends import AttnMask, dense_doc_mask
 from reasonpipe.trainer.balancing import balance_metrics, update_bias, update_model_biases
 from reasonpipe.trainer.config import ModelConfig, preset, tiny
 from reasonpipe.trainer.layers import rope_cos_sin
-from reasonpipe.trainer.model import ZayaLM, chunked_linear_cross_entropy, document_causal_mask
+from reasonpipe.trainer.model import ZayaLM, chunked_linear_cross_entropy
+from reasonpipe.trainer.moe import grouped_mm
 from reasonpipe.trainer.params import count_params
 
 VOCAB = 97
@@ -91,6 +93,18 @@ def test_causal(model: ZayaLM) -> None:
     torch.testing.assert_close(model(ids).logits[:, :15], model(other).logits[:, :15])
 
 
+@pytest.mark.parametrize("doc_flags", [False, True])
+def test_conv_kernel_longer_than_the_sequence(doc_flags: bool) -> None:
+    """S < kernel - 1 used to crash (a shift past the sequence start): a short sequence is the prefix of a long one."""
+    m = make(7, cca_time0=4, cca_time1=4, doc_causal=doc_flags, doc_reset=doc_flags).eval()
+    ids = torch.randint(0, VOCAB, (2, 9))
+    doc = torch.zeros_like(ids) if doc_flags else None
+    long = m(ids, doc_ids=doc).logits
+    for s in (1, 2, 3):
+        short = m(ids[:, :s], doc_ids=None if doc is None else doc[:, :s]).logits
+        torch.testing.assert_close(short, long[:, :s], atol=1e-5, rtol=1e-5)
+
+
 def test_packed_documents_equal_separate_runs() -> None:
     """doc_causal + doc_reset + restarted positions: each packed document behaves as if run alone."""
     m = make(1, doc_causal=True, doc_reset=True).eval()
@@ -111,7 +125,7 @@ def test_same_doc_masks_and_mask() -> None:
     doc = torch.tensor([[0, 0, 1, 1, 1, 2]])
     v1 = same_doc_masks(doc, 2)[1][0, :, 0].tolist()
     assert v1 == [False, True, False, True, True, False]
-    mask = document_causal_mask(doc)[0, 0]
+    mask = dense_doc_mask(doc)[0, 0]
     assert mask[4].tolist() == [False, False, True, True, True, False]
     assert not mask.triu(1).any()
 
@@ -129,6 +143,27 @@ def test_grouped_mm_and_loop_paths_agree() -> None:
     torch.testing.assert_close(grads[0][0], grads[1][0])
     for k, v in grads[0][1].items():
         torch.testing.assert_close(v, grads[1][1][k], atol=1e-6, rtol=1e-5)
+
+
+@given(sizes=st.lists(st.integers(0, 9), min_size=1, max_size=6), seed=st.integers(0, 2**16))
+@settings(max_examples=30, deadline=None)
+def test_batched_expert_matmul_equals_grouped_mm(sizes: list[int], seed: int) -> None:
+    """The no-loop fallback (sorted tokens, one zero-padded bmm) and torch._grouped_mm: same values and gradients
+    for any group sizes, empty groups included."""
+    g = torch.Generator().manual_seed(seed)
+    n = sum(sizes)
+    x = torch.randn(n, 8, generator=g, requires_grad=True)
+    w = torch.randn(len(sizes), 8, 4, generator=g, requires_grad=True)
+    offs = torch.cumsum(torch.tensor(sizes), 0).to(torch.int32)
+    w_out = torch.randn(n, 4, generator=g)
+    results = []
+    for fast in (True, False):
+        y = grouped_mm(x, w, offs, fast=fast)
+        results.append((y, *torch.autograd.grad((y * w_out).sum(), (x, w))))
+    per_group = torch.cat([x[lo:hi] @ w[e] for e, (lo, hi) in enumerate(zip([0, *offs[:-1].tolist()], offs.tolist()))])
+    torch.testing.assert_close(results[1][0], per_group, atol=1e-5, rtol=1e-5)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_activation_checkpointing_same_grads_and_counts() -> None:
@@ -176,14 +211,15 @@ def test_block_has_no_graph_breaks() -> None:
     h, prev = torch.randn(2, 12, cfg.hidden_size), torch.randn(2, 12, cfg.router_hidden_size)
     cos, sin = rope_cos_sin(torch.arange(12)[None], cfg.rotary_dim, cfg.rope_theta)
     doc = torch.tensor([[0] * 5 + [1] * 7] * 2)
-    explain = torch._dynamo.explain(blk)(h, prev, cos, sin, same_doc_masks(doc, 1), document_causal_mask(doc))
+    mask = AttnMask("sdpa", dense=dense_doc_mask(doc))
+    explain = torch._dynamo.explain(blk)(h, prev, cos, sin, same_doc_masks(doc, 1), mask)
     assert explain.graph_break_count == 0 and explain.graph_count == 1, explain.break_reasons
 
 
 # --- balancing -----------------------------------------------------------------------------------------------
 
 
-def test_pid_update_is_adamw_on_load_error() -> None:
+def test_pid_update_is_recentred_adamw_on_load_error() -> None:
     n_exp, steps = 4, 5
     bias = torch.zeros(n_exp + 1)
     bias[-1] = -1.0
@@ -196,8 +232,28 @@ def test_pid_update_is_adamw_on_load_error() -> None:
         update_bias(bias, m, v, step, counts, mode="pid", lr=1e-2, betas=(0.9, 0.99))
         ref.grad = counts.float() / counts.sum() - 1 / n_exp
         opt.step()
-    torch.testing.assert_close(bias[:n_exp], ref.detach())
+    # AdamW with g as gradient, re-centred each step (from a zero start: AdamW's biases minus their mean)
+    torch.testing.assert_close(bias[:n_exp], ref.detach() - ref.detach().mean())
     assert bias[-1].item() == -1.0 and m[-1].item() == 0.0
+
+
+@given(seed=st.integers(0, 2**16), mode=st.sampled_from(["pid", "sign"]), start=st.floats(-0.5, 0.5))
+@settings(max_examples=20, deadline=None)
+def test_bias_updates_do_not_drift_against_the_skip_class(seed: int, mode: str, start: float) -> None:
+    """Per-expert AdamW normalisation and sign() do not sum to zero: without re-centring the expert biases drift
+    together against the frozen skip bias. Their mean stays where it started (e.g. a loaded checkpoint's)."""
+    g = torch.Generator().manual_seed(seed)
+    n_exp = 6
+    bias = torch.cat([start + 0.01 * torch.randn(n_exp, generator=g), torch.tensor([-1.0])])
+    mean0 = bias[:n_exp].mean().item()
+    m, v = torch.zeros_like(bias), torch.zeros_like(bias)
+    skew = torch.linspace(1, 4, n_exp)
+    for step in range(1, 101):
+        counts = (torch.rand(n_exp, generator=g) * 100 * skew).long()
+        update_bias(bias, m, v, step, counts, mode=mode, lr=1e-2)  # type: ignore[arg-type]
+    assert bias[:n_exp].mean().item() == pytest.approx(mean0, abs=1e-5)
+    assert bias[-1].item() == -1.0
+    assert bias[0] > bias[-2]  # the underloaded expert was pushed up relative to the overloaded one
 
 
 def test_sign_and_off_modes() -> None:
@@ -262,6 +318,19 @@ def test_param_counts() -> None:
     assert 0.74e9 < big["active_no_embedding"] < 0.77e9
     assert 0.53e9 < big["embedding"] < 0.55e9
     assert 1.0e8 < count_params(preset("small"))["total"] < 2.0e8
+
+
+def test_long_context_presets() -> None:
+    base = preset("zaya1-8b")
+    for name, theta, positions in [
+        ("zaya1-8b", 1e4, 4096),
+        ("zaya1-8b-32k", 1e6, 32_768),
+        ("zaya1-8b-131k", 5e6, 131_072),
+    ]:
+        cfg = preset(name)
+        assert (cfg.rope_theta, cfg.seq_len) == (theta, positions)
+        assert cfg.replace(rope_theta=base.rope_theta, seq_len=base.seq_len) == base  # same shape and init
+        assert cfg.to_hf_dict()["max_position_embeddings"] == positions
 
 
 def test_config_round_trip_and_errors() -> None:

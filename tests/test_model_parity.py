@@ -9,6 +9,8 @@ pytest.importorskip("transformers.models.zaya")
 from transformers import ZayaConfig, ZayaForCausalLM  # noqa: E402
 
 from reasonpipe.trainer.config import tiny  # noqa: E402
+from reasonpipe.trainer.decode_cache import DecodeCache  # noqa: E402
+from reasonpipe.trainer.generate import generate, left_pad  # noqa: E402
 from reasonpipe.trainer.hf_interop import rename_to_hf  # noqa: E402
 from reasonpipe.trainer.model import ZayaLM  # noqa: E402
 
@@ -100,3 +102,23 @@ def test_save_pretrained_folder_loads_into_ours(tmp_path) -> None:
     ids = torch.randint(0, VOCAB, (1, 15))
     with torch.no_grad():
         torch.testing.assert_close(ours(ids).logits, ref(ids).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_cached_decoding_matches_reference_generate() -> None:
+    """A left-padded batch, greedy: our prefill + cached steps give the reference generate's tokens and logits."""
+    ref = reference(3, cca_time0=3, cca_time1=2)
+    ours = ZayaLM.from_hf(ref).eval()
+    prompts = [[5, 9, 17, 3, 8, 1, 44], [7, 2], [11, 12, 13, 14]]
+    ids, mask = left_pad(prompts, ours.cfg.pad_token_id, torch.device("cpu"))
+    with torch.no_grad():
+        kw = dict(do_sample=False, eos_token_id=None, pad_token_id=ours.cfg.pad_token_id)
+        want = ref.generate(
+            ids, attention_mask=mask, max_new_tokens=6, return_dict_in_generate=True, output_logits=True, **kw
+        )
+        cache = DecodeCache(ours.cfg, len(prompts), ids.shape[1] + 6)
+        logits = [ours(ids, attention_mask=mask, cache=cache, logits_to_keep=1).logits[:, -1]]
+        for t in range(5):
+            logits.append(ours(want.sequences[:, ids.shape[1] + t, None], cache=cache).logits[:, -1])
+    for step, (got, exp) in enumerate(zip(logits, want.logits)):
+        torch.testing.assert_close(got, exp, atol=1e-4, rtol=1e-4, msg=f"step {step}")
+    assert generate(ours, prompts, 6) == want.sequences[:, ids.shape[1] :].tolist()

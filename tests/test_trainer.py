@@ -15,7 +15,7 @@ import torch
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from shardgen import make_shards, unigram_entropy
+from outputs import unigram_entropy
 
 from reasonpipe.tokenizer.shards import sha256_file
 from reasonpipe.trainer import checkpoint as C
@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory: pytest.TempPathFactory):
-    return make_shards(tmp_path_factory.mktemp("trainer") / "out", seq_len=256, samples=1500)
+def shards(outputs):
+    return outputs.get("gsm8k")  # 1,500 GSM8K samples through `reasonpipe run` (tests/outputs.py)
 
 
 @pytest.fixture(autouse=True)
@@ -225,7 +225,10 @@ def test_peak_flops_table(monkeypatch: pytest.MonkeyPatch) -> None:
     "patch, message",
     [
         ({"train": {"lernrate": 1}}, "train.lernrate: Extra inputs are not permitted"),
-        ({"model": {"preset": "huge"}}, "unknown preset 'huge'; allowed: ['small', 'tiny', 'zaya1-8b']"),
+        (
+            {"model": {"preset": "huge"}},
+            "unknown preset 'huge'; allowed: ['small', 'tiny', 'zaya1-8b', 'zaya1-8b-131k', 'zaya1-8b-32k']",
+        ),
         ({"model": {"preset": "tiny", "vocab_size": 100}}, "tokenizer vocab_size 512 > model vocab_size 100"),
         ({"train": {"seq_len": 100}}, "shard seq_len 256 is not a multiple of train.seq_len 100"),
         ({"train": {"global_batch_tokens": 1000}}, "global_batch_tokens 1000 is not a multiple of seq_len 256"),

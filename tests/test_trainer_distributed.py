@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from shardgen import make_shards
 
 from reasonpipe.trainer import checkpoint as C
 from reasonpipe.trainer import train as T
@@ -27,9 +26,9 @@ STEPS = 4
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory):
+def setup(tmp_path_factory: pytest.TempPathFactory, outputs):
     tmp = tmp_path_factory.mktemp("dist")
-    shards = make_shards(tmp / "out", seq_len=256, samples=400)
+    shards = outputs.get("gsm8k")  # made by `reasonpipe run` (tests/outputs.py)
     cfg = {
         "model": {"preset": "tiny"},
         "train": {

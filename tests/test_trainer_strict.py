@@ -14,7 +14,6 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 import yaml
-from shardgen import make_shards
 
 from reasonpipe.trainer import checkpoint as C
 from reasonpipe.trainer import train as T
@@ -22,8 +21,8 @@ from reasonpipe.trainer.trainconfig import resume_changes
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory: pytest.TempPathFactory):
-    return make_shards(tmp_path_factory.mktemp("strict") / "out", seq_len=256, samples=500)
+def shards(outputs):
+    return outputs.get("gsm8k")  # 1,500 GSM8K samples through `reasonpipe run` (tests/outputs.py)
 
 
 @pytest.fixture(autouse=True)

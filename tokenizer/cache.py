@@ -4,6 +4,7 @@ One Arrow IPC stream file per task, one row per sample:
 
     id, source, domain, kind   string
     problem_key, upstream_id   string (null when the sample has none; see reasonpipe.sample)
+    correct                    bool            `metadata["correct"]` of `answer_verify` (null: unknown or not judged)
     n_tokens                   uint32          tokens of the whole sample
     ids                        list<uint32>    the sample's tokens (its segments concatenated)
     seg_kind                   list<uint8>     SEG_* code of each segment
@@ -31,8 +32,8 @@ from fsspec.implementations.local import LocalFileSystem
 
 from reasonpipe.segments import Segment
 
-FORMAT_VERSION = "2"
-META_COLUMNS = ("id", "source", "domain", "kind", "problem_key", "upstream_id")
+FORMAT_VERSION = "3"
+META_COLUMNS = ("id", "source", "domain", "kind", "problem_key", "upstream_id", "correct")
 CACHE_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
@@ -41,6 +42,7 @@ CACHE_SCHEMA = pa.schema(
         pa.field("kind", pa.string()),
         pa.field("problem_key", pa.string()),
         pa.field("upstream_id", pa.string()),
+        pa.field("correct", pa.bool_()),
         pa.field("n_tokens", pa.uint32()),
         pa.field("ids", pa.list_(pa.uint32())),
         pa.field("seg_kind", pa.list_(pa.uint8())),
@@ -60,6 +62,7 @@ class SampleMeta(NamedTuple):
     kind: str | None = None
     problem_key: str | None = None
     upstream_id: str | None = None
+    correct: bool | None = None
 
 
 @dataclass
@@ -72,6 +75,7 @@ class CachedSample:
     kind: str | None
     problem_key: str | None
     upstream_id: str | None
+    correct: bool | None
     segments: list[Segment]
 
 
@@ -112,7 +116,7 @@ def cache_batch(meta: Sequence[SampleMeta | tuple], encoded: EncodedBatch) -> pa
     e = encoded
     return pa.record_batch(
         [
-            *(pa.array(col, pa.string()) for col in cols),
+            *(pa.array(col, CACHE_SCHEMA.field(name).type) for name, col in zip(META_COLUMNS, cols)),
             pa.array(e.n_tokens, pa.uint32()),
             _list_array(e.n_tokens, e.ids, pa.uint32()),
             _list_array(e.doc_segs, e.seg_kind, pa.uint8()),

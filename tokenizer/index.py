@@ -88,7 +88,18 @@ def _dropped_rows(paths: list[Path]) -> list[dict[str, Any]]:
                 rows.append(
                     {
                         "id": doc["id"],
-                        **{k: meta.get(k) for k in ("source", "domain", "upstream_id", "problem_key", "copy_of")},
+                        **{
+                            k: meta.get(k)
+                            for k in (
+                                "source",
+                                "domain",
+                                "upstream_id",
+                                "problem_key",
+                                "copy_of",
+                                "builder",
+                                "provenance",
+                            )
+                        },
                         "split": "train",  # never packed: the split is moot
                         "status": "dropped",
                         "tokens_before": trim.get("tokens_before", 0),

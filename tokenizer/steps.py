@@ -22,7 +22,7 @@ import heapq
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -46,11 +46,13 @@ from reasonpipe.tokenizer.cache import (
 )
 from reasonpipe.tokenizer.config import TrainConfig
 from reasonpipe.tokenizer.mixture import copies
-from reasonpipe.tokenizer.shards import Compression
+from reasonpipe.tokenizer.shards import Compression, sha256_file
 from reasonpipe.tokenizer.template import ChatTemplate, encode_ahead
 from reasonpipe.tokenizer.vocab import TemplateTokens, load_tokenizer, resolve_template, train_tokenizer
 from reasonpipe.tokenizer.writer import PackedOutput
+from reasonpipe.trimming.built import BuiltSample, read_samples
 from reasonpipe.trimming.core import trim
+from reasonpipe.trimming.ttc_steps import built_document, built_files, sampling_key
 
 
 def _folder(folder: DataFolderLike | os.PathLike) -> DataFolder:
@@ -131,7 +133,8 @@ class TokenizeToCache(PipelineStep):
     """Encodes documents segment-wise (chat template) and writes the token cache of this task.
 
     Writes `output_folder/{rank:05d}.arrow` (see cache.py; any fsspec filesystem: `DataFolder`) and
-    `{rank:05d}.stats.json`: docs and tokens in total, by domain, by source and by kind. Documents pass through
+    `{rank:05d}.stats.json`: docs and tokens in total, by domain, by source and by kind, and `tokenizer_sha256`, the
+    sha256 of the tokenizer file it encoded with (the output must ship that very file). Documents pass through
     unchanged. Batches of `batch_size` documents are encoded ahead in background threads (`encode_ahead`) while this
     task writes the previous batch and pulls the next ones from upstream; the "batch" time stat counts the writing
     only. `backend` picks the encoder (backends.py); counters `batches_<backend>`, `parity_texts` and
@@ -156,6 +159,7 @@ class TokenizeToCache(PipelineStep):
         self.batch_size, self.backend = batch_size, backend
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        encoded_with = sha256_file(self.tokenizer_path)  # recorded: the output must ship this very tokenizer
         tok = load_tokenizer(self.tokenizer_path)
         template = ChatTemplate(tok, resolve_template(tok, self.template_map), self.backend)
         counts: dict[str, Counter] = {
@@ -180,6 +184,7 @@ class TokenizeToCache(PipelineStep):
         for key, n in sorted(template.stats.items()):
             self.stat_update(key, value=n)
         stats = {"docs": docs, "tokens": tokens, **{k: dict(sorted(v.items())) for k, v in counts.items()}}
+        stats["tokenizer_sha256"] = encoded_with
         with self.output_folder.open(f"{rank:05d}.stats.json", "w") as f:
             f.write(json.dumps(stats, sort_keys=True, indent=1) + "\n")
 
@@ -196,7 +201,7 @@ def sum_stats(folder: DataFolderLike, pattern: str) -> dict[str, Any]:
                 acc = total.setdefault(key, {})
                 for group, n in value.items():
                     acc[group] = acc.get(group, 0) + n
-            else:
+            elif isinstance(value, int | float):  # docs, tokens (not the tokenizer's sha256)
                 total[key] = total.get(key, 0) + value
     return {k: dict(sorted(v.items())) if isinstance(v, dict) else v for k, v in sorted(total.items())}
 
@@ -207,7 +212,8 @@ def cache_token_stats(folder: DataFolderLike) -> dict[str, Any]:
 
 
 class CacheReader(PipelineStep):
-    """Reads the token cache: Documents with text "", the id, `SampleMeta` fields and `metadata["segments"]`.
+    """Reads the token cache: Documents with text "", the id, `SampleMeta` fields (those not None) and
+    `metadata["segments"]`.
 
     Files `folder/*.arrow` sorted by name, task `rank` reads files rank, rank + world_size, ...
     """
@@ -245,11 +251,11 @@ class CacheReader(PipelineStep):
 
 
 class MixtureSample(CacheReader):
-    """Reads this task's token cache, repeating or dropping samples to reach a token mixture.
+    """Reads this task's token cache (and `built` samples), repeating or dropping samples to reach a token mixture.
 
-    Each sample is emitted `copies(id, rate, seed)` times, the rate being `rates[metadata[by]]` (`default_rate` for
-    groups not listed). Copy 0 keeps the id; copy c > 0 gets id `<id>#c`, `metadata["copy_of"] = <id>` and
-    `metadata["copy"] = c`.
+    Each sample is emitted `copies(key, rate, seed)` times, the rate being `rates[metadata[by]]` (`default_rate` for
+    groups not listed) and the key its id (a Markovian chunk's: its trace's, so chains are sampled whole). Copy 0
+    keeps the id; copy c > 0 gets id `<id>#c`, `metadata["copy_of"] = <id>` and `metadata["copy"] = c`.
     Copies are spread over the stream: copy c of every sample comes in pass c over the task's cache files, so a
     sample and its copy are a whole pass apart (the packer also never puts two copies in one window). A pass after
     the first builds segments only for the samples that have that many copies. Memory: one record batch.
@@ -267,8 +273,10 @@ class MixtureSample(CacheReader):
         by: Literal["domain", "source"] = "domain",
         seed: int = 0,
         default_rate: float = 1.0,
+        built: str | None = None,
     ) -> None:
         super().__init__(folder)
+        self.built = built  # folder of the test-time-compute builders' samples (read after the cache), or None
         if by not in ("domain", "source"):
             raise ValueError(f"MixtureSample by: got {by!r}, allowed: 'domain', 'source'")
         bad = {g: r for g, r in rates.items() if r < 0}
@@ -276,32 +284,42 @@ class MixtureSample(CacheReader):
             raise ValueError(f"MixtureSample rates must be >= 0, got {bad or {'default_rate': default_rate}}")
         self.rates, self.by, self.seed, self.default_rate = dict(rates), by, seed, default_rate
 
-    def copies(self, meta: SampleMeta | CachedSample) -> int:
-        return copies(meta.id, self.rates.get(str(getattr(meta, self.by)), self.default_rate), self.seed)
+    def copies(self, meta: SampleMeta | CachedSample | BuiltSample) -> int:
+        rate = self.rates.get(str(getattr(meta, self.by)), self.default_rate)
+        return copies(sampling_key(meta.id), rate, self.seed)
+
+    def _samples(self, files: list[str], built: list, select=None) -> Iterator[tuple[Any, Callable[..., Document]]]:
+        """(sample, its document maker) of this task's cache files, then of its built-sample files."""
+        for name in files:
+            for sample in read_cache(name, self.folder, select):
+                yield sample, self.document
+        for path in built:
+            for sample in read_samples(path):
+                if select is None or select(sample):
+                    yield sample, built_document
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if data:
             yield from data
         files = self.files(rank, world_size)
+        built = built_files(self.built, rank, world_size) if self.built else []
         passes = 1  # grows to the largest copy count seen in pass 0
-        for name in files:
-            for sample in read_cache(name, self.folder):
-                k = self.copies(sample)
-                group = str(getattr(sample, self.by))
-                self.stat_update(StatHints.total)
-                if k == 0:
-                    self.stat_update(StatHints.dropped, "dropped_sampled_out", f"sampled_out_{group}")
-                    continue
-                self.stat_update(StatHints.forwarded, value=k)
-                if k > 1:
-                    self.stat_update("copies_added", value=k - 1)
-                    self.stat_update(f"repeated_{group}")
-                    passes = max(passes, k)
-                yield self.document(sample)
+        for sample, document in self._samples(files, built):
+            k = self.copies(sample)
+            group = str(getattr(sample, self.by))
+            self.stat_update(StatHints.total)
+            if k == 0:
+                self.stat_update(StatHints.dropped, "dropped_sampled_out", f"sampled_out_{group}")
+                continue
+            self.stat_update(StatHints.forwarded, value=k)
+            if k > 1:
+                self.stat_update("copies_added", value=k - 1)
+                self.stat_update(f"repeated_{group}")
+                passes = max(passes, k)
+            yield document(sample)
         for c in range(1, passes):
-            for name in files:
-                for sample in read_cache(name, self.folder, lambda m, c=c: self.copies(m) > c):
-                    yield self.document(sample, f"{sample.id}#{c}", copy_of=sample.id, copy=c)
+            for sample, document in self._samples(files, built, lambda m, c=c: self.copies(m) > c):
+                yield document(sample, f"{sample.id}#{c}", copy_of=sample.id, copy=c)
 
 
 class TrimmedSizes(CacheReader):
@@ -326,9 +344,11 @@ class TrimmedSizes(CacheReader):
         marker_ids: list[int] | None = None,
         snap: int = 0,
         newline_ids: list[int] | None = None,
+        built: str | None = None,
     ) -> None:
         super().__init__(folder)
         self.output_folder = _folder(output_folder)
+        self.built = built
         self.budget, self.policy, self.snap = budget, policy, snap
         self.marker = np.asarray(marker_ids, dtype=np.uint32) if marker_ids else None
         self.newline_ids = np.asarray(newline_ids, dtype=np.uint32) if newline_ids else None
@@ -350,6 +370,18 @@ class TrimmedSizes(CacheReader):
                     sizes["by_source"][str(m.source)] += n
                     self.stat_update("documents")
                 docs += len(metas)
+        for path in built_files(self.built, rank, world_size) if self.built else []:
+            for sample in read_samples(path):
+                n = sum(len(seg.ids) for seg in sample.segments)
+                if sample.kind == "chat" and n > self.budget:
+                    kept, record = trim(
+                        sample.segments, self.budget, self.policy, self.marker, self.snap, self.newline_ids
+                    )
+                    n = record.tokens_after if kept is not None else 0
+                sizes["by_domain"][str(sample.domain)] += n
+                sizes["by_source"][str(sample.source)] += n
+                self.stat_update("documents")
+                docs += 1
         stats = {"docs": docs, **{k: dict(sorted(v.items())) for k, v in sizes.items()}}
         with self.output_folder.open(f"{rank:05d}.json", "w") as f:
             f.write(json.dumps(stats, sort_keys=True, indent=1) + "\n")
@@ -415,6 +447,8 @@ class PackWriter(PipelineStep):
                     copy=meta.get("copy", 0),
                     problem_key=meta.get("problem_key"),
                     upstream_id=meta.get("upstream_id"),
+                    builder=meta.get("builder"),
+                    provenance=meta.get("provenance"),
                 )
             self.stat_update(f"samples_{split}")
         with self.track_time("task"):

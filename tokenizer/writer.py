@@ -55,6 +55,8 @@ SAMPLE_SCHEMA = pa.schema(
         ("reasoning_kept", pa.uint32()),
         ("dropped_thinks", pa.uint16()),
         ("answer_lost", pa.bool_()),  # trim.policy "truncate" only: the cut fell inside the answer
+        ("builder", pa.string()),  # test-time-compute builder of the sample (null: a sample of the corpus)
+        ("provenance", pa.string()),  # its JSON provenance (RSA: target and candidates; chunk: trace and token range)
         ("task_shard", pa.int32()),
         ("row", pa.int32()),
     ]
@@ -100,7 +102,10 @@ def pack_item(
     ids = np.concatenate([s.ids for s in segments]) if len(segments) > 1 else np.asarray(segments[0].ids)
     seg = np.repeat(np.array([s.kind for s in segments], np.uint8), [len(s.ids) for s in segments])
     flags = assistant_flags(segments, tokens) if loss_mask == "assistant" else None
-    return PackItem(sample_id, ids, seg, loss_mask_for(seg, loss_mask, flags), atomic, copy_of)
+    mask = loss_mask_for(seg, loss_mask, flags)
+    if any(s.context for s in segments):  # context segments (Markovian carry-over) never carry loss
+        mask[np.repeat([s.context for s in segments], [len(s.ids) for s in segments])] = 0
+    return PackItem(sample_id, ids, seg, mask, atomic, copy_of)
 
 
 class _Split:
@@ -171,6 +176,8 @@ class PackedOutput:
         copy: int = 0,
         problem_key: str | None = None,
         upstream_id: str | None = None,
+        builder: str | None = None,
+        provenance: str | None = None,
     ) -> str:
         """Pack one sample (chat samples atomic, plain text splittable); returns its split.
 
@@ -202,6 +209,7 @@ class PackedOutput:
                     "answer_lost": False}  # fmt: skip
         row = {"id": sample_id, "source": source, "domain": domain, "upstream_id": upstream_id}
         row |= {"problem_key": problem_key, "copy_of": copy_of, "split": split, "status": trim["status"]}
+        row |= {"builder": builder, "provenance": provenance}
         self._pending[sample_id] = row | {name: trim[name] for name in TRIM_SUMS}
         self._placed(target, target.packer.add(item))
         target.samples += 1

@@ -7,7 +7,8 @@ Per block, on the RMS-normed input x [B, S, d]:
      both with bias; written as shifted taps so they can restart at document boundaries (`doc_reset`);
   4. value shift: half of the value channels come from the previous token;
   5. QK-norm to sqrt(head_dim) with a LINEAR per-kv-head key temperature; 6. partial RoPE after the norm;
-  7. causal (optionally document-causal) SDPA with GQA; 8. output projection.
+  7. causal (optionally document-causal: trainer/attention_backends.py) attention with GQA; 8. output projection.
+With a decoding cache (trainer/decode_cache.py) the convs and the value shift continue from the cached tails.
 Everything up to the attention runs in fp32 when the input is fp32; under autocast the matmuls run in bf16.
 """
 
@@ -19,23 +20,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reasonpipe.trainer.attention_backends import AttnMask, attend
 from reasonpipe.trainer.config import ModelConfig
+from reasonpipe.trainer.decode_cache import LayerCache
 from reasonpipe.trainer.layers import apply_partial_rope
 
 
-def shift_time(x: torch.Tensor, s: int, valid: torch.Tensor | None, fill: torch.Tensor | None) -> torch.Tensor:
-    """y[:, t] = x[:, t - s] where `valid[:, t]` (same document, t - s >= 0), else `fill` (zeros when None).
+def shift_time(
+    x: torch.Tensor,
+    s: int,
+    valid: torch.Tensor | None,
+    fill: torch.Tensor | None,
+    hist: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """y[:, t] = x[:, t - s] where `valid[:, t]` (None: everywhere), else `fill` (zeros when None).
 
-    x: [B, S, C]; valid: [B, S, 1] bool or None (then only the sequence start is a boundary).
+    x: [B, S, C]; valid: [B, S, 1] bool or None. Positions before the chunk (t - s < 0) come from `hist` [B, >= s, C]
+    (the inputs that preceded it, decoding) or, without it, are a sequence start (`fill`).
     """
     if s == 0:
         return x
-    y = F.pad(x[:, :-s], (0, 0, s, 0))
+    n = x.shape[1]
+    if hist is not None:
+        y = torch.cat([hist[:, hist.shape[1] - s :].to(x.dtype), x], dim=1)[:, :n]
+    else:
+        y = F.pad(x, (0, 0, s, 0))[:, :n]  # also right when s > n (a kernel longer than the sequence)
+        if fill is not None and valid is None:
+            start = torch.arange(n, device=x.device)[None, :, None] < s
+            y = torch.where(start, fill.to(y.dtype), y)
     if valid is None:
-        if fill is None:
-            return y
-        start = torch.arange(x.shape[1], device=x.device)[None, :, None] < s
-        return torch.where(start, fill.to(y.dtype), y)
+        return y
     return torch.where(valid, y, torch.zeros((), dtype=y.dtype, device=y.device) if fill is None else fill.to(y.dtype))
 
 
@@ -43,11 +57,19 @@ def same_doc_masks(doc_ids: torch.Tensor | None, max_shift: int) -> list[torch.T
     """valid[s][:, t] = position t - s exists and belongs to the same document as t; [None] * n without doc_ids."""
     if doc_ids is None:
         return [None] * (max_shift + 1)
+    n = doc_ids.shape[1]
     masks: list[torch.Tensor | None] = [None]
     for s in range(1, max_shift + 1):
-        prev = F.pad(doc_ids[:, :-s], (s, 0), value=-1)
+        prev = F.pad(doc_ids, (s, 0), value=-1)[:, :n]
         masks.append((prev == doc_ids)[..., None])
     return masks
+
+
+def chunk_masks(real: torch.Tensor, max_shift: int) -> list[torch.Tensor | None]:
+    """valid[s][:, t] of a decoding chunk: position t - s is a token, or lies before the chunk (the cache's tails
+    already hold padding as a sequence start). real: [B, n] bool, False = left padding."""
+    n = real.shape[1]
+    return [None] + [F.pad(real, (s, 0), value=True)[:, :n, None] for s in range(1, max_shift + 1)]
 
 
 class CCAttention(nn.Module):
@@ -85,21 +107,27 @@ class CCAttention(nn.Module):
         self.conv_gr_bias.zero_()
         self.temp.fill_(float(self.cfg.key_temp_init))
 
-    def _convs(self, qk: torch.Tensor, valid: list[torch.Tensor | None]) -> torch.Tensor:
-        """Depthwise then per-head grouped causal conv over time; qk [B, S, C] -> [B, S, C]."""
+    def _convs(
+        self,
+        qk: torch.Tensor,
+        valid: list[torch.Tensor | None],
+        hist_qk: torch.Tensor | None = None,
+        hist_d: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Depthwise then per-head grouped causal conv over time: qk [B, S, C] -> (output, depthwise output d)."""
         k0, k1 = self.cfg.cca_time0, self.cfg.cca_time1
         w_dw = self.conv_dw_weight[:, 0, :]  # [C, k0]; tap j multiplies x[t - (k0 - 1 - j)]
         d = self.conv_dw_bias + sum(
-            shift_time(qk, k0 - 1 - j, valid[k0 - 1 - j], None) * w_dw[:, j] for j in range(k0)
+            shift_time(qk, k0 - 1 - j, valid[k0 - 1 - j], None, hist_qk) * w_dw[:, j] for j in range(k0)
         )
         # grouped conv: its input before a boundary is the depthwise output of all-zero (padded) inputs = its bias
-        taps = torch.stack([shift_time(d, k1 - 1 - j, valid[k1 - 1 - j], self.conv_dw_bias) for j in range(k1)], dim=2)
+        taps = [shift_time(d, k1 - 1 - j, valid[k1 - 1 - j], self.conv_dw_bias, hist_d) for j in range(k1)]
         b, s, c = qk.shape
         g = self.n_q + self.n_kv
-        taps = taps.view(b, s, k1, g, self.head_dim)  # [B, S, k1, G, Din]
+        taps = torch.stack(taps, dim=2).view(b, s, k1, g, self.head_dim)  # [B, S, k1, G, Din]
         w = self.conv_gr_weight.view(g, self.head_dim, self.head_dim, k1)  # [G, Dout, Din, k1]
         out = torch.einsum("bsjgi,goij->bsgo", taps, w)
-        return out.reshape(b, s, c) + self.conv_gr_bias
+        return out.reshape(b, s, c) + self.conv_gr_bias, d
 
     def forward(
         self,
@@ -107,10 +135,11 @@ class CCAttention(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         valid: list[torch.Tensor | None],
-        attn_mask: torch.Tensor | None,
+        mask: AttnMask,
+        cache: LayerCache | None = None,
     ) -> torch.Tensor:
-        """x [B, S, d] normed; cos/sin [B, S, rotary]; valid: same_doc_masks (Nones = no reset); attn_mask bool
-        [B, 1, S, S] (True = attend) or None for plain causal."""
+        """x [B, S, d] normed; cos/sin [B, S, rotary]; valid: same_doc_masks / chunk_masks (Nones = no reset);
+        mask: how queries see keys (attention_backends); cache: this layer's decoding state, extended in place."""
         b, s, _ = x.shape
         h, hk, dh = self.n_q, self.n_kv, self.head_dim
         proj = F.linear(x, self.qkv_weight)
@@ -121,12 +150,18 @@ class CCAttention(nn.Module):
         mean_q = (q4 + k.view(b, s, hk, 1, dh).expand(b, s, hk, self.groups, dh).reshape(b, s, h, dh)) * 0.5
         mean_k = mean_q.view(b, s, hk, self.groups, dh).mean(dim=-2)
 
-        conv = self._convs(torch.cat([q, k], dim=-1), valid)
+        qk = torch.cat([q, k], dim=-1)
+        hist_qk = hist_d = hist_v = None
+        if cache is not None:
+            hist_qk, hist_d, hist_v = cache.tails(qk, v_del, self.conv_dw_bias, self.cfg.cca_time0, self.cfg.cca_time1)
+        conv, d = self._convs(qk, valid, hist_qk, hist_d)
         q = conv[..., : self.q_size].view(b, s, h, dh).float() + mean_q.float()
         k = conv[..., self.q_size :].view(b, s, hk, dh).float() + mean_k.float()
 
         # value shift: kv channels [v_current(t) | v_delayed(t - 1)], zero before the (document) start
-        v = torch.cat([v_cur, shift_time(v_del, 1, valid[1], None)], dim=-1).view(b, s, hk, dh)
+        v = torch.cat([v_cur, shift_time(v_del, 1, valid[1], None, hist_v)], dim=-1).view(b, s, hk, dh)
+        if cache is not None:
+            cache.set_tails(qk, d, v_del, self.conv_dw_bias)
 
         # QK-norm (fp32) with linear key temperature, then partial RoPE
         eps = torch.finfo(q.dtype).eps
@@ -136,10 +171,7 @@ class CCAttention(nn.Module):
 
         dt = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else v.dtype
         q, k, v = (t.to(dt).transpose(1, 2) for t in (q, k, v))  # [B, heads, S, dh]
-        if attn_mask is None:
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.groups > 1)
-        else:  # masked kernels do not all take enable_gqa: repeat kv
-            k = k.repeat_interleave(self.groups, dim=1)
-            v = v.repeat_interleave(self.groups, dim=1)
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        if cache is not None:
+            k, v = cache.append_kv(k, v)
+        o = attend(q, k, v, mask)
         return self.o_proj(o.transpose(1, 2).reshape(b, s, self.q_size))

@@ -6,7 +6,10 @@ micro-batches and all-reduced over ranks by the caller):
   "pid":  AdamW step on the bias with g as its gradient (weight decay 0): overloaded experts get a lower bias
   "sign": DeepSeek-V3 aux-loss-free, b_e += lr * sign(1/E - p_e)
   "off":  nothing.
-The extra "skip" router class (index E, when present) is excluded and kept frozen at -1.
+The extra "skip" router class (index E, when present) is excluded and kept frozen at -1. Each update is re-centred
+(its mean over the experts removed): g sums to zero but AdamW's per-expert normalisation and sign() do not, and an
+uncentred update would drift every expert bias up or down against the fixed skip bias (changing how often the skip
+class wins). Re-centring keeps the experts' mean bias where it started and changes no expert-vs-expert decision.
 """
 
 from __future__ import annotations
@@ -52,17 +55,17 @@ def update_bias(
         return
     load = counts.to(device=bias.device, dtype=torch.float32) / total.to(device=bias.device, dtype=torch.float32)
     g = load - 1.0 / n_exp
-    b = bias[:n_exp]
     if mode == "sign":
-        b.add_(torch.sign(-g), alpha=lr)
-        return
-    beta1, beta2 = betas
-    m, v = exp_avg[:n_exp], exp_avg_sq[:n_exp]
-    m.mul_(beta1).add_(g, alpha=1 - beta1)
-    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-    m_hat = m / (1 - beta1**step)
-    v_hat = v / (1 - beta2**step)
-    b.sub_(lr * m_hat / (v_hat.sqrt() + eps))
+        delta = lr * torch.sign(g)
+    else:
+        beta1, beta2 = betas
+        m, v = exp_avg[:n_exp], exp_avg_sq[:n_exp]
+        m.mul_(beta1).add_(g, alpha=1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        m_hat = m / (1 - beta1**step)
+        v_hat = v / (1 - beta2**step)
+        delta = lr * m_hat / (v_hat.sqrt() + eps)
+    bias[:n_exp] -= delta - delta.mean()  # overloaded experts down, underloaded up; mean unchanged
 
 
 def update_model_biases(

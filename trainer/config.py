@@ -1,4 +1,4 @@
-"""Model configuration of the ZAYA1 trainer: one dataclass, three presets, HF `ZayaConfig` conversion.
+"""Model configuration of the ZAYA1 trainer: one dataclass, presets, HF `ZayaConfig` conversion.
 
 Field names follow transformers' `ZayaConfig` where one exists, so that weights exchange 1:1. The training-time
 deviations from the reference are flags whose defaults reproduce the reference (see `from_scratch`).
@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+ATTENTION_BACKENDS = ("auto", "sdpa", "flex", "flash")
 
 
 @dataclass
@@ -44,6 +46,9 @@ class ModelConfig:
     key_temp_init: float = 0.0  # HF placeholder; from-scratch training must start at 1.0 (linear temperature)
     doc_reset: bool = False  # reset conv / value-shift state at document boundaries (needs doc_ids)
     doc_causal: bool = False  # document-causal attention mask (needs doc_ids)
+    # How document-causal attention is computed (trainer/attention_backends.py): auto | sdpa | flex | flash.
+    # auto = flash-attn varlen when installed on a GPU in bf16/fp16, else flex; sdpa = a dense S x S mask (reference).
+    attention_backend: str = "auto"
 
     # Efficiency knobs (no effect on the math, except fp32_head: fp32 vs autocast dtype for the LM head).
     fp32_head: bool = True  # LM head + cross-entropy in fp32 (reference recipe)
@@ -60,6 +65,10 @@ class ModelConfig:
             )
         if self.num_key_value_heads * self.head_dim % 2:
             raise ValueError("num_key_value_heads * head_dim must be even (value shift splits it in halves)")
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            raise ValueError(
+                f"attention_backend {self.attention_backend!r}; allowed: {', '.join(map(repr, ATTENTION_BACKENDS))}"
+            )
         if self.cca_time0 < 1 or self.cca_time1 < 1:
             raise ValueError(f"cca_time0/cca_time1 must be >= 1, got {self.cca_time0}/{self.cca_time1}")
 
@@ -217,7 +226,21 @@ def zaya1_8b(**overrides: Any) -> ModelConfig:
     return ModelConfig(**kw)
 
 
-PRESETS = {"tiny": tiny, "small": small, "zaya1-8b": zaya1_8b}
+def zaya1_8b_32k(**overrides: Any) -> ModelConfig:
+    """ZAYA1-8B for the 32K midtraining phase: rope theta 1M, 32,768 positions. Theta is the ZAYA1-8B technical
+    report's (arXiv 2605.05365: 10k at 4K, 1M at 32K, 5M at 131K); no public config of the 32K-phase checkpoint was
+    found, so max positions is that phase's context length."""
+    return zaya1_8b(**{"rope_theta": 1_000_000.0, "seq_len": 32_768, **overrides})
+
+
+def zaya1_8b_131k(**overrides: Any) -> ModelConfig:
+    """ZAYA1-8B for the 131K phase: rope theta 5M, 131,072 positions, as the released Zyphra/ZAYA1-8B config.json
+    and transformers' ZayaConfig defaults (max_position_embeddings=131072, rope_theta=5_000_000)."""
+    return zaya1_8b(**{"rope_theta": 5_000_000.0, "seq_len": 131_072, **overrides})
+
+
+PRESETS = {"tiny": tiny, "small": small, "zaya1-8b": zaya1_8b, "zaya1-8b-32k": zaya1_8b_32k,
+           "zaya1-8b-131k": zaya1_8b_131k}  # fmt: skip
 
 
 def preset(name: str, **overrides: Any) -> ModelConfig:

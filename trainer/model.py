@@ -8,6 +8,8 @@ Forward contract (the trainer codes against it):
     model(input_ids, position_ids=None, doc_ids=None, labels=None, loss_mask=None) -> ZayaOutput
 `labels` are ALREADY SHIFTED by the caller: labels[:, t] is the target of position t (-100 = ignored). With labels the
 head + cross-entropy run chunk-wise (never materialising [B, S, vocab]) and `.logits` is None.
+Generation (trainer/generate.py) adds `attention_mask` (left padding), `cache` (a DecodeCache, extended in place)
+and `logits_to_keep` (logits of the last n positions only).
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from reasonpipe.trainer import hf_interop
-from reasonpipe.trainer.attention import CCAttention, same_doc_masks
+from reasonpipe.trainer.attention import CCAttention, chunk_masks, same_doc_masks
+from reasonpipe.trainer.attention_backends import ALL, CAUSAL, AttnMask, doc_causal_mask
 from reasonpipe.trainer.config import ModelConfig
+from reasonpipe.trainer.decode_cache import DecodeCache, LayerCache
 from reasonpipe.trainer.layers import ResidualScaling, RMSNorm, rope_cos_sin
 from reasonpipe.trainer.moe import MoE, Router
 
@@ -53,20 +57,14 @@ class Block(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         valid: list[torch.Tensor | None],
-        attn_mask: torch.Tensor | None,
+        mask: AttnMask,
+        cache: LayerCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """h: fp32 residual [B, S, d] -> (h, router state for the next block, expert counts [E])."""
-        a = self.self_attn(self.input_layernorm(h), cos, sin, valid, attn_mask)
+        a = self.self_attn(self.input_layernorm(h), cos, sin, valid, mask, cache)
         h = self.post_attention_residual_scale(a, h)
         m, r, counts = self.mlp(self.post_attention_layernorm(h), prev_r)
         return self.post_mlp_residual_scale(m, h), r, counts
-
-
-def document_causal_mask(doc_ids: torch.Tensor) -> torch.Tensor:
-    """Bool [B, 1, S, S], True where query t may attend key u: u <= t and same document."""
-    s = doc_ids.shape[1]
-    causal = torch.ones(s, s, dtype=torch.bool, device=doc_ids.device).tril()
-    return (causal & (doc_ids[:, :, None] == doc_ids[:, None, :]))[:, None]
 
 
 def _head_ce(h: torch.Tensor, w: torch.Tensor, labels: torch.Tensor, fp32: bool) -> torch.Tensor:
@@ -161,34 +159,43 @@ class ZayaLM(nn.Module):
         doc_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         loss_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cache: DecodeCache | None = None,
+        logits_to_keep: int = 0,
     ) -> ZayaOutput:
         """input_ids [B, S] long; position_ids [B, S] (restart per document when given, else 0..S-1);
         doc_ids [B, S] int (document index within the window; used by doc_causal / doc_reset);
-        labels [B, S] already shifted (labels[t] = target of position t, -100 ignored); loss_mask [B, S] (0 = skip)."""
+        labels [B, S] already shifted (labels[t] = target of position t, -100 ignored); loss_mask [B, S] (0 = skip).
+        Generation: attention_mask [B, S] (1 = token, 0 = left padding, which nothing attends to and the convs /
+        value shift treat as before the sequence start), cache (positions, tails and keys continue from it),
+        logits_to_keep (> 0: logits of the last positions only)."""
         cfg = self.cfg
         b, s = input_ids.shape
+        dev = input_ids.device
         x = self.embed_tokens(input_ids)
         h = ((x + self.input_hidden_states_bias) * self.input_hidden_states_scale).float()
-        if position_ids is None:
-            position_ids = torch.arange(s, device=input_ids.device)[None]
+        if (cache is not None or attention_mask is not None) and (labels is not None or doc_ids is not None):
+            raise ValueError("attention_mask / cache are for generation; pass labels and doc_ids without them")
+        position_ids, valid, mask = self._attention_inputs(b, s, dev, position_ids, doc_ids, attention_mask, cache)
         cos, sin = rope_cos_sin(position_ids, cfg.rotary_dim, cfg.rope_theta)
-        max_shift = max(cfg.cca_time0 - 1, cfg.cca_time1 - 1, 1)
-        valid = same_doc_masks(doc_ids if cfg.doc_reset else None, max_shift)
-        attn_mask = document_causal_mask(doc_ids) if cfg.doc_causal and doc_ids is not None else None
 
-        ckpt = cfg.activation_checkpointing and self.training and torch.is_grad_enabled()
+        ckpt = cfg.activation_checkpointing and self.training and torch.is_grad_enabled() and cache is None
         prev_r: torch.Tensor | None = None
         counts = []
-        for blk in self.layers:
+        for i, blk in enumerate(self.layers):
             if ckpt:
-                h, prev_r, c = checkpoint(blk, h, prev_r, cos, sin, valid, attn_mask, use_reentrant=False)
+                h, prev_r, c = checkpoint(blk, h, prev_r, cos, sin, valid, mask, use_reentrant=False)
             else:
-                h, prev_r, c = blk(h, prev_r, cos, sin, valid, attn_mask)
+                h, prev_r, c = blk(h, prev_r, cos, sin, valid, mask, None if cache is None else cache.layers[i])
             counts.append(c)  # returned values: a checkpoint recompute never adds to them
+        if cache is not None:
+            cache.end(s)
         h = self.norm(h)
         expert_counts = torch.stack(counts)
 
         if labels is None:
+            if logits_to_keep > 0:
+                h = h[:, -logits_to_keep:]
             if cfg.fp32_head:
                 with torch.autocast(h.device.type, enabled=False):
                     logits = F.linear(h, self.head_weight.float())
@@ -205,6 +212,51 @@ class ZayaLM(nn.Module):
         n = (labels != -100).sum()
         loss = token_loss.sum() / n.clamp_min(1)
         return ZayaOutput(logits=None, loss=loss, token_loss=token_loss, expert_counts=expert_counts)
+
+    def _attention_inputs(
+        self,
+        b: int,
+        s: int,
+        dev: torch.device,
+        position_ids: torch.Tensor | None,
+        doc_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        cache: DecodeCache | None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor | None], AttnMask]:
+        """(positions, conv/value-shift validity masks, attention mask) of one forward, shared by every layer."""
+        cfg = self.cfg
+        max_shift = max(cfg.cca_time0 - 1, cfg.cca_time1 - 1, 1)
+        dt = torch.get_autocast_dtype(dev.type) if torch.is_autocast_enabled(dev.type) else self.head_weight.dtype
+        if cache is not None:
+            if position_ids is not None:
+                raise ValueError("with a cache the positions come from it; pass no position_ids")
+            positions = cache.begin(attention_mask, b, s, dev)
+            return positions, chunk_masks(cache.chunk_real, max_shift), self._cached_mask(cache, dt)
+        if attention_mask is not None:  # padding = a document of its own, nothing else of it matters
+            seg = attention_mask.to(device=dev, dtype=torch.long)
+            if position_ids is None:
+                position_ids = (seg.cumsum(1) - 1).clamp_min(0)
+            padded = not bool(seg.all())
+            mask = doc_causal_mask(seg, cfg.attention_backend, dev, dt) if padded else CAUSAL
+            return position_ids, same_doc_masks(seg if padded else None, max_shift), mask
+        if position_ids is None:
+            position_ids = torch.arange(s, device=dev)[None]
+        valid = same_doc_masks(doc_ids if cfg.doc_reset else None, max_shift)
+        doc_causal = cfg.doc_causal and doc_ids is not None
+        return position_ids, valid, doc_causal_mask(doc_ids, cfg.attention_backend, dev, dt) if doc_causal else CAUSAL
+
+    def _cached_mask(self, cache: DecodeCache, dt: torch.dtype) -> AttnMask:
+        """Attention of a chunk appended to `cache` (after cache.begin): tokens see earlier tokens, never padding."""
+        real, keys = cache.chunk_real, cache.real_keys
+        n, start = real.shape[1], cache.length
+        if start == 0:  # prefill: left padding is a document of its own
+            padded = not bool(real.all())
+            return doc_causal_mask(real.long(), self.cfg.attention_backend, real.device, dt) if padded else CAUSAL
+        if n == 1 and bool(keys.all()):
+            return ALL
+        pos = torch.arange(start + n, device=real.device)
+        allowed = (pos[None, :] <= start + pos[:n, None]) & (keys[:, None, :] == real[:, :, None])
+        return AttnMask("sdpa", dense=allowed[:, None])
 
     # --- sizes -----------------------------------------------------------------------------------------------
     def num_params(self, embeddings: bool = True) -> int:

@@ -68,56 +68,63 @@ class Router(nn.Module):
         return gate.masked_fill(skip, 0.0), choice.masked_fill(skip, 0), r, counts
 
 
-def _group_bounds(offs: torch.Tensor) -> list[tuple[int, int]]:
-    ends = offs.tolist()
-    return list(zip([0, *ends[:-1]], ends))
+def _by_group(offs: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(group, slot) of each of n rows sorted by group (offs: int32 cumulative ends) and the largest group size."""
+    ends = offs.long()
+    sizes = torch.diff(ends, prepend=ends.new_zeros(1))
+    group = torch.searchsorted(ends, torch.arange(n, device=offs.device), right=True)
+    slot = torch.arange(n, device=offs.device) - (ends - sizes)[group]
+    return group, slot, int(sizes.max())
 
 
-@torch.library.custom_op("reasonpipe::grouped_mm_loop", mutates_args=())
-def grouped_mm_loop(x: torch.Tensor, w: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
-    """Fallback of torch._grouped_mm(x [N, K], w [E, K, M], offs): a loop over groups (experts), never tokens.
-    A custom op, so torch.compile sees one opaque node (no graph break) whatever the dtype/device."""
-    out = x.new_zeros(x.shape[0], w.shape[-1])
-    for e, (lo, hi) in enumerate(_group_bounds(offs)):
-        if hi > lo:
-            out[lo:hi] = x[lo:hi] @ w[e]
+def _padded(x: torch.Tensor, group: torch.Tensor, slot: torch.Tensor, n_groups: int, cap: int) -> torch.Tensor:
+    out = x.new_zeros(n_groups, cap, x.shape[1])
+    out[group, slot] = x
     return out
 
 
-@grouped_mm_loop.register_fake
+@torch.library.custom_op("reasonpipe::grouped_mm_batched", mutates_args=())
+def grouped_mm_batched(x: torch.Tensor, w: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+    """torch._grouped_mm(x [N, K], w [E, K, M], offs) as one batched matmul: each group's rows are placed in an
+    [E, largest group, K] tensor (zero-padded), multiplied by torch.bmm, and gathered back. No loop over groups;
+    memory E x largest group x K (the padding grows with load imbalance). A custom op: one opaque node for
+    torch.compile (the group size is data-dependent)."""
+    group, slot, cap = _by_group(offs, x.shape[0])
+    return torch.bmm(_padded(x, group, slot, w.shape[0], cap), w)[group, slot]
+
+
+@grouped_mm_batched.register_fake
 def _(x: torch.Tensor, w: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
     return x.new_empty(x.shape[0], w.shape[-1])
 
 
-@torch.library.custom_op("reasonpipe::grouped_mm_loop_wgrad", mutates_args=())
-def grouped_mm_loop_wgrad(x: torch.Tensor, grad: torch.Tensor, offs: torch.Tensor, n_groups: int) -> torch.Tensor:
-    """dL/dw[e] = x_e^T grad_e for the groups of grouped_mm_loop -> [E, K, M]."""
-    out = x.new_zeros(n_groups, x.shape[1], grad.shape[1])
-    for e, (lo, hi) in enumerate(_group_bounds(offs)):
-        if hi > lo:
-            out[e] = x[lo:hi].T @ grad[lo:hi]
-    return out
+@torch.library.custom_op("reasonpipe::grouped_mm_batched_wgrad", mutates_args=())
+def grouped_mm_batched_wgrad(x: torch.Tensor, grad: torch.Tensor, offs: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """dL/dw[e] = x_e^T grad_e for the groups of grouped_mm_batched -> [E, K, M] (one batched matmul)."""
+    group, slot, cap = _by_group(offs, x.shape[0])
+    xp, gp = _padded(x, group, slot, n_groups, cap), _padded(grad, group, slot, n_groups, cap)
+    return torch.bmm(xp.transpose(1, 2), gp)
 
 
-@grouped_mm_loop_wgrad.register_fake
+@grouped_mm_batched_wgrad.register_fake
 def _(x: torch.Tensor, grad: torch.Tensor, offs: torch.Tensor, n_groups: int) -> torch.Tensor:
     return x.new_empty(n_groups, x.shape[1], grad.shape[1])
 
 
-def _loop_setup(ctx: Any, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+def _batched_setup(ctx: Any, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
     x, w, offs = inputs
     ctx.save_for_backward(x, w, offs)
 
 
-def _loop_backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+def _batched_backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
     x, w, offs = ctx.saved_tensors
     grad = grad.contiguous()
-    gx = grouped_mm_loop(grad, w.transpose(-2, -1), offs)
-    gw = grouped_mm_loop_wgrad(x, grad, offs, w.shape[0])
+    gx = grouped_mm_batched(grad, w.transpose(-2, -1).contiguous(), offs)
+    gw = grouped_mm_batched_wgrad(x, grad, offs, w.shape[0])
     return gx, gw, None
 
 
-grouped_mm_loop.register_autograd(_loop_backward, setup_context=_loop_setup)
+grouped_mm_batched.register_autograd(_batched_backward, setup_context=_batched_setup)
 
 
 def grouped_mm_ok(x: torch.Tensor, w: torch.Tensor) -> bool:
@@ -133,17 +140,18 @@ def grouped_mm_ok(x: torch.Tensor, w: torch.Tensor) -> bool:
 
 
 def grouped_mm(x: torch.Tensor, w: torch.Tensor, offs: torch.Tensor, fast: bool = True) -> torch.Tensor:
-    """x [N, K] sorted by group, w [E, K, M], offs [E] int32 cumulative ends -> [N, M]."""
+    """x [N, K] sorted by group, w [E, K, M], offs [E] int32 cumulative ends -> [N, M]: torch._grouped_mm where
+    usable (and `fast`), else the sorted-token batched matmul."""
     if fast and grouped_mm_ok(x, w):
         return torch._grouped_mm(x, w, offs=offs)
-    return grouped_mm_loop(x, w, offs)
+    return grouped_mm_batched(x, w, offs)
 
 
 class Experts(nn.Module):
     """E SwiGLU experts stored as 3-D tensors (HF layout): gate_up_proj [E, 2I, d], down_proj [E, d, I].
 
     Tokens are sorted by expert and each expert runs on one contiguous slice: one `torch._grouped_mm` per matrix
-    where available, otherwise a custom op that loops over experts (never over tokens).
+    where available, otherwise one zero-padded batched matmul (`grouped_mm_batched`); no Python loop over experts.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -152,7 +160,7 @@ class Experts(nn.Module):
         self.num_experts = e
         self.gate_up_proj = nn.Parameter(torch.empty(e, 2 * i, d))
         self.down_proj = nn.Parameter(torch.empty(e, d, i))
-        self.use_grouped_mm = True  # False forces the per-expert loop op (tests compare both)
+        self.use_grouped_mm = True  # False forces the batched-matmul op (tests compare both)
         std = cfg.initializer_range
         nn.init.normal_(self.gate_up_proj, std=std)
         nn.init.normal_(self.down_proj, std=std / math.sqrt(2 * cfg.num_layers))

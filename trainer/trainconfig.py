@@ -126,7 +126,7 @@ class RunConfig(Strict):
             raise ValueError(f"model: unknown keys {unknown}; allowed: 'preset' and {sorted(known)}")
         if name is not None and name not in PRESETS:
             raise ValueError(f"model.preset: unknown preset {name!r}; allowed: {sorted(PRESETS)}")
-        if name is not None and vocab_size is not None and "vocab_size" not in fields and name != "zaya1-8b":
+        if name is not None and vocab_size is not None and "vocab_size" not in fields and not name.startswith("zaya1"):
             fields["vocab_size"] = vocab_size
         base = preset(name).to_dict() if name is not None else {}
         try:  # pydantic checks the dataclass field types (and runs its __post_init__ checks)
