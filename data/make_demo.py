@@ -110,7 +110,7 @@ def fam_shopping(rng: random.Random) -> Problem:
     g1, g2 = rng.sample(GOODS, 2)
     a, p, b, q = rng.randint(2, 12), rng.randint(2, 25), rng.randint(2, 12), rng.randint(3, 30)
     total = a * p + b * q
-    bill = next(x for x in (20, 50, 100, 200, 500) if x > total)
+    bill = next(x for x in (20, 50, 100, 200, 500, 1000) if x > total)  # total <= 660
     item1 = rng.choice(
         [f"{n} buys {a} {g1} at ${p} each.", f"{n} picks up {a} {g1}, which cost ${p} apiece.",
          f"{a} {g1} priced at ${p} each go into {n}'s basket.", f"{n} orders {a} {g1} for ${p} a piece."]

@@ -118,6 +118,11 @@ def stats_sections(st: dict[str, Any]) -> list[Section]:
                 ["context / policy", f"{fmt(tr['context'])} / {tr['policy'] or '-'}"],
                 ["chat samples", tr["samples"]],
                 ["fit / trimmed / dropped", f"{fmt(tr['fit'])} / {fmt(tr['trimmed'])} / {fmt(tr['dropped'])}"],
+                *(
+                    [["truncated (answer lost)", f"{fmt(tr['truncated'])} ({fmt(tr['answer_lost'])})"]]
+                    if tr.get("truncated")
+                    else []
+                ),
                 ["earlier think blocks removed", tr["dropped_thinks"]],
                 ["tokens before -> after", f"{fmt(tr['tokens_before'])} -> {fmt(tr['tokens_after'])}"],
                 [

@@ -18,7 +18,7 @@ import polars as pl
 import pyarrow as pa
 
 SPLIT_DIRS = {"train": "shards", "val": "shards-val"}
-ATOMIC_STATUSES = ("fit", "trimmed")  # chat samples that must sit whole in one window
+ATOMIC_STATUSES = ("fit", "trimmed", "truncated")  # chat samples that must sit whole in one window
 
 
 # ---------------------------------------------------------------------------------------------------- readers
@@ -145,7 +145,9 @@ def _mixture(lf: pl.LazyFrame, by: str, target: dict[str, float] | None) -> list
 def _trim(lf: pl.LazyFrame, index_trim: dict[str, Any]) -> dict[str, Any]:
     cols = ["status", "tokens_before", "tokens_after", "reasoning_before", "reasoning_kept", "dropped_thinks"]
     df = lf.select(cols).filter(pl.col("status") != "plain").collect()
-    counts = {s: int((df["status"] == s).sum()) for s in ("fit", "trimmed", "dropped")}
+    counts = {s: int((df["status"] == s).sum()) for s in ("fit", "trimmed", "truncated", "dropped")}
+    lost = lf.select("answer_lost").collect()["answer_lost"] if "answer_lost" in lf.collect_schema() else None
+    counts["answer_lost"] = int(lost.sum()) if lost is not None else 0
     sums = {c: int(df[c].cast(pl.Int64).sum()) for c in cols[1:]}
     trimmed = df.filter(pl.col("status") == "trimmed")
     frac = (trimmed["reasoning_kept"] / trimmed["reasoning_before"].cast(pl.Float64)).fill_nan(1.0)

@@ -120,7 +120,7 @@ SAMPLES_COLUMNS = {
     "shard": pa.int32(),
     "row": pa.int32(),
 }
-STATUSES = ("fit", "trimmed", "dropped", "plain")
+STATUSES = (*ATOMIC_STATUSES, "dropped", "plain")
 
 
 def _same_type(found: pa.DataType, expected: pa.DataType) -> bool:
@@ -313,11 +313,14 @@ def _check_shard(out: Path, entry: ShardEntry, index: IndexModel, problems: list
 
 # ---------------------------------------------------------------------------------------------------- samples
 def _open_end(columns: list[str]) -> pl.Expr:
-    """Per sample: a Markovian chunk that is not the last of its chain (it ends mid-reasoning: no answer, no end)."""
+    """Per sample: its answer and end-of-turn may be missing by design: a Markovian chunk that is not the last of its
+    chain (it ends mid-reasoning), or a sample of the "truncate" baseline (cut wherever the budget ends)."""
+    truncated = pl.col("status") == "truncated"
     if "provenance" not in columns:
-        return pl.lit(False).alias("open_end")
+        return truncated.alias("open_end")
     last = pl.col("provenance").str.json_path_match("$.last")
-    return ((pl.col("builder") == "markovian_chunks") & (last == "false")).fill_null(False).alias("open_end")
+    chunk = ((pl.col("builder") == "markovian_chunks") & (last == "false")).fill_null(False)
+    return (chunk | truncated).alias("open_end")
 
 
 def _load_samples(out: Path, problems: list[Problem]) -> pl.DataFrame | None:
@@ -501,7 +504,7 @@ def _check_totals(index: IndexModel, samples: pl.DataFrame | None, problems: lis
     trim = (index.model_extra or {}).get("trim")
     if samples is not None and isinstance(trim, dict):
         chat = samples.filter(pl.col("status") != "plain")
-        found = {"samples": chat.height} | {s: int((chat["status"] == s).sum()) for s in ("fit", "trimmed", "dropped")}
+        found = {"samples": chat.height} | {s: int((chat["status"] == s).sum()) for s in (*ATOMIC_STATUSES, "dropped")}
         for key, value in found.items():
             if key in trim and trim[key] != value:
                 problems.append(Problem("index.json", "trim", f"trim.{key}={trim[key]}, samples/ has {value}"))

@@ -181,3 +181,29 @@ def test_retrim_and_remix_reuse_the_tokenised_corpus(finished):
     per_key = samples.filter(pl.col("problem_key").is_not_null()).group_by("problem_key").agg(pl.col("split"))
     assert per_key.filter(pl.col("split").list.len() > 1).height > 0  # several traces of one problem (and copies)
     assert {"train", "val"} <= set(samples["split"])
+
+
+@pytest.mark.parametrize("policy", ["truncate", "drop"])
+def test_ablation_baseline_policies_are_one_key_apart(finished, policy):
+    """`trim.policy: truncate | drop` re-run only pack; the output validates and says what each baseline lost."""
+    manifest, out, _ = finished
+    raw = yaml.safe_load(manifest.read_text())
+    raw["trim"] = {"context": raw["pack"]["seq_len"] // 2, "policy": policy}
+    path = manifest.with_name(f"{policy}.yaml")
+    path.write_text(yaml.safe_dump(raw))
+    proc = reasonpipe("run", str(path))
+    assert any("already complete, skipped" in line for line in proc.stdout.splitlines())
+    trim = json.loads((out / "index.json").read_text())["trim"]
+    samples = pl.read_parquet(str(out / "samples" / "*.parquet")).filter(pl.col("status") != "plain")
+    long = samples.filter(pl.col("tokens_before") > raw["trim"]["context"])
+    assert trim["policy"] == policy and long.height > 0 and trim["trimmed"] == 0
+    if policy == "truncate":
+        assert trim["truncated"] == long.height and trim["dropped"] == 0
+        assert (long["tokens_after"] == raw["trim"]["context"]).all() and long["status"].unique().to_list() == [
+            "truncated"
+        ]
+        assert 0 < trim["answer_lost"] == int(samples["answer_lost"].sum()) <= trim["truncated"]
+    else:
+        assert trim["dropped"] == long.height and long["status"].unique().to_list() == ["dropped"]
+        assert trim["truncated"] == trim["answer_lost"] == 0
+    assert reasonpipe("inspect", str(out), "--validate").returncode == 0

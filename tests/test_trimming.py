@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from reasonpipe.segments import SEG_ANSWER, SEG_PROMPT, SEG_REASONING, SEG_TEMPLATE, Segment
 from reasonpipe.trimming.config import TrimConfig
-from reasonpipe.trimming.core import DROP_REASON, TrimRecord, trim
+from reasonpipe.trimming.core import DROP_REASON, LONG_REASON, TrimRecord, trim
 
 # token ids of a toy chat template (a real tokenizer's special ids play these roles)
 BOS, EOS, USER, ASSISTANT, END_TURN, THINK, UNTHINK, NEWLINE, MARK = 1, 2, 3, 4, 5, 6, 7, 10, 11
@@ -194,6 +194,31 @@ def test_snap_and_marker(sample: tuple[list[Segment], int], snap: int, marker_le
             assert np.array_equal(got, orig)
 
 
+@SETTINGS
+@given(samples())
+def test_baseline_policies(sample: tuple[list[Segment], int]) -> None:
+    """`truncate` keeps the first `budget` tokens and says when the answer went; `drop` drops whatever does not fit."""
+    segs, budget = sample
+    total = len(flat(segs))
+    out, rec = trim(segs, budget, "truncate")
+    assert np.array_equal(flat(out), flat(segs)[:budget])  # a plain prefix, whatever it cuts
+    assert [s.kind for s in out] == [s.kind for s in segs][: len(out)]
+    assert rec.tokens_after == min(total, budget) and rec.reasoning_kept == sum(
+        len(s.ids) for s in out if s.kind == SEG_REASONING
+    )
+    answer_end = max(
+        i + 1 for i, k in enumerate(np.concatenate([[s.kind] * len(s.ids) for s in segs])) if k == SEG_ANSWER
+    )
+    assert rec.answer_lost == (budget < answer_end)
+    assert rec.status == ("fit" if total <= budget else "truncated")
+
+    out, rec = trim(segs, budget, "drop")
+    if total <= budget:
+        assert rec.status == "fit" and np.array_equal(flat(out), flat(segs))
+    else:
+        assert out is None and rec.status == "dropped" and rec.reason == LONG_REASON and rec.tokens_after == 0
+
+
 def test_single_turn_example() -> None:
     # [BOS] prompt <assistant> <think> r0..r9 </think> answer [EOS]: 18 tokens, 10 of reasoning
     reasoning = np.arange(100, 110, dtype=np.uint32)
@@ -308,6 +333,7 @@ def test_config_validation() -> None:
         ({"context": 0}, "context"),
         ({"context": True}, "context"),
         ({"policy": "head"}, "policy"),
+        ({"policy": "truncated"}, "policy"),
         ({"marker": ""}, "marker"),
         ({"snap_newline": -1}, "snap_newline"),
         ({"budget": 3}, "budget"),

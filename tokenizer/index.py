@@ -107,6 +107,7 @@ def _dropped_rows(paths: list[Path]) -> list[dict[str, Any]]:
                         "reasoning_before": trim.get("reasoning_before", 0),
                         "reasoning_kept": 0,
                         "dropped_thinks": trim.get("dropped_thinks", 0),
+                        "answer_lost": False,
                         "shard": -1,
                         "row": -1,
                     }
@@ -260,10 +261,12 @@ def _trim_summary(tasks: list[dict[str, Any]], dropped: Counter, cfg: dict[str, 
     return {
         "context": cfg.get("context"),
         "policy": cfg.get("policy"),
-        "samples": status["fit"] + status["trimmed"] + dropped["samples"],
+        "samples": status["fit"] + status["trimmed"] + status["truncated"] + dropped["samples"],
         "fit": status["fit"],
         "trimmed": status["trimmed"],
         "dropped": dropped["samples"],
+        "truncated": status["truncated"],
+        "answer_lost": sums["answer_lost"],
         "plain": status["plain"],
         **{k: sums[k] for k in ("tokens_before", "tokens_after", "reasoning_before", "reasoning_kept")},
     }

@@ -38,7 +38,7 @@ from reasonpipe.tokenizer.vocab import TemplateTokens
 
 SPLITS = ("train", "val")
 ROWS_PER_GROUP = 65536  # samples/ rows written at once (a parquet row group)
-TRIM_SUMS = ("tokens_before", "tokens_after", "reasoning_before", "reasoning_kept", "dropped_thinks")
+TRIM_SUMS = ("tokens_before", "tokens_after", "reasoning_before", "reasoning_kept", "dropped_thinks", "answer_lost")
 SAMPLE_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -54,6 +54,7 @@ SAMPLE_SCHEMA = pa.schema(
         ("reasoning_before", pa.uint32()),
         ("reasoning_kept", pa.uint32()),
         ("dropped_thinks", pa.uint16()),
+        ("answer_lost", pa.bool_()),  # trim.policy "truncate" only: the cut fell inside the answer
         ("builder", pa.string()),  # test-time-compute builder of the sample (null: a sample of the corpus)
         ("provenance", pa.string()),  # its JSON provenance (RSA: target and candidates; chunk: trace and token range)
         ("task_shard", pa.int32()),
@@ -204,7 +205,8 @@ class PackedOutput:
         if trim is None:  # not trimmed: a chat sample that fits, or plain text
             reasoning = sum(len(s.ids) for s in segments if s.kind == SEG_REASONING)
             trim = {"status": "fit" if atomic else "plain", "tokens_before": n, "tokens_after": n,
-                    "reasoning_before": reasoning, "reasoning_kept": reasoning, "dropped_thinks": 0}  # fmt: skip
+                    "reasoning_before": reasoning, "reasoning_kept": reasoning, "dropped_thinks": 0,
+                    "answer_lost": False}  # fmt: skip
         row = {"id": sample_id, "source": source, "domain": domain, "upstream_id": upstream_id}
         row |= {"problem_key": problem_key, "copy_of": copy_of, "split": split, "status": trim["status"]}
         row |= {"builder": builder, "provenance": provenance}

@@ -13,7 +13,10 @@ class TrimConfig(BaseModel):
     context: int | None = Field(
         default=None, gt=0, strict=True, description="token budget C per sample (all tokens counted)"
     )
-    policy: Literal["tail", "middle"] = Field(default="tail", description="tail = ZAYA1; middle = ablation")
+    policy: Literal["tail", "middle", "truncate", "drop"] = Field(
+        default="tail",
+        description="tail = ZAYA1; middle = ablation; truncate / drop = ablation baselines (naive cut / drop long)",
+    )
     marker: str | None = Field(default=None, description="text inserted at the cut (tokenised once), off by default")
     snap_newline: int = Field(
         default=0, ge=0, strict=True, description="move the cut back to a newline within this many tokens"

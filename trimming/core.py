@@ -11,6 +11,11 @@ concatenation is the sample's token sequence. `trim` fits it into a budget of `b
    assistant turns are removed (their answers kept), then step 2 is applied again;
 4. if it still does not fit, the sample is dropped with reason "answer_exceeds_context".
 
+Ablation baselines (never defaults; they exist so the alternatives are one manifest key apart):
+- "truncate": naive truncation, the first `budget` tokens of the sample whatever they are; when the cut falls before
+  the end of the last answer the answer is lost (status "truncated", `answer_lost` true, counted and reported);
+- "drop": every sample that does not fit is dropped with reason "exceeds_context".
+
 Options (ours, not the paper's): a `marker` inserted at the cut (counted in the budget; only when the reasoning was
 cut and the marker fits, so it never causes a drop) and a snap-back of the cut to just after a newline token found
 within `snap` tokens before it. Cuts are pure slicing: nothing is re-tokenised.
@@ -21,21 +26,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reasonpipe.segments import SEG_REASONING, SEG_TEMPLATE, Segment
+from reasonpipe.segments import SEG_ANSWER, SEG_REASONING, SEG_TEMPLATE, Segment
 
 DROP_REASON = "answer_exceeds_context"
-POLICIES = ("tail", "middle")
+LONG_REASON = "exceeds_context"  # the "drop" baseline's reason
+POLICIES = ("tail", "middle", "truncate", "drop")
 
 
 @dataclass(frozen=True)
 class TrimRecord:
-    status: str  # "fit" | "trimmed" | "dropped"
+    status: str  # "fit" | "trimmed" | "truncated" | "dropped"
     tokens_before: int
     tokens_after: int
     reasoning_before: int
     reasoning_kept: int
     dropped_thinks: int
-    reason: str | None  # DROP_REASON when dropped
+    reason: str | None  # DROP_REASON (or LONG_REASON under "drop") when dropped
+    answer_lost: bool = False  # "truncate": the cut fell before the end of the last answer
 
 
 def _len(segments: Sequence[Segment]) -> int:
@@ -74,6 +81,20 @@ def _cut(reasoning: np.ndarray, room: int, policy: str, snap: int, newline_ids: 
     return [reasoning[:head], reasoning[tail_start:]]
 
 
+def _truncate(segments: list[Segment], budget: int, reasoning_before: int) -> tuple[list[Segment], TrimRecord]:
+    """The "truncate" baseline: the first `budget` tokens, cut wherever they end (no reasoning is spared)."""
+    out, room = [], budget
+    for seg in segments:
+        if room == 0:
+            break
+        out.append(seg if len(seg.ids) <= room else Segment(seg.kind, seg.ids[:room], seg.think))
+        room -= len(out[-1].ids)
+    answers = [i for i, s in enumerate(segments) if s.kind == SEG_ANSWER]
+    lost = bool(answers) and (answers[-1] >= len(out) or len(out[answers[-1]].ids) < len(segments[answers[-1]].ids))
+    record = TrimRecord("truncated", _len(segments), budget, reasoning_before, _reasoning_len(out), 0, None, lost)
+    return out, record
+
+
 def trim(
     segments: Sequence[Segment],
     budget: int,
@@ -93,6 +114,11 @@ def trim(
     before, reasoning_before = _len(segments), _reasoning_len(segments)
     if before <= budget:  # step 1
         return segments, TrimRecord("fit", before, before, reasoning_before, reasoning_before, 0, None)
+
+    if policy == "drop":
+        return None, TrimRecord("dropped", before, 0, reasoning_before, 0, 0, LONG_REASON)
+    if policy == "truncate":
+        return _truncate(segments, budget, reasoning_before)
 
     thinks = [s.think for s in segments if s.kind == SEG_REASONING and s.think >= 0]
     dropped = TrimRecord("dropped", before, 0, reasoning_before, 0, 0, DROP_REASON)

@@ -58,7 +58,9 @@ class APTrim(BaseFilter):
             del doc.metadata["segments"]  # numpy arrays do not serialise; the record keeps the counts
             return False, record.reason
         doc.metadata["segments"] = out
-        self.stat_update(record.status)  # "fit" | "trimmed"
+        self.stat_update(record.status)  # "fit" | "trimmed" | "truncated"
+        if record.answer_lost:
+            self.stat_update("answer_lost")
         if record.status == "trimmed":
             self.stat_update("reasoning_tokens_cut", value=record.reasoning_before - record.reasoning_kept)
             self.stat_update("thinks_removed", value=record.dropped_thinks)
