@@ -240,7 +240,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UsageError("--tail is the RSA tail length: give --rsa N,K,T too")
     problems = read_benchmark(args.benchmark, parse_fields(args.field), args.limit)
     out = Path(args.out) if args.out else Path(args.model) / "eval" / Path(args.benchmark).name.split(".")[0]
-    loaded = load_model(args.model, args.device, args.precision)
+    loaded = load_model(args.model, args.device, args.precision, args.threads)
     if args.rsa:
         results, summary = _eval_rsa(args, loaded, problems, sampling)
     else:

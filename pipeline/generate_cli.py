@@ -130,7 +130,7 @@ def run_generate(args: argparse.Namespace) -> int:
     out = None if args.out in (None, "-") else Path(args.out)
     if out is not None and args.prompts and out.resolve() == Path(args.prompts).resolve():
         raise UsageError(f"--out {out} is the prompts file; write the completions elsewhere")
-    loaded = load_model(args.model, args.device, args.precision)
+    loaded = load_model(args.model, args.device, args.precision, args.threads)
     prompts = []
     for item in items:
         try:

@@ -34,6 +34,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda when available")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="auto: bf16 autocast on a GPU, fp32 on CPU")  # fmt: skip
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU intra-op threads (default: torch's; 1 is fastest for small models on a busy machine)",
+    )
     p.add_argument("--max-new-tokens", type=int, default=256, help="tokens generated per prompt at most")
     p.add_argument("--temperature", type=float, default=0.0, help="0 (default) = greedy")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature > 0)")

@@ -67,9 +67,16 @@ def pick_device(device: Device) -> torch.device:
     return torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
 
 
-def load_model(path: str | Path, device: Device = "auto", precision: Precision = "auto") -> LoadedModel:
-    """The model, chat template and (for a run) the trained RSA options of a run folder or an HF folder."""
+def load_model(
+    path: str | Path, device: Device = "auto", precision: Precision = "auto", threads: int | None = None
+) -> LoadedModel:
+    """The model, chat template and (for a run) the trained RSA options of a run folder or an HF folder; `threads`
+    sets torch's CPU intra-op threads (decoding a small model is many tiny ops: extra threads mostly wait)."""
     root = Path(path)
+    if threads is not None:
+        if threads < 1:
+            raise LoadError(f"--threads {threads}: give 1 or more")
+        torch.set_num_threads(threads)
     if not root.is_dir():
         raise LoadError(f"{root}: no such folder; give a `reasonpipe train --out` run folder or an export-hf folder")
     dev = pick_device(device)

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from trained import SEEN, UNSEEN
+from trained import SEEN, UNSEEN, one_thread
 
 from reasonpipe.pipeline import generate_cli
 from reasonpipe.pipeline.cli import main
@@ -29,6 +29,12 @@ TOKENS = TemplateTokens(*range(9))  # bos 0, eos 1, pad 2, system 3, user 4, ass
 @pytest.fixture(scope="module")
 def loaded(memorised):
     return load_model(memorised.run, "cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with one_thread():
+        yield
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:

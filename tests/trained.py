@@ -57,6 +57,18 @@ def _jsonl(path: Path, records: list[dict]) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def one_thread():
+    """torch on one intra-op thread: decoding and training the tiny model is many tiny ops, and on the shared 2-core
+    machine a second thread makes them 5-50x slower (BENCHMARKS.md, generate and eval throughput)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def memorised_run(base: Path) -> Memorised:
     from reasonpipe.pipeline.cli import main
 
@@ -72,15 +84,10 @@ def memorised_run(base: Path) -> Memorised:
     (base / "m.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     (base / "train.json").write_text(json.dumps({"model": {"preset": "tiny"}, "train": TRAIN}))
     log = io.StringIO()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            assert main(["run", str(base / "m.yaml")]) == 0, log.getvalue()[-3000:]
-            code = main(["train", "--data", str(base / "out"), "--config", str(base / "train.json"),
-                         "--out", str(base / "run")])  # fmt: skip
-            assert code == 0, log.getvalue()[-3000:]
-    finally:
-        torch.set_num_threads(threads)
+    with one_thread(), contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        assert main(["run", str(base / "m.yaml")]) == 0, log.getvalue()[-3000:]
+        code = main(["train", "--data", str(base / "out"), "--config", str(base / "train.json"),
+                     "--out", str(base / "run")])  # fmt: skip
+        assert code == 0, log.getvalue()[-3000:]
     return Memorised(base / "run", base / "out", _jsonl(base / "seen.jsonl", SEEN),
                      _jsonl(base / "unseen.jsonl", UNSEEN))  # fmt: skip
