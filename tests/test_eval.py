@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from trained import SEEN, one_thread
 
-from reasonpipe.filters.answers import normalize_answer
+from reasonpipe.filters.answers import answer_span, normalize_answer
 from reasonpipe.pipeline.cli import main
 from reasonpipe.pipeline.evaluate import Problem, majority, parse_fields, pass_at_k, read_benchmark, score
 from reasonpipe.pipeline.generation_args import UsageError
@@ -26,6 +26,9 @@ from reasonpipe.pipeline.generation_args import UsageError
 def _one_thread():
     with one_thread():
         yield
+
+
+GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "math" / "gsm8k_train.jsonl"
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -187,3 +190,28 @@ def test_eval_user_mistakes_are_one_line_and_exit_2(memorised, tmp_path, capsys)
         code, _, err = cli(capsys, "eval", *argv, "--out", str(tmp_path / "o"))
         assert code == 2 and "Traceback" not in err and all(e in err for e in expected), err
     assert not (tmp_path / "o").exists()
+
+
+def test_real_gsm8k_benchmark(memorised, tmp_path, capsys) -> None:
+    """The real GSM8K file reads whole (every gold has a `####` answer), and the memorised model is evaluated on its
+    first problems end to end: every verdict is made (none unknown for want of a gold), and it solves few (one of
+    them, 72, happens to be a memorised answer)."""
+    if not GSM8K.is_file():
+        pytest.skip(f"{GSM8K} absent (../shared/data/real)")
+    problems = read_benchmark(GSM8K)
+    assert len(problems) == 7473 and all(answer_span(p.gold) != p.gold.strip() for p in problems)
+    results, s, _ = evaluate(capsys, tmp_path / "gsm", str(memorised.run), "--benchmark", str(GSM8K), "--limit", "4")
+    assert s["problems"] == 4 and [r["question"] for r in results] == [p.question for p in problems[:4]]
+    assert s["accuracy"] <= 0.25 and not any(v.startswith("unknown:no_gold") for v in s["verdicts"])
+
+
+def test_ctrl_c_during_eval_writes_nothing(memorised, tmp_path, capsys, monkeypatch) -> None:
+    from reasonpipe.pipeline import completion
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(completion, "generate", interrupted)
+    code, _, err = cli(capsys, "eval", str(memorised.run), "--benchmark", str(memorised.seen), "--out",
+                       str(tmp_path / "o"))  # fmt: skip
+    assert code == 130 and "interrupted; nothing was written" in err and not (tmp_path / "o").exists()

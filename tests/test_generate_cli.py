@@ -221,6 +221,7 @@ def test_user_mistakes_are_one_line_and_exit_2(memorised, tmp_path, capsys) -> N
         ([run, "--prompts", str(prompts)], "p.jsonl:1: the conversation must end with a user message"),
         ([run, "--prompts", str(prompts), "--out", str(prompts)], "is the prompts file"),
         ([run, "--prompts", str(tmp_path / "missing.jsonl")], "missing.jsonl: no such file"),
+        ([run, "--prompt", "x", "--threads", "0"], "--threads 0: give 1 or more"),
     ]
     if not __import__("torch").cuda.is_available():
         cases.append(([run, "--prompt", "x", "--device", "cuda"], "--device cuda: no CUDA/ROCm device"))
