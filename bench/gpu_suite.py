@@ -260,9 +260,9 @@ def run_decoding_section(sh: Shape, device: torch.device) -> None:
             continue
         rows.append([str(b), "yes" if cached else "no", f"{s:.2f}", f"{b * sh.decode_new / s:,.0f}",
                      f"{s / sh.decode_new * 1e3:.1f}", gib(mem.get(name), gpu)])  # fmt: skip
-    if f"{mid}|False" in secs and f"{mid}|True" in secs:
-        speedup = secs[f"{mid}|False"] / secs[f"{mid}|True"]
-        print(f"cached vs uncached at batch {mid}: **{speedup:.1f}x**\n")
+    uncached, cached = (secs.get(f"{mid}|{c}", float("nan")) for c in (False, True))
+    if uncached == uncached and cached == cached:  # neither ran out of memory
+        print(f"cached vs uncached at batch {mid}: **{uncached / cached:.1f}x**\n")
     print(f"`{'tiny' if sh.cfg.hidden_size < 128 else 'small'}` preset, prompts {sh.decode_prompt // 2}-"
           f"{sh.decode_prompt} tokens (left-padded), {sh.decode_new} new tokens per row, greedy, "
           + ("bf16 autocast" if gpu else "fp32 (smoke)") + "\n")  # fmt: skip

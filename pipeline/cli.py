@@ -101,7 +101,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _model_command(name: str, func, args: argparse.Namespace) -> int:
-    """generate / eval: a bad input or model folder is one line and exit 2; Ctrl-C writes nothing and exits 130."""
+    """generate / eval: a bad input or model folder is one line and exit 2, an output that cannot be written (a path
+    under a file, no permission, disk full) one line and exit 1; Ctrl-C writes nothing and exits 130."""
     from reasonpipe.pipeline.completion import PromptError
     from reasonpipe.pipeline.generation_args import UsageError
     from reasonpipe.pipeline.load_model import LoadError
@@ -110,6 +111,9 @@ def _model_command(name: str, func, args: argparse.Namespace) -> int:
         return func(args)
     except (UsageError, LoadError, PromptError) as err:
         return _fail(f"reasonpipe {name}: {err}", EXIT_INVALID)
+    except OSError as err:
+        return _fail(f"reasonpipe {name}: cannot write {err.filename or 'the output'} ({err.strerror or err})",
+                     EXIT_FAILED)  # fmt: skip
     except KeyboardInterrupt:
         return _fail(f"reasonpipe {name}: interrupted; nothing was written", EXIT_INTERRUPTED)
 

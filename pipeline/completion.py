@@ -107,7 +107,6 @@ def split_output(ids: Sequence[int], tokens: TemplateTokens, think_opened: bool 
 class Throughput:
     """Tokens generated and seconds spent by `complete` calls (prefill included)."""
 
-    sequences: int = 0
     tokens: int = 0
     seconds: float = 0.0
 
@@ -144,7 +143,6 @@ def complete(
         for i, ids in zip(chunk, new):
             out[i] = split_output(ids, loaded.tokens, sampling.think == "open")
     if throughput is not None:
-        throughput.sequences += len(prompts)
         throughput.tokens += sum(len(c.ids) for c in out)
         throughput.seconds += time.perf_counter() - t0
     return out  # type: ignore[return-value]

@@ -229,6 +229,17 @@ def test_user_mistakes_are_one_line_and_exit_2(memorised, tmp_path, capsys) -> N
         fails(capsys, expected, "generate", *argv)
 
 
+def test_an_output_that_cannot_be_written_is_one_line_and_exit_1(memorised, tmp_path, capsys) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for argv in (["generate", str(memorised.run), "--prompt", "x", "--max-new-tokens", "2", "--out",
+                  str(blocker / "out.jsonl")],
+                 ["eval", str(memorised.run), "--benchmark", str(memorised.seen), "--limit", "1",
+                  "--max-new-tokens", "2", "--out", str(blocker / "eval")]):  # fmt: skip
+        code, _, err = cli(capsys, *argv)
+        assert code == 1 and "Traceback" not in err and f"cannot write {blocker}" in err, err
+
+
 def test_damaged_run_folders_are_named(memorised, tmp_path, capsys) -> None:
     run = tmp_path / "run"
     shutil.copytree(memorised.run, run)
