@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/model_step.py
 	$(BIN)/python bench/model_step.py --shape matmul
 	$(BIN)/python bench/decode_speed.py --presets tiny
+	$(BIN)/python bench/generate_speed.py
 	$(BIN)/python bench/long_context.py
 
 clean:

@@ -11,6 +11,10 @@ Sections (each prints a markdown table; a section that fails prints why and the 
 3. long: the `small` preset at 32K tokens (one window, ~20 documents, doc_causal, backend auto): peak memory, time.
 4. experts: the expert compute's share of the step, L x (fwd + bwd of one layer's Experts on the step's tokens,
    routed as the model routes them) / step time.
+5. decoding: `trainer.generate` on the `small` preset (what `reasonpipe generate` / `eval` run), bf16 autocast,
+   left-padded prompts of 256-512 tokens, 128 new tokens per row (no stop ids: every row makes them all), cached at
+   batch 1, 16 and 64 and uncached (the whole sequence recomputed every step) at batch 16; new tokens/s, ms per
+   decoding step, peak memory.
 """
 
 from __future__ import annotations
@@ -42,12 +46,17 @@ class Shape:
     long_seq: int
     steps: int
     warmup: int
+    decode_batches: tuple[int, ...]  # section 5: cached batch sizes (the uncached side runs the middle one)
+    decode_prompt: int  # longest prompt
+    decode_new: int  # new tokens per row
 
 
 def shape(smoke: bool) -> Shape:
     if smoke:
-        return Shape(preset("tiny", vocab_size=512), batch=1, seq=128, long_seq=512, steps=1, warmup=1)
-    return Shape(preset("small"), batch=4, seq=4096, long_seq=32768, steps=10, warmup=3)
+        return Shape(preset("tiny", vocab_size=512), batch=1, seq=128, long_seq=512, steps=1, warmup=1,
+                     decode_batches=(1, 4), decode_prompt=16, decode_new=4)  # fmt: skip
+    return Shape(preset("small"), batch=4, seq=4096, long_seq=32768, steps=10, warmup=3,
+                 decode_batches=(1, 16, 64), decode_prompt=512, decode_new=128)  # fmt: skip
 
 
 def batch_for(cfg: ModelConfig, b: int, s: int, docs: int, device: torch.device, seed: int = 0) -> dict:
@@ -220,6 +229,46 @@ def run_experts_section(sh: Shape, device: torch.device, step_s: float) -> None:
           ["one layer's experts fwd+bwd ms", "layers", "our step ms", "expert share of the step"])  # fmt: skip
 
 
+def run_decoding_section(sh: Shape, device: torch.device) -> None:
+    """Cached `generate` at each batch size and uncached at the middle one, timed round-robin."""
+    from reasonpipe.trainer.generate import generate
+
+    gpu = device.type == "cuda"
+    torch.manual_seed(0)
+    model = ZayaLM(sh.cfg).to(device).eval()
+    g = torch.Generator().manual_seed(1)
+    biggest = max(sh.decode_batches)
+    lengths = torch.randint(sh.decode_prompt // 2, sh.decode_prompt + 1, (biggest,), generator=g).tolist()
+    prompts = [torch.randint(3, sh.cfg.vocab_size, (n,), generator=g).tolist() for n in lengths]
+
+    def run(batch: int, cached: bool) -> Callable[[], None]:
+        def one() -> None:
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=gpu):
+                generate(model, prompts[:batch], sh.decode_new, use_cache=cached)
+
+        return one
+
+    mid = sh.decode_batches[len(sh.decode_batches) // 2]
+    sides = {(b, True): run(b, True) for b in sh.decode_batches} | {(mid, False): run(mid, False)}
+    secs, mem = time_interleaved({f"{b}|{c}": fn for (b, c), fn in sides.items()}, device, sh.warmup, sh.steps)
+    rows = []
+    for b, cached in sides:
+        name = f"{b}|{cached}"
+        s = secs.get(name, float("nan"))
+        if s != s:  # NaN: out of memory
+            rows.append([str(b), "yes" if cached else "no", "OOM", "", "", ""])
+            continue
+        rows.append([str(b), "yes" if cached else "no", f"{s:.2f}", f"{b * sh.decode_new / s:,.0f}",
+                     f"{s / sh.decode_new * 1e3:.1f}", gib(mem.get(name), gpu)])  # fmt: skip
+    uncached, cached = (secs.get(f"{mid}|{c}", float("nan")) for c in (False, True))
+    if uncached == uncached and cached == cached:  # neither ran out of memory
+        print(f"cached vs uncached at batch {mid}: **{uncached / cached:.1f}x**\n")
+    print(f"`{'tiny' if sh.cfg.hidden_size < 128 else 'small'}` preset, prompts {sh.decode_prompt // 2}-"
+          f"{sh.decode_prompt} tokens (left-padded), {sh.decode_new} new tokens per row, greedy, "
+          + ("bf16 autocast" if gpu else "fp32 (smoke)") + "\n")  # fmt: skip
+    table(rows, ["batch", "cache", "s per generate", "new tokens / s", "ms per decoding step", "peak GiB"])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny shapes: exercise every section in seconds")
@@ -243,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     section(f"3. long context: {sh.long_seq:,} tokens", lambda: run_long_section(sh, device))
     if step_s:
         section("4. expert compute share", lambda: run_experts_section(sh, device, step_s[0]))
+    section("5. decoding (generate, eval)", lambda: run_decoding_section(sh, device))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The `reasonpipe` command line: run, plan, inspect, train, export (megatron | hf), export-hf, tokenizer train.
+"""The `reasonpipe` command line: run, plan, inspect, train, export (megatron | hf), export-hf, generate, eval,
+tokenizer train.
 
 Exit codes of `run` and `plan`: 0 done (or nothing to do), 1 the run failed (a task failed, disk full, accounting that
 does not add up, a tokenizer replaced mid-run: the message says why; a re-run resumes), 2 invalid manifest or refused
@@ -104,6 +105,36 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from reasonpipe.pipeline.generate_cli import run_generate
+
+    return _model_command("generate", run_generate, args)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from reasonpipe.pipeline.evaluate import run_eval
+
+    return _model_command("eval", run_eval, args)
+
+
+def _model_command(name: str, func, args: argparse.Namespace) -> int:
+    """generate / eval: a bad input or model folder is one line and exit 2, an output that cannot be written (a path
+    under a file, no permission, disk full) one line and exit 1; Ctrl-C writes nothing and exits 130."""
+    from reasonpipe.pipeline.completion import PromptError
+    from reasonpipe.pipeline.generation_args import UsageError
+    from reasonpipe.pipeline.load_model import LoadError
+
+    try:
+        return func(args)
+    except (UsageError, LoadError, PromptError) as err:
+        return _fail(f"reasonpipe {name}: {err}", EXIT_INVALID)
+    except OSError as err:
+        return _fail(f"reasonpipe {name}: cannot write {err.filename or 'the output'} ({err.strerror or err})",
+                     EXIT_FAILED)  # fmt: skip
+    except KeyboardInterrupt:
+        return _fail(f"reasonpipe {name}: interrupted; nothing was written", EXIT_INTERRUPTED)
+
+
 def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from reasonpipe.pipeline.tokenizer_cli import train_from_files
 
@@ -158,6 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("out_dir")
     p.set_defaults(func=cmd_export_hf)
+
+    from reasonpipe.pipeline.generate_cli import add_generate_args
+
+    p = sub.add_parser("generate", help="chat completions from a training run or an export-hf folder")
+    add_generate_args(p)
+    p.set_defaults(func=cmd_generate)
+
+    from reasonpipe.pipeline.evaluate import add_eval_args
+
+    p = sub.add_parser("eval", help="answer accuracy on a benchmark file (pass@k, majority vote, Markovian RSA)")
+    add_eval_args(p)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("tokenizer", help="tokenizer utilities")
     tsub = p.add_subparsers(dest="tokenizer_command", required=True)

@@ -24,3 +24,12 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> Outputs:
     """Real OUTPUT folders made by `reasonpipe run` (tests/outputs.py), each built once per session on first use.
     They are shared: a test that alters one works on a copy."""
     return Outputs(tmp_path_factory.mktemp("outputs"))
+
+
+@pytest.fixture(scope="session")
+def memorised(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny model trained by `reasonpipe train` to memorise 8 problems (tests/trained.py), built once per session.
+    Shared: tests read it and write only into their own folders."""
+    from trained import memorised_run
+
+    return memorised_run(tmp_path_factory.mktemp("memorised"))

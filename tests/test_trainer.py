@@ -285,7 +285,9 @@ def test_gpu_suite_smoke_runs_every_section() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert "section failed" not in out, out
-    for title in ("1. forward + backward", "2. attention backends", "3. long context", "4. expert compute share"):
+    for title in ("1. forward + backward", "2. attention backends", "3. long context", "4. expert compute share",
+                  "5. decoding (generate, eval)"):  # fmt: skip
         assert f"### {title}" in out
     assert "| ours (eager) |" in out and "| transformers (sdpa, experts=grouped_mm) |" in out
     assert "expert share of the step" in out
+    assert "| 4 | yes |" in out and "| 4 | no |" in out and "cached vs uncached at batch 4" in out

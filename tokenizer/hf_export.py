@@ -17,10 +17,11 @@ plain text by the pipeline.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
-from reasonpipe.tokenizer.vocab import TemplateTokens, load_tokenizer
+from reasonpipe.tokenizer.vocab import TEMPLATE_KEYS, TemplateTokens, load_tokenizer
 
 CHAT_TEMPLATE = (
     "{{- bos -}}"
@@ -73,3 +74,18 @@ def write_hf_tokenizer(tokenizer_file: str | Path, ids: TemplateTokens, out_dir:
     }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     return out
+
+
+_SET = re.compile(r'\{%- set (\w+) = ("(?:[^"\\]|\\.)*"|\{[^%]*\}) -%\}')
+
+
+def hf_template_strings(config: dict[str, Any]) -> dict[str, str]:
+    """The template key -> token string map of a tokenizer_config.json written by `write_hf_tokenizer` (read back
+    from its chat template's preamble and pad token); KeyError naming what is missing."""
+    found = {name: json.loads(value) for name, value in _SET.findall(config.get("chat_template") or "")}
+    roles = found.pop("roles", {})
+    strings = {**{k: v for k, v in found.items() if isinstance(v, str)}, **roles, "pad": config.get("pad_token")}
+    missing = [k for k in TEMPLATE_KEYS if not isinstance(strings.get(k), str)]
+    if missing:
+        raise KeyError(f"no token for {missing} in its chat_template / pad_token (not written by export-hf?)")
+    return {k: strings[k] for k in TEMPLATE_KEYS}

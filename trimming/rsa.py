@@ -41,13 +41,27 @@ class TraceParts:
     answer: np.ndarray  # tokens of the final answer
 
 
-def trace_parts(segments: Sequence[Segment], user_id: int) -> TraceParts | None:
-    """The parts of a trace with exactly one user turn, a non-empty reasoning and an answer after it; else None."""
+def problem_segment(segments: Sequence[Segment], user_id: int) -> int | None:
+    """The index of the problem segment (the content of the only user turn), or None (no user turn, or several)."""
     at = [(i, j) for i, s in enumerate(segments) if s.kind == SEG_TEMPLATE for j in np.flatnonzero(s.ids == user_id)]
     if len(at) != 1:  # no user turn, or several: not one problem and its solution
         return None
     (i, j), problem = at[0], at[0][0] + 1  # the problem is the content right after the user marker
     if j != len(segments[i].ids) - 1 or problem >= len(segments) or segments[problem].kind != SEG_PROMPT:
+        return None
+    return problem
+
+
+def with_problem(segments: Sequence[Segment], problem: int, prompt: np.ndarray) -> list[Segment]:
+    """The segments with the problem segment replaced by an aggregation prompt's tokens (the builder's samples and
+    the RSA harness's prompts both come from here)."""
+    return [*segments[:problem], Segment(SEG_PROMPT, prompt), *segments[problem + 1 :]]
+
+
+def trace_parts(segments: Sequence[Segment], user_id: int) -> TraceParts | None:
+    """The parts of a trace with exactly one user turn, a non-empty reasoning and an answer after it; else None."""
+    problem = problem_segment(segments, user_id)
+    if problem is None:
         return None
     thinks = [s.think for s in segments if s.kind == SEG_REASONING and s.think >= 0 and len(s.ids)]
     if not thinks:
@@ -156,8 +170,7 @@ def aggregate(
         target, p = eligible[plan.target], parts[plan.target]
         cands = [Candidate(parts[i].reasoning, parts[i].answer) for i in plan.candidates]
         prompt = render_prompt(target.segments[p.problem].ids, cands, encoded, tau, include_answer, word_starts)
-        segs = target.segments
-        segments = [*segs[: p.problem], Segment(SEG_PROMPT, prompt.ids), *segs[p.problem + 1 :]]
+        segments = with_problem(target.segments, p.problem, prompt.ids)
         if budget is not None and sum(len(s.ids) for s in segments) - len(p.reasoning) > budget:
             skipped["prompt_exceeds_context"] += 1
             continue
