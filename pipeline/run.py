@@ -216,7 +216,9 @@ def _run_locked(loaded: LoadedManifest, limit: int | None, force: bool, wait: bo
             for run in plan.runs:
                 if run_complete(run):
                     run.release()
-        jobs = slurm_chain.submit(plan, command or [sys.executable, "-m", "reasonpipe.pipeline.cli", "run", "?"])
+        # called from Python without the command line: the continuation jobs re-run the manifest file itself
+        default = [sys.executable, "-m", "reasonpipe.pipeline.cli", "run", str(loaded.path.resolve())]
+        jobs = slurm_chain.submit(plan, command or default + (["--limit", str(limit)] if limit is not None else []))
         runs = ", ".join(f"{j.run} {j.job_id}" for j in jobs)
         console.print(
             f"submitted to Slurm: {runs}. The chain runs without this process (the last job assembles the output); "
