@@ -18,9 +18,9 @@ from datatrove.pipeline.base import PipelineStep
 from pydantic import Field
 
 from reasonpipe.filters.normalize import Normalization, normalize
-from reasonpipe.filters.removals import RemovalFilter, append_ids, gid_of, lookup_ids, sig_name, write_removals
+from reasonpipe.filters.removals import RemovalFilter, append_ids, gather_signed, lookup_ids, sig_name, write_removals
 from reasonpipe.filters.stage import BuildContext, Chain, Stage, StageOptions, register
-from reasonpipe.filters.workfiles import Column, folder, partition_of, read_partition, write_partitioned
+from reasonpipe.filters.workfiles import Column, folder, partition_of, write_partitioned
 
 
 class ExactDedupOptions(StageOptions):
@@ -101,13 +101,7 @@ class ExactDuplicateFinder(PipelineStep):
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         df = folder(self.work_dir)
         with self.track_time():
-            hashes, gids = [], []
-            for r in range(self.sign_tasks):
-                rows = read_partition(df, sig_name(r, "hashes"), HASH_ROW, rank)
-                hashes.append(rows["hash"])
-                gids.append(gid_of(r, rows["row"]))
-            h = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
-            g = np.concatenate(gids) if gids else np.zeros(0, np.int64)
+            h, g = gather_signed(df, "hashes", HASH_ROW, "hash", self.sign_tasks, rank)
             order = np.lexsort((g, h))  # within a hash: rank, then position
             h, g = h[order], g[order]
             dup = np.flatnonzero(h[1:] == h[:-1]) + 1

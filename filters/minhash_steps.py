@@ -42,7 +42,15 @@ from reasonpipe.filters.minhash_core import (
     pair_intersections,
     unique_pairs,
 )
-from reasonpipe.filters.removals import ROW, RemovalFilter, append_ids, gid_of, lookup_ids, sig_name, write_removals
+from reasonpipe.filters.removals import (
+    ROW,
+    RemovalFilter,
+    append_ids,
+    gather_signed,
+    lookup_ids,
+    sig_name,
+    write_removals,
+)
 from reasonpipe.filters.workfiles import (
     Column,
     folder,
@@ -195,13 +203,7 @@ class LshBuckets(PipelineStep):
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         df = folder(self.work_dir)
         with self.track_time():
-            keys, gids = [], []
-            for r in range(self.sign_tasks):
-                rows = read_partition(df, sig_name(r, "bands"), BAND, rank)
-                keys.append(rows["key"])
-                gids.append(gid_of(r, rows["row"]))
-            key = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
-            pairs = band_pairs(key, np.concatenate(gids) if gids else np.zeros(0, np.int64))
+            pairs = band_pairs(*gather_signed(df, "bands", BAND, "key", self.sign_tasks, rank))
             self.stat_update("candidate_pairs", value=len(pairs))
             rows = np.zeros(len(pairs), dtype=PAIR)
             rows["a"], rows["b"] = pairs[:, 0], pairs[:, 1]

@@ -17,7 +17,7 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.io import DataFolder
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
-from reasonpipe.filters.workfiles import Column, folder, read_rows, read_spans, write_bytes
+from reasonpipe.filters.workfiles import Column, folder, read_partition, read_rows, read_spans, write_bytes
 
 ROW = np.int64(0xFFFFFFFF)  # gid & ROW: the row within its rank
 
@@ -28,6 +28,19 @@ def gid_of(rank: int, rows: np.ndarray) -> np.ndarray:
 
 def sig_name(rank: int, kind: str) -> str:
     return f"signatures/{rank:05d}.{kind}"
+
+
+def gather_signed(
+    df: DataFolder, kind: str, dtype: np.dtype, field: str, sign_tasks: int, part: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Partition `part` of every signing task's `kind` file: its `field` column and the rows' gids, concatenated in
+    signing-task order (memory: this partition's rows of every signer)."""
+    values, gids = [np.zeros(0, np.uint64)], [np.zeros(0, np.int64)]
+    for r in range(sign_tasks):
+        rows = read_partition(df, sig_name(r, kind), dtype, part)
+        values.append(rows[field])
+        gids.append(gid_of(r, rows["row"]))
+    return np.concatenate(values), np.concatenate(gids)
 
 
 def lookup_ids(df: DataFolder, record_dtype: np.dtype, gids: np.ndarray) -> dict[int, str]:

@@ -19,6 +19,16 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one intra-op thread for a whole test module (`pytestmark = pytest.mark.usefixtures("one_thread")`):
+    tests/trained.py::one_thread says why."""
+    from trained import one_thread as single_thread
+
+    with single_thread():
+        yield
+
+
 @pytest.fixture(scope="session")
 def outputs(tmp_path_factory: pytest.TempPathFactory) -> Outputs:
     """Real OUTPUT folders made by `reasonpipe run` (tests/outputs.py), each built once per session on first use.

@@ -19,13 +19,7 @@ from reasonpipe.trainer.trainconfig import RunConfig
 VOCAB = 61
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors on a shared 2-core box: one intra-op thread is several times faster (and deterministic)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def packed_doc_ids(lengths: list[int]) -> torch.Tensor:

@@ -14,18 +14,14 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from trained import SEEN, one_thread
+from trained import SEEN
 
 from reasonpipe.filters.answers import answer_span, normalize_answer
 from reasonpipe.pipeline.cli import main
 from reasonpipe.pipeline.evaluate import Problem, majority, parse_fields, pass_at_k, read_benchmark, score
 from reasonpipe.pipeline.generation_args import UsageError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "math" / "gsm8k_train.jsonl"

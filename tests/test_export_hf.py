@@ -14,6 +14,7 @@ import pytest
 import torch
 import transformers
 from corpus import make_corpus, write_manifest
+from trained import one_thread
 
 from reasonpipe.pipeline.cli import main as cli_main
 from reasonpipe.tokenizer.hf_export import write_hf_tokenizer
@@ -58,12 +59,8 @@ def trained(pipeline_output: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     config.write_text(json.dumps({"model": {"preset": "tiny"}, "train": {
         "steps": 3, "global_batch_tokens": 1024, "micro_batch": 2, "log_every": 1, "optimizer": {"lr": 3e-3},
         "schedule": {"warmup_steps": 1}}}))  # fmt: skip
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         code = cli_main(["train", "--data", str(pipeline_output), "--config", str(config), "--out", str(tmp / "run")])
-    finally:
-        torch.set_num_threads(threads)
     assert code == 0
     assert cli_main(["export-hf", str(tmp / "run"), str(tmp / "hf")]) == 0
     return tmp / "run", tmp / "hf"

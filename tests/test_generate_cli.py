@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from trained import SEEN, UNSEEN, one_thread
+from trained import SEEN, UNSEEN
 
 from reasonpipe.pipeline import generate_cli
 from reasonpipe.pipeline.cli import main
@@ -31,10 +31,7 @@ def loaded(memorised):
     return load_model(memorised.run, "cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from trained import RSA, SEEN, one_thread
+from trained import RSA, SEEN
 
 from reasonpipe.pipeline.cli import main
 from reasonpipe.pipeline.completion import conversation, render_turns
@@ -26,11 +26,7 @@ from reasonpipe.trimming.rsa import Trace, aggregate, trace_parts
 from reasonpipe.trimming.tails import Candidate
 from reasonpipe.trimming.ttc_config import RSAConfig
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -33,13 +33,7 @@ def shards(outputs):
     return outputs.get("gsm8k")  # 1,500 GSM8K samples through `reasonpipe run` (tests/outputs.py)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """CPU tests on a shared machine: one intra-op thread is faster and deterministic."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_cfg(**train: object) -> dict:

@@ -25,12 +25,7 @@ def shards(outputs):
     return outputs.get("gsm8k")  # 1,500 GSM8K samples through `reasonpipe run` (tests/outputs.py)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cfg(steps: int = 2, model: dict | None = None, **train: object) -> dict:
@@ -167,7 +162,7 @@ def test_crafted_pickle_in_a_checkpoint_is_refused_not_run(tmp_path: Path, shard
 
 
 def test_non_tensor_entries_are_refused(tmp_path: Path) -> None:
-    """DCP stores non-tensors as pickled bytes it would load with weights_only=False: our reader refuses them."""
+    """DCP stores non-tensors as pickled bytes it would unpickle without restriction: our reader refuses them."""
     path = tmp_path / "ck"
     dcp.save({"model": {"w": torch.ones(2)}, "extra": {"obj": {"a": 1}}}, checkpoint_id=path)
     with pytest.raises(C.CheckpointError, match="entry 'extra.obj.a' is not a tensor"):

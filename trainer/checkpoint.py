@@ -14,7 +14,7 @@ Resharding: DCP reads any saved layout into any live one, so a run resumes with 
 parallelism, and one process (export-hf) reads a checkpoint written by many.
 Safe to load: tensors are read with `torch.load(weights_only=True)` (DCP's reader) and everything else is JSON. DCP's
 `.metadata` is a pickle; it is read with an unpickler that admits only DCP's own metadata classes, torch dtypes and
-sizes, and the load planner refuses non-tensor entries (DCP would `torch.load(weights_only=False)` them), so a
+sizes, and the load planner refuses non-tensor entries (DCP would unpickle them, unrestricted), so a
 crafted checkpoint is refused, never executed.
 """
 
@@ -134,7 +134,7 @@ class SafeReader(FileSystemReader):
 
 
 class TensorOnlyPlanner(DefaultLoadPlanner):
-    """DefaultLoadPlanner that never unpickles a byte entry (DCP would `torch.load(weights_only=False)` it)."""
+    """DefaultLoadPlanner that never unpickles a byte entry (DCP would unpickle it, unrestricted)."""
 
     def load_bytes(self, read_item: Any, value: Any) -> None:
         raise CheckpointError(f"checkpoint entry {read_item.dest_index.fqn!r} is not a tensor: refused")
