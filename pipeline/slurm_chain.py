@@ -81,12 +81,6 @@ def blocked(state: tuple[str, str]) -> bool:
     return state[0] == "PENDING" and "DependencyNeverSatisfied" in state[1]
 
 
-def live_jobs(jobs: list[Job]) -> list[Job]:
-    """The chain's jobs that are running or will run."""
-    states = queue_states([j.job_id for j in jobs])
-    return [j for j in jobs if j.job_id in states and not blocked(states[j.job_id])]
-
-
 def check_not_submitted(output_dir: str) -> list[str]:
     """Before a run takes the output: refuse while a submitted chain is working on it, unless this process is one
     of its jobs; cancel what is left of a stale chain. Returns notes for the console."""
@@ -96,16 +90,17 @@ def check_not_submitted(output_dir: str) -> list[str]:
     if not jobs:
         return []
     mine = os.environ.get("SLURM_JOB_ID")
-    live = [j for j in live_jobs(jobs) if j.job_id != mine]
     if mine and any(j.job_id == mine for j in jobs):
-        return []
+        return []  # a job of the chain itself, continuing it
+    states = queue_states([j.job_id for j in jobs])
+    live = [j for j in jobs if j.job_id in states and not blocked(states[j.job_id])]
     if live:
         ids = ", ".join(f"{j.run} {j.job_id}" for j in live)
         raise LockBusy(
             f"a submitted Slurm chain is working on {output_dir} (jobs {ids}): follow it with `reasonpipe status "
             f"{output_dir}`, or stop it with `scancel {' '.join(j.job_id for j in live)}` and run again"
         )
-    stuck = list(queue_states([j.job_id for j in jobs]))  # jobs that can never start
+    stuck = list(states)  # none is live: what is left in the queue can never start
     if stuck:
         subprocess.run(["scancel", *stuck], capture_output=True, check=False)
     os.remove(chain_path(output_dir))
