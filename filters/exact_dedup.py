@@ -18,7 +18,15 @@ from datatrove.pipeline.base import PipelineStep
 from pydantic import Field
 
 from reasonpipe.filters.normalize import Normalization, normalize
-from reasonpipe.filters.removals import RemovalFilter, append_ids, gather_signed, lookup_ids, sig_name, write_removals
+from reasonpipe.filters.removals import (
+    ROW,
+    RemovalFilter,
+    append_ids,
+    gather_signed,
+    lookup_ids,
+    sig_name,
+    write_removals,
+)
 from reasonpipe.filters.stage import BuildContext, Chain, Stage, StageOptions, register
 from reasonpipe.filters.workfiles import Column, folder, partition_of, write_partitioned
 
@@ -43,11 +51,13 @@ HASH_ROW = np.dtype([("hash", "<u8"), ("row", "<u4")])
 class ExactSignatureWriter(PipelineStep):
     """Record (hash of normalised text, id) of each selected document; forward every document.
 
-    Memory: 8 bytes per selected document of this rank until the end of the task, when the hashes are written
+    Rows are stream positions (filters/removals.py): every document gets an id record, unselected ones an empty id.
+    Memory: 12 bytes per selected document of this rank until the end of the task, when the hashes are written
     partitioned by finder shard (ids are appended to `{rank}.ids` as they come).
     """
 
     type = "🫂 - DEDUP"
+    hoistable = True  # forwards every document, rows are stream positions: may ride an earlier run (runs.Chain)
     name = "💥 exact-dedup signatures"
     _requires_dependencies = ["xxhash"]
 
@@ -60,8 +70,8 @@ class ExactSignatureWriter(PipelineStep):
 
         df = folder(self.work_dir)
         records, ids = Column(df, sig_name(rank, "docs"), ID_RECORD), Column(df, sig_name(rank, "ids"), np.uint8)
-        hashes = array("Q")  # 8 bytes per document
-        pending: list[str] = []  # ids not yet written
+        hashes, rows = array("Q"), array("I")  # 12 bytes per selected document
+        pending: list[str] = []  # ids not yet written ("" for documents not selected)
 
         def flush() -> None:
             rec = np.zeros(len(pending), dtype=ID_RECORD)
@@ -69,22 +79,25 @@ class ExactSignatureWriter(PipelineStep):
             records.append(rec)
             pending.clear()
 
-        for doc in data:
+        for position, doc in enumerate(data):
             with self.track_time():
                 if self.domains is None or doc.metadata.get("domain") in self.domains:
                     hashes.append(xxh64_intdigest(normalize(doc.text, self.norm).encode("utf-8", "surrogatepass")))
+                    rows.append(position)
                     pending.append(doc.id)
                     self.stat_update("signed")
-                    if len(pending) >= 4096:
-                        flush()
+                else:
+                    pending.append("")
+                if len(pending) >= 4096:
+                    flush()
             yield doc
         flush()
         records.close()
         ids.close()
-        rows = np.zeros(len(hashes), dtype=HASH_ROW)
-        rows["hash"], rows["row"] = np.frombuffer(hashes, dtype=np.uint64), np.arange(len(hashes))
-        shard = partition_of(rows["hash"], self.finder_tasks)
-        write_partitioned(df, sig_name(rank, "hashes"), rows, shard, self.finder_tasks)
+        table = np.zeros(len(hashes), dtype=HASH_ROW)
+        table["hash"], table["row"] = np.frombuffer(hashes, dtype=np.uint64), np.frombuffer(rows, dtype=np.uint32)
+        shard = partition_of(table["hash"], self.finder_tasks)
+        write_partitioned(df, sig_name(rank, "hashes"), table, shard, self.finder_tasks)
 
 
 class ExactDuplicateFinder(PipelineStep):
@@ -94,14 +107,14 @@ class ExactDuplicateFinder(PipelineStep):
     type = "🫂 - DEDUP"
     name = "💥 exact-dedup finder"
 
-    def __init__(self, work_dir: str, sign_tasks: int):
+    def __init__(self, work_dir: str, sign_tasks: int, skip: tuple = ()):
         super().__init__()
-        self.work_dir, self.sign_tasks = work_dir, sign_tasks
+        self.work_dir, self.sign_tasks, self.skip = work_dir, sign_tasks, skip
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         df = folder(self.work_dir)
         with self.track_time():
-            h, g = gather_signed(df, "hashes", HASH_ROW, "hash", self.sign_tasks, rank)
+            h, g = gather_signed(df, "hashes", HASH_ROW, "hash", self.sign_tasks, rank, self.skip)
             order = np.lexsort((g, h))  # within a hash: rank, then position
             h, g = h[order], g[order]
             dup = np.flatnonzero(h[1:] == h[:-1]) + 1
@@ -111,7 +124,7 @@ class ExactDuplicateFinder(PipelineStep):
             ids = lookup_ids(df, ID_RECORD, np.concatenate((g[dup], first[dup])))
             removals: dict[int, list] = {}
             for removed, kept in zip(g[dup].tolist(), first[dup].tolist()):
-                removals.setdefault(removed >> 32, []).append([ids[removed], ids[kept], None])
+                removals.setdefault(removed >> 32, []).append([ids[removed], ids[kept], None, int(removed & ROW)])
             self.stat_update("duplicates", value=len(dup))
             write_removals(df, self.sign_tasks, removals, producer=rank)
         return
@@ -122,13 +135,13 @@ class ExactDuplicateFinder(PipelineStep):
 class ExactDedupStage(Stage):
     name = "exact_dedup"
     Options = ExactDedupOptions
-    extra_runs = 2  # the finder, and the filtering streaming run (signatures ride the materialize run)
 
     def build(self, opts: ExactDedupOptions, ctx: BuildContext, chain: Chain) -> None:
         finders = opts.finder_tasks or ctx.tasks
         chain.add(ExactSignatureWriter(ctx.work_dir, opts.normalization, ctx.domains, finders))
         docs = chain.materialize()
-        chain.add_run("exact-dedup-find", [ExactDuplicateFinder(ctx.work_dir, ctx.tasks)], tasks=finders)
+        finder = ExactDuplicateFinder(ctx.work_dir, ctx.tasks, chain.pending_removals())
+        chain.add_run("exact-dedup-find", [finder], tasks=finders)
         removal = RemovalFilter(ctx.work_dir, "duplicate_exact", finders, ctx.exclusion_writer())
         chain.continue_from(docs, removal)
 

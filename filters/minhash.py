@@ -96,7 +96,6 @@ class WordShingleSigner(GramSignatureWriter):
 class MinhashStage(Stage):
     name = "minhash"
     Options = MinhashOptions
-    extra_runs = 4  # buckets, verify, cluster, and the filtering streaming run (signatures ride the materialize run)
 
     def build(self, opts: MinhashOptions, ctx: BuildContext, chain: Chain) -> None:
         seed = ctx.seed if opts.seed is None else opts.seed

@@ -3,26 +3,28 @@
 Every step reads and writes its work folder through `filters/workfiles.py` (any fsspec filesystem), and no task holds
 data for the whole corpus:
 
-1. `GramSignatureWriter` (inline in the streaming run, T tasks; passes every document on): for each selected document
-   of rank r, in `signatures/`: a record (`{r}.docs`: where its grams, marks and id are, whether marks are checked,
-   its order key and problem key), its sorted distinct gram hashes (`{r}.grams`), its marks (`{r}.marks`: numbers and
-   LaTeX commands, with their multiplicity), its id (`{r}.ids`), and its LSH band keys partitioned by bucket task
-   (`{r}.bands.*`: task p gets the (band, key) pairs whose hash falls in its range).
+1. `GramSignatureWriter` (inline in the streaming run, T tasks; passes every document on): for each document of
+   rank r, in `signatures/`: a record (`{r}.docs`, empty for a document not signed: where its grams, marks and id
+   are, whether marks are checked, its order key and problem key), its sorted distinct gram hashes (`{r}.grams`), its
+   marks (`{r}.marks`: numbers and LaTeX commands, with their multiplicity), its id (`{r}.ids`), and its LSH band keys
+   partitioned by bucket task (`{r}.bands.*`: task p gets the (band, key) pairs whose hash falls in its range).
 2. `LshBuckets` (N tasks): task p reads only partition p of every rank's band file; documents sharing a (band, key)
    are candidate pairs, routed to a verify task by a hash of the pair (`pairs/{p}.*`).
 3. `VerifyPairs` (V tasks): task v reads the pairs routed to it from every bucket task (each pair exactly once, however
    many bands found it), reads the records and gram sets of their documents by range, and keeps the pairs whose true
-   gram-set Jaccard similarity reaches the threshold and whose marks agree (`edges/{v}.npy`), vectorised: one lexsort
-   per chunk of pairs, no Python object per pair.
+   gram-set Jaccard similarity reaches the threshold and whose marks agree (`edges/{v}.npy`), vectorised: one sorted
+   table and one sorted lookup per chunk of pairs (`pair_intersections`), no Python object per pair.
 4. `ClusterRemovals` (V tasks): union-find over the verified edges only gives connected groups; task c takes the
    groups whose smallest member hashes to c, visits their documents best first by (order key, rank, row) and removes
    each one similar to `keep` or more kept documents (`greedy_keep`: no removal through chains of removed documents).
    With `relabel`, every document of a group gets the group's smallest problem key. Writes `removals/{r}/{c}.json`
-   per rank: `[[id, kept_id | None, new_problem_key | None], ...]`.
-5. `RemovalFilter` (inline in the next streaming run): drops the listed documents of its rank (matched by id) with a
-   reason and `duplicate_of`, and sets the new problem keys.
+   per rank: `[[id, kept_id | None, new_problem_key | None, row], ...]`.
+5. `RemovalFilter` (inline in the streaming run that continues from the documents): drops the listed documents of its
+   rank (matched by id) with a reason and `duplicate_of`, and sets the new problem keys.
 
-Document ids across ranks are `gid = rank << 32 | row` (row: index among the rank's signed documents).
+Document ids across ranks are `gid = rank << 32 | row` (row: the document's position in its rank's stream, signed or
+not: filters/removals.py). When the signers of several dedup stages ride one streaming run, the buckets of a later
+stage skip the rows an earlier one removed, so each stage sees exactly the documents the previous ones kept.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class GramSignatureWriter(PipelineStep):
     """
 
     type = "🫂 - DEDUP"
+    hoistable = True  # forwards every document, rows are stream positions: may ride an earlier run (runs.Chain)
     name = "🎯 gram signatures"
     _requires_dependencies = ["xxhash"]
 
@@ -142,38 +145,38 @@ class GramSignatureWriter(PipelineStep):
         write_partitioned(df, sig_name(rank, "bands"), rows, part, self.bucket_tasks)
 
     def _sign(self, batch: list[Document], cols: dict[str, Column], bands: list[np.ndarray]) -> None:
+        """One record per document of `batch` (rows are stream positions; a document not signed gets an empty
+        record and is never compared), and the band keys of the signed ones."""
         with self.track_time():
-            docs = [doc for doc in batch if self.selected(doc)]
-            self.stat_update("signed", value=len(docs))
-            if not docs:
-                return
-            values, offsets = self.grams(docs)
-            values, offsets = distinct_per_text(values, offsets)
-            lens = np.diff(offsets)
-            nonempty = np.flatnonzero(lens > 0)  # documents without grams are never compared
-            self.stat_update("no_grams", value=len(docs) - len(nonempty))
-            if len(nonempty) == 0:
-                return
-            docs = [docs[i] for i in nonempty]
-            rec = np.zeros(len(docs), dtype=RECORD)
-            rec["ngram"] = lens[nonempty]
-            rec["gram"] = cols["grams"].append(values) + offsets[:-1][nonempty]
-            marks = [self.marks(doc) for doc in docs]
-            hashed = [_multiset_hashes(m) for m in marks if m is not None]
-            checked = np.array([m is not None for m in marks], dtype=bool)
-            counts = np.fromiter(map(len, hashed), dtype=np.int64, count=len(hashed))
-            start = cols["marks"].append(np.array([h for hs in hashed for h in hs], dtype=np.uint64))
-            rec["checked"], rec["nmark"][checked] = checked, counts
-            rec["mark"][checked] = start + np.cumsum(counts) - counts
-            rec["key"] = [self.key(doc) for doc in docs]
-            rec["pkey"] = [self.problem_key(doc) for doc in docs]
-            rec["id"], rec["nid"] = append_ids(cols["ids"], [doc.id for doc in docs])
-            first_row = cols["docs"].append(rec)
-            keys = mix64(self.hasher.band_keys(self.hasher.signatures(values, offsets)[nonempty]) ^ self.band_salt)
-            out = np.zeros(keys.size, dtype=BAND)
-            out["key"] = keys.ravel()
-            out["row"] = np.repeat(np.arange(first_row, first_row + len(docs), dtype=np.uint32), keys.shape[1])
-            bands.append(out)
+            rec = np.zeros(len(batch), dtype=RECORD)
+            picked = np.array([i for i, doc in enumerate(batch) if self.selected(doc)], dtype=np.int64)
+            self.stat_update("signed", value=len(picked))
+            if len(picked):
+                values, offsets = distinct_per_text(*self.grams([batch[i] for i in picked]))
+                lens = np.diff(offsets)
+                nonempty = np.flatnonzero(lens > 0)  # documents without grams are never compared
+                self.stat_update("no_grams", value=len(picked) - len(nonempty))
+                picked = picked[nonempty]
+            if len(picked):
+                docs = [batch[i] for i in picked]
+                rec["ngram"][picked] = lens[nonempty]
+                rec["gram"][picked] = cols["grams"].append(values) + offsets[:-1][nonempty]
+                marks = [self.marks(doc) for doc in docs]
+                hashed = [_multiset_hashes(m) for m in marks if m is not None]
+                checked = np.array([m is not None for m in marks], dtype=bool)
+                counts = np.fromiter(map(len, hashed), dtype=np.int64, count=len(hashed))
+                start = cols["marks"].append(np.array([h for hs in hashed for h in hs], dtype=np.uint64))
+                rec["checked"][picked], rec["nmark"][picked[checked]] = checked, counts
+                rec["mark"][picked[checked]] = start + np.cumsum(counts) - counts
+                rec["key"][picked] = [self.key(doc) for doc in docs]
+                rec["pkey"][picked] = [self.problem_key(doc) for doc in docs]
+                rec["id"][picked], rec["nid"][picked] = append_ids(cols["ids"], [doc.id for doc in docs])
+                keys = mix64(self.hasher.band_keys(self.hasher.signatures(values, offsets)[nonempty]) ^ self.band_salt)
+                out = np.zeros(keys.size, dtype=BAND)
+                out["key"] = keys.ravel()
+                out["row"] = np.repeat((cols["docs"].rows + picked).astype(np.uint32), keys.shape[1])
+                bands.append(out)
+            cols["docs"].append(rec)
 
 
 def _multiset_hashes(marks: list[str]) -> list[int]:
@@ -196,14 +199,15 @@ class LshBuckets(PipelineStep):
     type = "🫂 - DEDUP"
     name = "🎯 LSH buckets"
 
-    def __init__(self, work_dir: str, sign_tasks: int, verify_tasks: int):
+    def __init__(self, work_dir: str, sign_tasks: int, verify_tasks: int, skip: tuple = ()):
         super().__init__()
         self.work_dir, self.sign_tasks, self.verify_tasks = work_dir, sign_tasks, verify_tasks
+        self.skip = skip  # earlier dedup stages whose removals the signatures still hold (filters/removals.py)
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         df = folder(self.work_dir)
         with self.track_time():
-            pairs = band_pairs(*gather_signed(df, "bands", BAND, "key", self.sign_tasks, rank))
+            pairs = band_pairs(*gather_signed(df, "bands", BAND, "key", self.sign_tasks, rank, self.skip))
             self.stat_update("candidate_pairs", value=len(pairs))
             rows = np.zeros(len(pairs), dtype=PAIR)
             rows["a"], rows["b"] = pairs[:, 0], pairs[:, 1]
@@ -367,7 +371,7 @@ class ClusterRemovals(PipelineStep):
             for i in touched.tolist():
                 kept = ids[int(nodes[state[i]])] if state[i] >= 0 else None
                 label = f"{int(new_key[i]):016x}" if changed[i] else None
-                rows.setdefault(int(nodes[i] >> 32), []).append([ids[int(nodes[i])], kept, label])
+                rows.setdefault(int(nodes[i] >> 32), []).append([ids[int(nodes[i])], kept, label, int(nodes[i] & ROW)])
             self.stat_update("to_remove", value=len(removed))
             self.stat_update("relabeled", value=int(changed.sum()))
             write_removals(df, self.sign_tasks, rows, producer=rank)
@@ -382,9 +386,10 @@ def build_lsh_dedup(chain, ctx, signer, opts, name: str, reason: str, marks: str
     bucket_tasks, verify_tasks = signer.bucket_tasks, opts.verify_tasks or tasks
     chain.add(signer)
     docs = chain.materialize()
-    chain.add_run(f"{name}-buckets", [LshBuckets(ctx.work_dir, tasks, verify_tasks)], tasks=bucket_tasks)
+    buckets = LshBuckets(ctx.work_dir, tasks, verify_tasks, chain.pending_removals())
+    chain.add_run(f"{name}-buckets", [buckets], tasks=bucket_tasks)
     verify = VerifyPairs(ctx.work_dir, bucket_tasks, opts.jaccard_threshold, marks)
     chain.add_run(f"{name}-verify", [verify], tasks=verify_tasks)
     cluster = ClusterRemovals(ctx.work_dir, tasks, verify_tasks, opts.jaccard_threshold, marks, keep, relabel)
     chain.add_run(f"{name}-cluster", [cluster], tasks=verify_tasks)
-    chain.continue_from(docs, RemovalFilter(ctx.work_dir, reason, verify_tasks, ctx.exclusion_writer()))
+    chain.continue_from(docs, RemovalFilter(ctx.work_dir, reason, verify_tasks, ctx.exclusion_writer(), relabel))

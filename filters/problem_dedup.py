@@ -126,7 +126,6 @@ class ProblemSigner(GramSignatureWriter):
 class ProblemDedupStage(Stage):
     name = "problem_dedup"
     Options = ProblemDedupOptions
-    extra_runs = 4  # buckets, verify, cluster, and the filtering streaming run
 
     def build(self, opts: ProblemDedupOptions, ctx: BuildContext, chain: Chain) -> None:
         seed = ctx.seed if opts.seed is None else opts.seed

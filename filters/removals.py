@@ -1,16 +1,20 @@
 """The shared end of the dedup stages: document ids in their work files, removal lists, and the filter applying them.
 
-A signing step gives each selected document of rank r a row (its index among the rank's selected documents) and a
-global id `gid = r << 32 | row`; it appends the document's id to `signatures/{r}.ids` and a record with the id's
-position to `signatures/{r}.docs`, so a later step looks up the ids of just the documents it removes. The steps that
-decide write `removals/{r}/{producer}.json` = `[[id, kept_id | None, new_problem_key | None], ...]` for every rank;
+A signing step gives each document of rank r a row (its position in the rank's stream, selected or not) and a global
+id `gid = r << 32 | row`; it appends the document's id to `signatures/{r}.ids` and a record with the id's position to
+`signatures/{r}.docs`, so a later step looks up the ids of just the documents it removes. The steps that decide write
+`removals/{r}/{producer}.json` = `[[id, kept_id | None, new_problem_key | None, row], ...]` for every rank;
 `RemovalFilter`, in the next streaming run, applies rank r's lists.
+
+Signers of consecutive dedup stages ride one streaming run (pipeline/runs.py `Chain.materialize`), so they number the
+same documents alike: a later stage's global steps skip the rows an earlier stage removes (`gather_signed(skip=)`),
+which gives the result of running the stages one after the other without reading the documents again in between.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from datatrove.data import Document, DocumentsPipeline
@@ -31,16 +35,38 @@ def sig_name(rank: int, kind: str) -> str:
 
 
 def gather_signed(
-    df: DataFolder, kind: str, dtype: np.dtype, field: str, sign_tasks: int, part: int
+    df: DataFolder, kind: str, dtype: np.dtype, field: str, sign_tasks: int, part: int, skip: Sequence = ()
 ) -> tuple[np.ndarray, np.ndarray]:
     """Partition `part` of every signing task's `kind` file: its `field` column and the rows' gids, concatenated in
-    signing-task order (memory: this partition's rows of every signer)."""
+    signing-task order, without the rows removed by the `skip` stages (`(work_dir, producers)` of earlier dedup
+    stages whose signers rode the same run). Memory: this partition's rows of every signer, one rank's removals."""
     values, gids = [np.zeros(0, np.uint64)], [np.zeros(0, np.int64)]
     for r in range(sign_tasks):
         rows = read_partition(df, sig_name(r, kind), dtype, part)
+        if skip:
+            rows = rows[~np.isin(rows["row"], removed_rows(skip, r))]
         values.append(rows[field])
         gids.append(gid_of(r, rows["row"]))
     return np.concatenate(values), np.concatenate(gids)
+
+
+def removal_lists(work_dir: str | DataFolder, producers: int, rank: int) -> Iterator[list]:
+    """The rows `[id, kept_id, new_key, row]` a dedup stage's `producers` tasks wrote for `rank`."""
+    df = folder(work_dir)
+    for p in range(producers):
+        name = f"removals/{rank:05d}/{p:04d}.json"
+        if not df.exists(name):
+            path = df.resolve_paths(name)
+            raise FileNotFoundError(f"{path} is missing: the dedup runs before this one did not complete")
+        with df.open(name, "rb") as f:
+            yield from json.load(f)
+
+
+def removed_rows(stages: Sequence, rank: int) -> np.ndarray:
+    """Rows of `rank` that the `(work_dir, producers)` stages remove (relabelled-only rows stay)."""
+    rows = [row for work_dir, producers in stages for _, kept, _, row in removal_lists(work_dir, producers, rank)
+            if kept is not None]  # fmt: skip
+    return np.array(rows, dtype=np.int64)
 
 
 def lookup_ids(df: DataFolder, record_dtype: np.dtype, gids: np.ndarray) -> dict[int, str]:
@@ -66,7 +92,8 @@ def append_ids(ids: Column, doc_ids: list[str]) -> tuple[np.ndarray, np.ndarray]
 
 
 def write_removals(df: DataFolder, ranks: int, rows: dict[int, list], producer: int = 0) -> None:
-    """`removals/{rank}/{producer}.json` for every rank (empty lists included): `[[id, kept_id, new_key], ...]`."""
+    """`removals/{rank}/{producer}.json` for every rank (empty lists included): `[[id, kept_id, new_key, row], ...]`
+    (`row`: the document's position in its rank's stream)."""
     for rank in range(ranks):
         write_bytes(df, f"removals/{rank:05d}/{producer:04d}.json", json.dumps(sorted(rows.get(rank, []))).encode())
 
@@ -77,21 +104,15 @@ class RemovalFilter(BaseFilter):
 
     name = "🫂 remove duplicates"
 
-    def __init__(self, work_dir: str, reason: str, producers: int = 1, exclusion_writer=None):
+    def __init__(self, work_dir: str, reason: str, producers: int = 1, exclusion_writer=None, relabels: bool = False):
         super().__init__(exclusion_writer=exclusion_writer)
         self.work_dir, self.reason, self.producers = work_dir, reason, producers
+        self.relabels = relabels  # whether it may rewrite `problem_key` (a later signer must then see its output)
         self._rows: dict[str, tuple[str | None, str | None]] = {}
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> Iterator[Document]:
-        df = folder(self.work_dir)
-        self._rows = {}
-        for p in range(self.producers):
-            name = f"removals/{rank:05d}/{p:04d}.json"
-            if not df.exists(name):
-                path = df.resolve_paths(name)
-                raise FileNotFoundError(f"{path} is missing: the dedup runs before this one did not complete")
-            with df.open(name, "rb") as f:
-                self._rows.update({doc_id: (kept, key) for doc_id, kept, key in json.load(f)})
+        lists = removal_lists(self.work_dir, self.producers, rank)
+        self._rows = {doc_id: (kept, key) for doc_id, kept, key, _ in lists}
         yield from super().run(data, rank, world_size)
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:

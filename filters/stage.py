@@ -63,7 +63,8 @@ class Chain(Protocol):
     Steps are appended to the current *streaming run* (documents flow from the readers through every inline step).
     A stage that needs a global view of the data (dedup) calls `materialize()` to end the current run by writing its
     documents to a folder, adds its own runs, then `continue_from(folder, ...)` to start the next streaming run from
-    those documents (same task count and rank -> file mapping, so per-rank document order is preserved).
+    those documents (same task count and rank -> file mapping, so per-rank document order is preserved). Consecutive
+    dedup stages share one materialization (pipeline/runs.py): `pending_removals()` says what to skip.
     """
 
     def add(self, *steps) -> None: ...
@@ -72,6 +73,11 @@ class Chain(Protocol):
 
     def reader(self, folder: str):
         """A datatrove reader for documents written by `materialize()` (rank r reads file r)."""
+        ...
+
+    def pending_removals(self) -> tuple:
+        """(work folder, producers) of earlier dedup stages whose removals the documents just materialized still
+        hold (their signers rode one run); this stage's global steps skip those rows (`removals.gather_signed`)."""
         ...
 
     def add_run(self, name: str, steps: list, tasks: int) -> None: ...
@@ -84,7 +90,6 @@ class Stage(ABC):
 
     name: ClassVar[str]
     Options: ClassVar[type[StageOptions]] = StageOptions
-    extra_runs: ClassVar[int] = 0  # datatrove runs this stage adds beyond the streaming one (MinHash: 4)
 
     @abstractmethod
     def build(self, opts: StageOptions, ctx: BuildContext, chain: Chain) -> None:

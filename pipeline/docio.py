@@ -37,10 +37,16 @@ class DocWriter(PipelineStep):
         # its own name per attempt: a retried task never shares its temporary file with a straggler
         tmp = f".{name}.tmp-{os.getpid()}"
         with self.folder.open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as f:
+            lines, size = [], 0  # compressed in ~1 MB blocks: one gzip call per document cost ~10 us
             for doc in data:
-                f.write(orjson.dumps({"id": doc.id, "text": doc.text, "metadata": doc.metadata}) + b"\n")
+                lines.append(orjson.dumps({"id": doc.id, "text": doc.text, "metadata": doc.metadata}) + b"\n")
+                size += len(lines[-1])
+                if size >= 1 << 20:
+                    f.write(b"".join(lines))
+                    lines, size = [], 0
                 self.stat_update("written")
                 yield doc
+            f.write(b"".join(lines))
         self.folder.mv(tmp, name)
 
 
@@ -52,6 +58,7 @@ class DocReader(PipelineStep):
 
     def __init__(self, folder: DataFolderLike, all_ranks: bool = False):
         super().__init__()
+        self.path = folder if isinstance(folder, str) else None  # what the chain matches its writers by
         self.folder, self.all_ranks = get_datafolder(folder), all_ranks
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:

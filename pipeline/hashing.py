@@ -113,6 +113,15 @@ LIBRARIES = ("datatrove", "tokenizers")
 
 
 def _origin(module: str) -> str | None:
+    """The source file of `module`; reasonpipe's own modules are found by path, without importing their packages."""
+    if module == "reasonpipe" or module.startswith("reasonpipe."):
+        import reasonpipe
+
+        base = Path(reasonpipe.__file__).parent.joinpath(*module.split(".")[1:])
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return str(candidate)
+        return None
     try:
         spec = importlib.util.find_spec(module)
     except (ImportError, ValueError):
@@ -135,6 +144,16 @@ def _imports(source: str) -> set[str]:
 
 
 @cache
+def _module(name: str) -> tuple[str, frozenset[str]]:
+    """(source digest, reasonpipe modules it imports) of one module; sources do not change within a process."""
+    origin = _origin(name)
+    if origin is None:
+        raise ValueError(f"code_version: cannot find the source of module {name!r}")
+    source = Path(origin).read_bytes()
+    return hashlib.sha256(source).hexdigest(), frozenset(_imports(source.decode("utf-8")))
+
+
+@cache
 def _closure(roots: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     """(module, source digest) of `roots` and the reasonpipe modules they import, sorted."""
     seen: dict[str, str] = {}
@@ -143,12 +162,8 @@ def _closure(roots: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
         name = todo.pop()
         if name in seen:
             continue
-        origin = _origin(name)
-        if origin is None:
-            raise ValueError(f"code_version: cannot find the source of module {name!r}")
-        source = Path(origin).read_bytes()
-        seen[name] = hashlib.sha256(source).hexdigest()
-        for dep in _imports(source.decode("utf-8")):
+        seen[name], deps = _module(name)
+        for dep in deps:
             if dep.startswith("reasonpipe.pipeline.") and dep not in roots:
                 continue  # wiring, see the module docstring
             todo.append(dep)

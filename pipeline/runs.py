@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from reasonpipe.filters.removals import RemovalFilter
 from reasonpipe.pipeline.docio import DocReader, DocWriter
 from reasonpipe.pipeline.manifest import LoadedManifest
 from reasonpipe.pipeline.readers import InputSource
@@ -121,6 +122,8 @@ class Chain:
         self.label: str | None = None
         self.current_frees: list[str] = []
         self._materialized = 0
+        self._writers: dict[str, RunSpec] = {}  # materialized folder -> the run that writes it
+        self._pending: tuple = ()  # set by materialize(): see pending_removals()
 
     def _logdir(self, name: str) -> str:
         return os.path.join(self.prep_dir, "runs", f"{len(self.runs):02d}-{name}")
@@ -142,10 +145,41 @@ class Chain:
         self.current_frees.append(folder)
 
     def materialize(self) -> str:
+        """End the current streaming run by writing its documents (the protocol's contract) — unless it only reads
+        documents already written, drops earlier dedup stages' removals and signs them for the next dedup stage:
+        then that signer moves into the run that wrote them (before its writer) and the current run stays open, so
+        consecutive dedup stages read and write the documents once (their global steps skip what the earlier stages
+        remove: `pending_removals`)."""
+        if self._hoistable():
+            run = self._writers[self.current[0].path]
+            if (label := self.current_labels.pop(len(self.current) - 1, None)) is not None:
+                run.labels[len(run.steps) - 1] = label
+            run.steps.insert(len(run.steps) - 1, self.current.pop())
+            self._pending = tuple((step.work_dir, step.producers) for step in self.current[2:])
+            return self.current[0].path
         folder = os.path.join(self.prep_dir, "docs", f"{self._materialized:02d}-{self.label}")
         self._materialized += 1
         self.close(f"stream-{self.label}", DocWriter(folder))
+        self._writers[folder], self._pending = self.runs[-1], ()
         return folder
+
+    def _hoistable(self) -> bool:
+        """Whether the current run is [a reader of a materialized folder, progress, removal filters that relabel
+        nothing, a signer that forwards every document and numbers rows by stream position]."""
+        steps = self.current
+        return (
+            len(steps) >= 3
+            and isinstance(steps[0], DocReader)
+            and steps[0].path in self._writers
+            and isinstance(steps[1], Progress)
+            and all(isinstance(step, RemovalFilter) and not step.relabels for step in steps[2:-1])
+            and getattr(steps[-1], "hoistable", False)
+        )
+
+    def pending_removals(self) -> tuple:
+        """(work folder, producers) of the earlier dedup stages whose removals the documents `materialize()` just
+        returned still hold; a global step of the next stage skips those rows (`filters.removals.gather_signed`)."""
+        return self._pending
 
     def reader(self, folder: str) -> DocReader:
         return DocReader(folder)
@@ -155,6 +189,9 @@ class Chain:
         self.runs.append(RunSpec(name, "prep", tasks, self._logdir(name), steps, labels))
 
     def continue_from(self, folder: str, *steps) -> None:
+        if self.current and isinstance(self.current[0], DocReader) and self.current[0].path == folder:  # fused
+            self.add(*steps)
+            return
         saved, self.label = self.label, None
         self.add(DocReader(folder), Progress("continue"))
         self.label = saved

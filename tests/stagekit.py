@@ -73,6 +73,9 @@ class LocalChain:
         self._close(self.writer(folder))
         return folder
 
+    def pending_removals(self) -> tuple:
+        return ()
+
     def add_run(self, name: str, steps: list, tasks: int) -> None:
         self.runs.append((name, list(steps), tasks, set(range(len(steps)))))
 

@@ -27,7 +27,7 @@ import yaml
 
 from reasonpipe.pipeline import cli
 from reasonpipe.pipeline.compile import compile_plan
-from reasonpipe.pipeline.hashing import HashCache, _closure, code_version
+from reasonpipe.pipeline.hashing import HashCache, _closure, _module, code_version
 from reasonpipe.pipeline.inspect_validate import validate
 from reasonpipe.pipeline.manifest import ManifestError, load_manifest
 from reasonpipe.pipeline.run import RunError, _reset_output, encoded_tokenizer_sha
@@ -239,6 +239,7 @@ def test_code_version_covers_every_module_a_stage_runs(tmp_path, monkeypatch):
     before = code_version("reasonpipe_probe.stage")
     (pkg / "helper.py").write_text("X = 2\n")
     _closure.cache_clear()
+    _module.cache_clear()
     assert code_version("reasonpipe_probe.stage") != before
 
 

@@ -123,7 +123,7 @@ class TokenizerSample(PipelineStep):
         for doc in data:
             sample.add(doc.id, doc.text)
             yield doc
-        with self.output_folder.open(f"{rank:05d}.jsonl.gz", "wb") as raw, gzip.open(raw, "wb") as f:
+        with self.output_folder.open(f"{rank:05d}.jsonl.gz", "wb") as raw, gzip.open(raw, "wb", compresslevel=1) as f:
             for doc_id, text in sample.items():
                 f.write(orjson.dumps({"id": doc_id, "text": text, "metadata": {}}) + b"\n")
                 self.stat_update("sampled")
