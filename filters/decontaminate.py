@@ -23,7 +23,7 @@ from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from pydantic import Field, model_validator
 
-from reasonpipe.filters.minhash_core import ngram_hashes, token_hashes
+from reasonpipe.filters.minhash_core import ngram_hashes, ngram_hashes_by_size, token_hashes
 from reasonpipe.filters.normalize import Normalization, prepare
 from reasonpipe.filters.stage import BuildContext, Chain, ExistingPath, Stage, StageOptions, register
 
@@ -159,9 +159,10 @@ class NgramIndex:
         """Per (prepared) text: (benchmark, item, matched grams) of the item with most matched grams, or None."""
         tokens, offsets = token_hashes(texts, self.opts.operators)
         owner_lists: list[list[np.ndarray]] = [[] for _ in texts]
-        for size, (hashes, owners) in self.sizes.items():
-            grams, gram_offsets = ngram_hashes(tokens, offsets, size, whole_if_short=False)
-            if len(hashes) == 0 or len(grams) == 0:
+        by_size = ngram_hashes_by_size(tokens, offsets, [size for size, (h, _) in self.sizes.items() if len(h)])
+        for size, (grams, gram_offsets) in by_size.items():
+            hashes, owners = self.sizes[size]
+            if len(grams) == 0:
                 continue
             pos = np.minimum(np.searchsorted(hashes, grams), len(hashes) - 1)
             hit = np.flatnonzero(hashes[pos] == grams)

@@ -130,6 +130,31 @@ def ngram_hashes(
     return mix64(acc ^ size.astype(np.uint64)), out_offsets
 
 
+def ngram_hashes_by_size(
+    tokens: np.ndarray, offsets: np.ndarray, sizes: list[int]
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """`ngram_hashes(tokens, offsets, n, whole_if_short=False)` for every n in `sizes`, in one pass: the running sum
+    over the window of every start position grows one token at a time and is read off at each wanted size (the same
+    sum mod 2^64, so the same hashes), max(sizes) contiguous array passes instead of sum(sizes) gathers."""
+    if max(sizes, default=0) > len(_GRAM_MULT):
+        raise ValueError(f"n-gram size {max(sizes)} exceeds the supported maximum {len(_GRAM_MULT)}")
+    lens = np.diff(offsets)
+    text_of = np.repeat(np.arange(len(lens)), lens)
+    room = offsets[1:][text_of] - np.arange(len(tokens))  # tokens from each position to the end of its text
+    padded = np.concatenate((tokens, np.zeros(max(sizes, default=0), dtype=np.uint64)))
+    acc = np.zeros(len(tokens), dtype=np.uint64)
+    out = {}
+    for k in range(max(sizes, default=0)):
+        acc += padded[k : k + len(tokens)] * _GRAM_MULT[k]
+        if k + 1 in sizes:
+            starts = np.flatnonzero(room >= k + 1)
+            counts = np.maximum(lens - k, 0)
+            gram_offsets = np.zeros(len(lens) + 1, dtype=np.int64)
+            np.cumsum(counts, out=gram_offsets[1:])
+            out[k + 1] = mix64(acc[starts] ^ U64(k + 1)), gram_offsets
+    return out
+
+
 class MinHasher:
     """`bands` x `rows` MinHash functions h(x) = high 32 bits of (a x + b mod 2^64), a odd, from `seed`."""
 

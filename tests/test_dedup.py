@@ -24,7 +24,15 @@ from hypothesis import strategies as st
 from stagekit import read_exclusions, run_stage
 
 from reasonpipe.filters.minhash import MinhashOptions, MinhashStage
-from reasonpipe.filters.minhash_core import MinHasher, band_pairs, greedy_keep, jaccard, ngram_hashes, token_hashes
+from reasonpipe.filters.minhash_core import (
+    MinHasher,
+    band_pairs,
+    greedy_keep,
+    jaccard,
+    ngram_hashes,
+    ngram_hashes_by_size,
+    token_hashes,
+)
 from reasonpipe.filters.normalize import _MARK, Normalization, math_marks, normalize, prepare, tokens
 
 NORM = Normalization()
@@ -63,6 +71,17 @@ def test_ngram_hashes_are_hashes_of_token_windows(words: list[int], n: int) -> N
     for i in range(max(0, len(words) - n + 1)):  # a window hashes the same wherever it occurs
         window = token_hashes([" ".join(f"w{w}" for w in words[i : i + n])])
         assert ngram_hashes(*window, n, whole_if_short=True)[0][0] == grams[i]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 20), max_size=25), max_size=6), st.sets(st.integers(1, 13), max_size=5))
+def test_ngram_hashes_by_size_equal_one_size_at_a_time(texts: list[list[int]], sizes: set[int]) -> None:
+    tok, off = token_hashes([" ".join(f"w{w}" for w in words) for words in texts])
+    by_size = ngram_hashes_by_size(tok, off, sorted(sizes))
+    assert sorted(by_size) == sorted(sizes)
+    for n, (grams, goff) in by_size.items():
+        want, want_off = ngram_hashes(tok, off, n, whole_if_short=False)
+        assert grams.tolist() == want.tolist() and goff.tolist() == want_off.tolist()
 
 
 def test_normalisation_keeps_math_and_code_distinct() -> None:
