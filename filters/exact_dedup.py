@@ -20,6 +20,7 @@ from pydantic import Field
 from reasonpipe.filters.normalize import Normalization, normalize
 from reasonpipe.filters.removals import (
     ROW,
+    DropRemovedRows,
     RemovalFilter,
     append_ids,
     gather_signed,
@@ -107,14 +108,14 @@ class ExactDuplicateFinder(PipelineStep):
     type = "🫂 - DEDUP"
     name = "💥 exact-dedup finder"
 
-    def __init__(self, work_dir: str, sign_tasks: int, skip: tuple = ()):
+    def __init__(self, work_dir: str, sign_tasks: int, kind: str = "hashes"):
         super().__init__()
-        self.work_dir, self.sign_tasks, self.skip = work_dir, sign_tasks, skip
+        self.work_dir, self.sign_tasks, self.kind = work_dir, sign_tasks, kind
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         df = folder(self.work_dir)
         with self.track_time():
-            h, g = gather_signed(df, "hashes", HASH_ROW, "hash", self.sign_tasks, rank, self.skip)
+            h, g = gather_signed(df, self.kind, HASH_ROW, "hash", self.sign_tasks, rank)
             order = np.lexsort((g, h))  # within a hash: rank, then position
             h, g = h[order], g[order]
             dup = np.flatnonzero(h[1:] == h[:-1]) + 1
@@ -140,7 +141,10 @@ class ExactDedupStage(Stage):
         finders = opts.finder_tasks or ctx.tasks
         chain.add(ExactSignatureWriter(ctx.work_dir, opts.normalization, ctx.domains, finders))
         docs = chain.materialize()
-        finder = ExactDuplicateFinder(ctx.work_dir, ctx.tasks, chain.pending_removals())
+        if skip := chain.pending_removals():  # signed beside an earlier dedup stage: drop what it removes
+            drop = DropRemovedRows(ctx.work_dir, "hashes", HASH_ROW, "hash", finders, skip)
+            chain.add_run("exact-dedup-drop-removed", [drop], tasks=ctx.tasks)
+        finder = ExactDuplicateFinder(ctx.work_dir, ctx.tasks, "hashes-kept" if skip else "hashes")
         chain.add_run("exact-dedup-find", [finder], tasks=finders)
         removal = RemovalFilter(ctx.work_dir, "duplicate_exact", finders, ctx.exclusion_writer())
         chain.continue_from(docs, removal)

@@ -24,7 +24,8 @@ data for the whole corpus:
 
 Document ids across ranks are `gid = rank << 32 | row` (row: the document's position in its rank's stream, signed or
 not: filters/removals.py). When the signers of several dedup stages ride one streaming run, the buckets of a later
-stage skip the rows an earlier one removed, so each stage sees exactly the documents the previous ones kept.
+stage read them without the rows an earlier one removed (`DropRemovedRows`), so each stage sees exactly the documents
+the previous ones kept.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from reasonpipe.filters.minhash_core import (
 )
 from reasonpipe.filters.removals import (
     ROW,
+    DropRemovedRows,
     RemovalFilter,
     append_ids,
     gather_signed,
@@ -199,15 +201,15 @@ class LshBuckets(PipelineStep):
     type = "🫂 - DEDUP"
     name = "🎯 LSH buckets"
 
-    def __init__(self, work_dir: str, sign_tasks: int, verify_tasks: int, skip: tuple = ()):
+    def __init__(self, work_dir: str, sign_tasks: int, verify_tasks: int, kind: str = "bands"):
         super().__init__()
         self.work_dir, self.sign_tasks, self.verify_tasks = work_dir, sign_tasks, verify_tasks
-        self.skip = skip  # earlier dedup stages whose removals the signatures still hold (filters/removals.py)
+        self.kind = kind  # "bands-kept": without the rows earlier dedup stages remove (removals.DropRemovedRows)
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         df = folder(self.work_dir)
         with self.track_time():
-            pairs = band_pairs(*gather_signed(df, "bands", BAND, "key", self.sign_tasks, rank, self.skip))
+            pairs = band_pairs(*gather_signed(df, self.kind, BAND, "key", self.sign_tasks, rank))
             self.stat_update("candidate_pairs", value=len(pairs))
             rows = np.zeros(len(pairs), dtype=PAIR)
             rows["a"], rows["b"] = pairs[:, 0], pairs[:, 1]
@@ -386,7 +388,10 @@ def build_lsh_dedup(chain, ctx, signer, opts, name: str, reason: str, marks: str
     bucket_tasks, verify_tasks = signer.bucket_tasks, opts.verify_tasks or tasks
     chain.add(signer)
     docs = chain.materialize()
-    buckets = LshBuckets(ctx.work_dir, tasks, verify_tasks, chain.pending_removals())
+    if skip := chain.pending_removals():
+        drop = DropRemovedRows(ctx.work_dir, "bands", BAND, "key", bucket_tasks, skip)
+        chain.add_run(f"{name}-drop-removed", [drop], tasks=tasks)
+    buckets = LshBuckets(ctx.work_dir, tasks, verify_tasks, "bands-kept" if skip else "bands")
     chain.add_run(f"{name}-buckets", [buckets], tasks=bucket_tasks)
     verify = VerifyPairs(ctx.work_dir, bucket_tasks, opts.jaccard_threshold, marks)
     chain.add_run(f"{name}-verify", [verify], tasks=verify_tasks)

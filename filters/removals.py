@@ -7,8 +7,9 @@ id `gid = r << 32 | row`; it appends the document's id to `signatures/{r}.ids` a
 `RemovalFilter`, in the next streaming run, applies rank r's lists.
 
 Signers of consecutive dedup stages ride one streaming run (pipeline/runs.py `Chain.materialize`), so they number the
-same documents alike: a later stage's global steps skip the rows an earlier stage removes (`gather_signed(skip=)`),
-which gives the result of running the stages one after the other without reading the documents again in between.
+same documents alike: before a later stage's global steps, `DropRemovedRows` takes the rows the earlier stages remove
+out of its signatures, which gives the result of running the stages one after the other without reading the documents
+again in between.
 """
 
 from __future__ import annotations
@@ -19,9 +20,20 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.io import DataFolder
+from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
-from reasonpipe.filters.workfiles import Column, folder, read_partition, read_rows, read_spans, write_bytes
+from reasonpipe.filters.workfiles import (
+    Column,
+    folder,
+    partition_of,
+    read_npy,
+    read_partition,
+    read_rows,
+    read_spans,
+    write_bytes,
+    write_partitioned,
+)
 
 ROW = np.int64(0xFFFFFFFF)  # gid & ROW: the row within its rank
 
@@ -35,16 +47,13 @@ def sig_name(rank: int, kind: str) -> str:
 
 
 def gather_signed(
-    df: DataFolder, kind: str, dtype: np.dtype, field: str, sign_tasks: int, part: int, skip: Sequence = ()
+    df: DataFolder, kind: str, dtype: np.dtype, field: str, sign_tasks: int, part: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Partition `part` of every signing task's `kind` file: its `field` column and the rows' gids, concatenated in
-    signing-task order, without the rows removed by the `skip` stages (`(work_dir, producers)` of earlier dedup
-    stages whose signers rode the same run). Memory: this partition's rows of every signer, one rank's removals."""
+    signing-task order (memory: this partition's rows of every signer)."""
     values, gids = [np.zeros(0, np.uint64)], [np.zeros(0, np.int64)]
     for r in range(sign_tasks):
         rows = read_partition(df, sig_name(r, kind), dtype, part)
-        if skip:
-            rows = rows[~np.isin(rows["row"], removed_rows(skip, r))]
         values.append(rows[field])
         gids.append(gid_of(r, rows["row"]))
     return np.concatenate(values), np.concatenate(gids)
@@ -67,6 +76,31 @@ def removed_rows(stages: Sequence, rank: int) -> np.ndarray:
     rows = [row for work_dir, producers in stages for _, kept, _, row in removal_lists(work_dir, producers, rank)
             if kept is not None]  # fmt: skip
     return np.array(rows, dtype=np.int64)
+
+
+class DropRemovedRows(PipelineStep):
+    """Task r of T: this stage's `kind` signatures of rank r without the rows that earlier dedup stages remove (`skip`:
+    their `(work_dir, producers)`; their signers rode the same run), written partitioned as `{kind}-kept`. Reads the
+    originals and writes a new file, so a re-run task does the same again. Memory: rank r's rows and removals."""
+
+    type = "🫂 - DEDUP"
+    name = "🫂 drop removed rows"
+
+    def __init__(self, work_dir: str, kind: str, dtype: np.dtype, key: str, parts: int, skip: Sequence):
+        super().__init__()
+        self.work_dir, self.kind, self.dtype, self.key, self.parts, self.skip = work_dir, kind, dtype, key, parts, skip
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        df = folder(self.work_dir)
+        with self.track_time():
+            name = sig_name(rank, self.kind)
+            rows = read_spans(df, name + ".bin", self.dtype, np.array([0]), read_npy(df, name + ".idx.npy")[-1:])[0]
+            keep = ~np.isin(rows["row"], removed_rows(self.skip, rank))
+            rows = rows[keep]
+            write_partitioned(df, f"{name}-kept", rows, partition_of(rows[self.key], self.parts), self.parts)
+            self.stat_update("dropped_rows", value=int(np.sum(~keep)))
+        return
+        yield
 
 
 def lookup_ids(df: DataFolder, record_dtype: np.dtype, gids: np.ndarray) -> dict[int, str]:

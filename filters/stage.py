@@ -77,7 +77,8 @@ class Chain(Protocol):
 
     def pending_removals(self) -> tuple:
         """(work folder, producers) of earlier dedup stages whose removals the documents just materialized still
-        hold (their signers rode one run); this stage's global steps skip those rows (`removals.gather_signed`)."""
+        hold (their signers rode one run); this stage drops those rows from its signatures first
+        (`removals.DropRemovedRows`)."""
         ...
 
     def add_run(self, name: str, steps: list, tasks: int) -> None: ...

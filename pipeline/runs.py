@@ -178,7 +178,7 @@ class Chain:
 
     def pending_removals(self) -> tuple:
         """(work folder, producers) of the earlier dedup stages whose removals the documents `materialize()` just
-        returned still hold; a global step of the next stage skips those rows (`filters.removals.gather_signed`)."""
+        returned still hold; the next stage drops those rows from its signatures (`removals.DropRemovedRows`)."""
         return self._pending
 
     def reader(self, folder: str) -> DocReader:
