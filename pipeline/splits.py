@@ -2,11 +2,13 @@
 
 A file is *split* when its format allows it and it is large next to one task's share (`share = total bytes / T`,
 split when `size > share / SPLIT_FRACTION`): plain jsonl and csv by line-aligned byte ranges, parquet by row groups,
-arrow IPC files by record batches. It is cut into `min(T, size / piece)` parts (`piece = share / PIECES_PER_SHARE`,
-at least MIN_PIECE bytes), and the parts of one file go to consecutive tasks, continuing where the previous file's
-parts stopped. With T parts per file, task r gets part r of every large file: equal bytes and, because every task
-sees every kind of record, equal document counts. Everything else (compressed jsonl, `datasets` folders, small
-files) stays whole and is placed largest first on the least loaded task.
+arrow IPC files by record batches. It is cut into `min(STRIPES x T, size / piece)` parts (`piece = share /
+PIECES_PER_SHARE`, at least MIN_PIECE bytes), dealt round robin to consecutive tasks, continuing where the previous
+file's parts stopped. With STRIPES x T parts, task r gets parts r, r + T, r + 2T, ...: equal bytes taken from
+STRIPES places spread over the file, so every task sees the same mix of records even when a file changes along its
+length (copies appended after their originals, a crawl in date order): the documents that survive dedup, and every
+later run's work, stay balanced too. Everything else (compressed jsonl, `datasets` folders, small files) stays whole
+and is placed largest first on the least loaded task.
 
 The plan is a pure function of the file list, their sizes and T, computed once by the driver: the index run and the
 read run, on every task, use the same one. Ids never depend on it (see readers.py).
@@ -19,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 SPLIT_FRACTION = 8  # files above share / 8 are split: whole files alone leave at most ~1/8 of a share of imbalance
+STRIPES = 8  # parts of a large file per task, spread over the file
 PIECES_PER_SHARE = 64  # parts are about share / 64 bytes, when that gives fewer than T parts
 MIN_PIECE = 64 << 10  # but never smaller than 64 KiB
 
@@ -67,7 +70,8 @@ def plan_pieces(files: Sequence[InputFile], tasks: int) -> list[list[Piece]]:
     whole: list[tuple[int, InputFile]] = []
     next_task = 0
     for order, f in enumerate(files):
-        parts = min(tasks, math.ceil(f.size / piece)) if f.splittable and f.size > share / SPLIT_FRACTION else 1
+        split = f.splittable and f.size > share / SPLIT_FRACTION
+        parts = min(STRIPES * tasks, math.ceil(f.size / piece)) if split else 1
         if parts == 1:
             whole.append((order, f))
             continue
