@@ -224,11 +224,23 @@ def pair_hash(pairs: np.ndarray) -> np.ndarray:
     return mix64(mix64(a) ^ b)
 
 
+def similar_enough(inter, na, nb, threshold: float):
+    """Whether sets of sizes `na`, `nb` sharing `inter` members reach Jaccard `threshold` (arrays or numbers)."""
+    return inter >= threshold * (na + nb - inter)
+
+
+def marks_agree(shared, ma, mb, marks: str):
+    """Whether mark sets of sizes `ma`, `mb` sharing `shared` agree: "contained" (the smaller within the other) or
+    "equal" (arrays or numbers)."""
+    return shared == np.minimum(ma, mb) if marks == "contained" else (shared == ma) & (ma == mb)
+
+
 class SignedDocs:
     """Random access to signed documents by gid: records, gram sets and marks, read by range (nothing whole)."""
 
     def __init__(self, df: DataFolder):
         self.df = df
+        self._maps: dict[str, np.memmap] = {}  # local columns, mapped once (`span`)
 
     def records(self, gids: np.ndarray) -> np.ndarray:
         """Records of sorted distinct gids, in that order."""
@@ -249,6 +261,27 @@ class SignedDocs:
         np.cumsum(rec[length], out=offsets[1:])
         return (np.concatenate(parts) if parts else np.zeros(0, np.uint64)), offsets
 
+    def span(self, gid: int, rec: np.void, kind: str) -> np.ndarray:
+        """One document's sorted gram set (`kind` "grams") or mark set ("marks"), given its record."""
+        start, length = ("gram", "ngram") if kind == "grams" else ("mark", "nmark")
+        name, lo, n = sig_name(gid >> 32, kind), int(rec[start]), int(rec[length])
+        if n == 0 or not self.df.is_local():
+            return read_spans(self.df, name, np.uint64, np.array([lo]), np.array([n]))[0]
+        if name not in self._maps:
+            self._maps[name] = np.memmap(self.df.resolve_paths(name), dtype=np.uint64, mode="r")
+        return np.asarray(self._maps[name][lo : lo + n])
+
+    def similar(self, a: int, b: int, rec_a: np.void, rec_b: np.void, threshold: float, marks: str) -> bool:
+        """`verify` for one pair (gids `a`, `b` with their records), without the batch machinery: the greedy pass
+        asks this one pair at a time (76 us against 2.1 ms for a one-pair `verify`)."""
+        ga, gb = self.span(a, rec_a, "grams"), self.span(b, rec_b, "grams")
+        if not similar_enough(len(np.intersect1d(ga, gb, assume_unique=True)), len(ga), len(gb), threshold):
+            return False
+        if not (rec_a["checked"] or rec_b["checked"]):
+            return True
+        ma, mb = self.span(a, rec_a, "marks"), self.span(b, rec_b, "marks")
+        return bool(marks_agree(len(np.intersect1d(ma, mb, assume_unique=True)), len(ma), len(mb), marks))
+
     def verify(self, pairs: np.ndarray, threshold: float, marks: str) -> tuple[np.ndarray, np.ndarray]:
         """For `(P, 2)` gid pairs: (similar enough, and marks agree) masks. `marks`: "contained" (one document's
         marks all occur in the other's) or "equal"; only checked when either document's record asks for it."""
@@ -267,14 +300,13 @@ class SignedDocs:
             values, offsets = self.sets(nodes[local], rec[local], "grams")
             inter = pair_intersections(values, offsets, la, lb)
             na, nb = rec["ngram"][a[sel]].astype(np.int64), rec["ngram"][b[sel]].astype(np.int64)
-            similar[sel] = inter >= threshold * (na + nb - inter)
+            similar[sel] = similar_enough(inter, na, nb, threshold)
             check = (rec["checked"][a[sel]] | rec["checked"][b[sel]]).astype(bool)
             if check.any():
                 values, offsets = self.sets(nodes[local], rec[local], "marks")
                 shared = pair_intersections(values, offsets, la, lb)
                 ma, mb = rec["nmark"][a[sel]].astype(np.int64), rec["nmark"][b[sel]].astype(np.int64)
-                ok = shared == np.minimum(ma, mb) if marks == "contained" else (shared == ma) & (ma == mb)
-                agree[sel] = ~check | ok
+                agree[sel] = ~check | marks_agree(shared, ma, mb, marks)
         return similar, agree
 
 
@@ -356,8 +388,7 @@ class ClusterRemovals(PipelineStep):
             order[np.lexsort((nodes, key[:, 2], key[:, 1], key[:, 0]))] = np.arange(len(nodes))
 
             def similar(i: int, j: int) -> bool:
-                ok, agree = docs.verify(np.array([[nodes[i], nodes[j]]]), self.threshold, self.marks)
-                return bool(ok[0] and agree[0])
+                return docs.similar(int(nodes[i]), int(nodes[j]), rec[i], rec[j], self.threshold, self.marks)
 
             state = greedy_keep(dense, order, self.keep, similar)
             removed = np.flatnonzero(state >= 0)

@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
-from dedupdata import chat_sample, generated_texts, planted_corpus, problem_variant
+from dedupdata import chat_sample, generated_texts, planted_corpus, problem_variant, template_variant
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from stagekit import read_exclusions, run_stage
 
+from reasonpipe.filters.minhash import MinhashOptions, WordShingleSigner
 from reasonpipe.filters.minhash_core import components, jaccard, pair_intersections, segment_indices
+from reasonpipe.filters.minhash_steps import SignedDocs
 from reasonpipe.filters.problem_dedup import problem_hash
 from reasonpipe.filters.workfiles import (
     Column,
@@ -303,3 +305,25 @@ def test_dedup_options_mistakes_name_the_key(tmp_path, stage, keep, expected) ->
     with pytest.raises(ManifestError) as exc:
         load_manifest(path)
     assert any(expected in p for p in exc.value.problems), exc.value.problems
+
+
+@pytest.mark.parametrize("marks", ["contained", "equal"])
+def test_one_pair_check_equals_batch_verification(tmp_path, marks) -> None:
+    """The greedy pass's one-pair check (`SignedDocs.similar`) decides every pair as the batch `verify` does."""
+    rng = random.Random(5)
+    texts = generated_texts(40, seed=5, words=(40, 90))
+    docs, _ = planted_corpus(texts, [0.05, 0.3], per_fraction=12, seed=5)
+    docs += [Document(text=v, id=f"variant-{i}", metadata={"domain": "math"})
+             for i, t in enumerate(texts[:12]) if (v := template_variant(t, rng))]  # fmt: skip
+    for doc in docs[::2]:
+        doc.metadata["domain"] = "math"  # number-aware: marks are checked when either side is math
+    signer = WordShingleSigner(str(tmp_path), MinhashOptions(), 0, None, 2)
+    list(signer.run(iter(docs), 0, 1))
+    signed = SignedDocs(folder(str(tmp_path)))
+    gids = np.arange(len(docs), dtype=np.int64)  # rank 0: gid = row = position
+    pairs = np.array([(a, b) for a in gids for b in gids if a < b])
+    ok, agree = signed.verify(pairs, 0.55, marks)
+    rec = signed.records(gids)
+    one = [signed.similar(int(a), int(b), rec[a], rec[b], 0.55, marks) for a, b in pairs]
+    assert one == (ok & agree).tolist()
+    assert 0 < sum(one) < len(one) and np.any(ok & ~agree)  # similar pairs, and pairs whose marks disagree
