@@ -319,11 +319,11 @@ def test_one_pair_check_equals_batch_verification(tmp_path, marks) -> None:
         doc.metadata["domain"] = "math"  # number-aware: marks are checked when either side is math
     signer = WordShingleSigner(str(tmp_path), MinhashOptions(), 0, None, 2)
     list(signer.run(iter(docs), 0, 1))
-    signed = SignedDocs(folder(str(tmp_path)))
     gids = np.arange(len(docs), dtype=np.int64)  # rank 0: gid = row = position
     pairs = np.array([(a, b) for a in gids for b in gids if a < b])
-    ok, agree = signed.verify(pairs, 0.55, marks)
-    rec = signed.records(gids)
-    one = [signed.similar(int(a), int(b), rec[a], rec[b], 0.55, marks) for a, b in pairs]
+    with SignedDocs(folder(str(tmp_path))) as signed:
+        ok, agree = signed.verify(pairs, 0.55, marks)
+        rec = signed.records(gids)
+        one = [signed.similar(int(a), int(b), rec[a], rec[b], 0.55, marks) for a, b in pairs]
     assert one == (ok & agree).tolist()
     assert 0 < sum(one) < len(one) and np.any(ok & ~agree)  # similar pairs, and pairs whose marks disagree
