@@ -96,7 +96,8 @@ def _close_dask(cfg: ExecutorConfig, tasks: int) -> None:
     import logging
     import multiprocessing
 
-    logging.getLogger("distributed").setLevel(logging.CRITICAL)  # the workers' deaths are expected now
+    for name in ("distributed", "tornado"):  # the workers' deaths are expected now (tornado logs callback errors)
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     client = distributed.dask_client(cfg.scheduler_address, distributed.dask_workers(cfg, tasks))
     cluster = None if cfg.scheduler_address else client.cluster  # never stop a cluster we did not start
     if cluster is not None:
