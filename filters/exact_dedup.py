@@ -20,12 +20,12 @@ from pydantic import Field
 from reasonpipe.filters.normalize import Normalization, normalize
 from reasonpipe.filters.removals import (
     ROW,
-    DropRemovedRows,
     RemovalFilter,
     append_ids,
     gather_signed,
     lookup_ids,
     sig_name,
+    signatures_to_read,
     write_removals,
 )
 from reasonpipe.filters.stage import BuildContext, Chain, Stage, StageOptions, register
@@ -141,10 +141,8 @@ class ExactDedupStage(Stage):
         finders = opts.finder_tasks or ctx.tasks
         chain.add(ExactSignatureWriter(ctx.work_dir, opts.normalization, ctx.domains, finders))
         docs = chain.materialize()
-        if skip := chain.pending_removals():  # signed beside an earlier dedup stage: drop what it removes
-            drop = DropRemovedRows(ctx.work_dir, "hashes", HASH_ROW, "hash", finders, skip)
-            chain.add_run("exact-dedup-drop-removed", [drop], tasks=ctx.tasks)
-        finder = ExactDuplicateFinder(ctx.work_dir, ctx.tasks, "hashes-kept" if skip else "hashes")
+        kind = signatures_to_read(chain, ctx, "exact-dedup", "hashes", HASH_ROW, "hash", finders)
+        finder = ExactDuplicateFinder(ctx.work_dir, ctx.tasks, kind)
         chain.add_run("exact-dedup-find", [finder], tasks=finders)
         removal = RemovalFilter(ctx.work_dir, "duplicate_exact", finders, ctx.exclusion_writer())
         chain.continue_from(docs, removal)

@@ -47,12 +47,12 @@ from reasonpipe.filters.minhash_core import (
 )
 from reasonpipe.filters.removals import (
     ROW,
-    DropRemovedRows,
     RemovalFilter,
     append_ids,
     gather_signed,
     lookup_ids,
     sig_name,
+    signatures_to_read,
     write_removals,
 )
 from reasonpipe.filters.workfiles import (
@@ -83,6 +83,7 @@ RECORD = np.dtype(
 )
 BAND = np.dtype([("key", "<u8"), ("row", "<u4")])
 PAIR = np.dtype([("a", "<i8"), ("b", "<i8")])
+_SPAN_FIELDS = {"grams": ("gram", "ngram"), "marks": ("mark", "nmark")}  # a record's (first row, length) fields
 _CHUNK = 1 << 21  # gram hashes per verification chunk (~100 MB of work arrays)
 
 
@@ -260,7 +261,7 @@ class SignedDocs:
     def sets(self, gids: np.ndarray, rec: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
         """Gram sets (`kind` "grams") or mark sets ("marks") of sorted distinct gids with records `rec`,
         concatenated in that order, and their offsets."""
-        start, length = ("gram", "ngram") if kind == "grams" else ("mark", "nmark")
+        start, length = _SPAN_FIELDS[kind]
         ranks, parts = gids >> 32, []
         for rank in np.unique(ranks).tolist():  # gids are sorted: ranks come in order, each one contiguous
             at = ranks == rank
@@ -271,7 +272,7 @@ class SignedDocs:
 
     def span(self, gid: int, rec: np.void, kind: str) -> np.ndarray:
         """One document's sorted gram set (`kind` "grams") or mark set ("marks"), given its record."""
-        start, length = ("gram", "ngram") if kind == "grams" else ("mark", "nmark")
+        start, length = _SPAN_FIELDS[kind]
         name, lo, n = sig_name(gid >> 32, kind), int(rec[start]), int(rec[length])
         if n == 0:
             return np.zeros(0, dtype=np.uint64)
@@ -429,10 +430,8 @@ def build_lsh_dedup(chain, ctx, signer, opts, name: str, reason: str, marks: str
     bucket_tasks, verify_tasks = signer.bucket_tasks, opts.verify_tasks or tasks
     chain.add(signer)
     docs = chain.materialize()
-    if skip := chain.pending_removals():
-        drop = DropRemovedRows(ctx.work_dir, "bands", BAND, "key", bucket_tasks, skip)
-        chain.add_run(f"{name}-drop-removed", [drop], tasks=tasks)
-    buckets = LshBuckets(ctx.work_dir, tasks, verify_tasks, "bands-kept" if skip else "bands")
+    kind = signatures_to_read(chain, ctx, name, "bands", BAND, "key", bucket_tasks)
+    buckets = LshBuckets(ctx.work_dir, tasks, verify_tasks, kind)
     chain.add_run(f"{name}-buckets", [buckets], tasks=bucket_tasks)
     verify = VerifyPairs(ctx.work_dir, bucket_tasks, opts.jaccard_threshold, marks)
     chain.add_run(f"{name}-verify", [verify], tasks=verify_tasks)

@@ -103,6 +103,17 @@ class DropRemovedRows(PipelineStep):
         yield
 
 
+def signatures_to_read(chain, ctx, run_name: str, kind: str, dtype: np.dtype, key: str, parts: int) -> str:
+    """The `kind` signatures a dedup stage's global steps read: as its signer wrote them, or, when the signer rode
+    the run of earlier dedup stages (`chain.pending_removals()`), `{kind}-kept` made by a `{run_name}-drop-removed`
+    run added here."""
+    if not (skip := chain.pending_removals()):
+        return kind
+    drop = DropRemovedRows(ctx.work_dir, kind, dtype, key, parts, skip)
+    chain.add_run(f"{run_name}-drop-removed", [drop], tasks=ctx.tasks)
+    return f"{kind}-kept"
+
+
 def lookup_ids(df: DataFolder, record_dtype: np.dtype, gids: np.ndarray) -> dict[int, str]:
     """{gid: document id} for the given gids, from the records (`{r}.docs`: fields `id`, `nid`) and `{r}.ids`."""
     out: dict[int, str] = {}
