@@ -1,4 +1,5 @@
-"""Domain gating shared by reasonpipe's filters: documents outside the selected domains pass untouched."""
+"""What reasonpipe's steps share: counters kept per run (`DeferredCounters`) and domain gating (`DomainFilter`:
+documents outside the selected domains pass untouched)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,36 @@ from collections.abc import Iterable
 from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers.disk_base import DiskWriter
+from datatrove.utils.stats import MetricStats
 
 
-class DomainFilter(BaseFilter):
+class DeferredCounters:
+    """A mixin for datatrove steps (put it first among the bases): plain counts (`stat_update(label)`, value 1, no
+    unit) are summed in a dict while the step runs and added to its stats once at the end, the same figures as one
+    `MetricStats.update(1)` per call (total = n = k, mean = min = max = 1, no variance) for ~0.1 us instead of ~3 us;
+    a datatrove filter makes three such calls per document (total, forwarded, ...). Valued updates (`doc_len`...)
+    are recorded as they come."""
+
+    _counts: dict[str, int] | None = None
+
+    def stat_update(self, *labels, value: int = 1, unit: str | None = None):
+        counts = self._counts
+        if counts is None or value != 1 or unit is not None:
+            return super().stat_update(*labels, value=value, unit=unit)
+        for label in labels:
+            counts[label] = counts.get(label, 0) + 1
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        self._counts = {}
+        try:
+            yield from super().run(data, rank, world_size)
+        finally:
+            counts, self._counts = self._counts, None
+            for label, k in counts.items():
+                self.stats[label] = self.stats[label] + MetricStats(total=k, n=k, mean=1.0, min=1, max=1)
+
+
+class DomainFilter(DeferredCounters, BaseFilter):
     """A `BaseFilter` that judges only documents whose `metadata["domain"]` is selected.
 
     Subclasses implement `keep(doc)` (True, or `(False, reason)` to drop); `filter` calls it for selected documents

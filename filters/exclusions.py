@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import gzip
 import os
 import posixpath
 from typing import Any
@@ -69,12 +70,33 @@ class AtomicJsonlWriter(JsonlWriter):
 
 
 class ExclusionWriter(AtomicJsonlWriter):
-    """datatrove's JsonlWriter over JSON-safe copies of the rejected documents."""
+    """datatrove's JsonlWriter over JSON-safe copies of the rejected documents, gzipped at level 1 (fsspec's gzip
+    takes level 9, ~4% of a filter run's time when dedup drops a third of the documents)."""
 
     name = "🗑 exclusions"
 
+    def __init__(self, output_folder, output_filename: str):
+        super().__init__(output_folder, output_filename=output_filename, compression=None)
+        self._gzipped: dict[str, gzip.GzipFile] = {}
+
+    def _get_output_file_with_retry(self, output_filename: str):
+        if output_filename not in self._gzipped:
+            raw = super()._get_output_file_with_retry(output_filename)
+            self._gzipped[output_filename] = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1)
+        return self._gzipped[output_filename]
+
+    def close(self):
+        for f in self._gzipped.values():  # the gzip trailer, before the files themselves close
+            f.close()
+        self._gzipped = {}
+        super().close()
+
     def _default_adapter(self, document: Document) -> dict:
-        return json_safe(super()._default_adapter(document))
+        if document.media:  # datatrove's adapter turns media dataclasses into dicts
+            return json_safe(super()._default_adapter(document))
+        # what that adapter gives for a document without media, with no deep copy first (json_safe copies)
+        fields = {"text": document.text, "id": document.id, "metadata": document.metadata}
+        return json_safe({key: value for key, value in fields.items() if value})
 
 
 def exclusion_writer(folder: str) -> ExclusionWriter:

@@ -10,7 +10,9 @@ the text is left as rendered from the turns.
 
 from __future__ import annotations
 
+import operator
 import re
+from collections import Counter
 from collections.abc import Iterable
 from typing import ClassVar
 
@@ -21,6 +23,8 @@ from datatrove.pipeline.filters import (
     GopherRepetitionFilter,
 )
 from datatrove.pipeline.filters.base_filter import BaseFilter
+from datatrove.pipeline.filters.gopher_repetition_filter import find_duplicates
+from datatrove.utils.text import split_into_words
 from datatrove.utils.word_tokenizers import WhitespaceTokenizer
 from pydantic import Field
 
@@ -40,6 +44,80 @@ class OfflineWordTokenizer(WhitespaceTokenizer):
 
     def word_tokenize(self, text: str) -> list[str]:
         return self._WORD.findall(text)
+
+
+def n_grams(words: list[str], n: int, sep: str) -> list[str]:
+    """Every run of `n` consecutive words, joined by `sep` (datatrove's `get_n_grams` with `sep=" "`)."""
+    return list(map(sep.join, zip(*(words[k:] for k in range(n)))))
+
+
+def n_grams_by_size(words: list[str], sizes: Iterable[int], sep: str) -> dict[int, list[str]]:
+    """`n_grams(words, n, sep)` for every n of `sizes`, each larger size extending the grams of the one before by a
+    word at a time (one string concatenation per gram instead of a join of n words)."""
+    out: dict[int, list[str]] = {}
+    tails = [sep + w for w in words] if sep else words
+    size, grams = 0, []
+    for n in sorted(set(sizes)):
+        if not out:
+            size, grams = n, n_grams(words, n, sep)
+        for k in range(size, n):
+            grams = list(map(operator.add, grams, tails[k:]))
+        out[size := n] = grams
+    return out
+
+
+def top_duplicate_chars(grams: list[str]) -> int:
+    """datatrove's `find_top_duplicate`: characters of the most frequent gram times its count, ties going to the
+    first to appear (Counter keeps first-appearance order and `most_common` takes the first maximum)."""
+    gram, count = Counter(grams).most_common(1)[0]
+    return len(gram) * count
+
+
+def all_duplicate_chars(grams: list[str], n: int) -> int:
+    """datatrove's `find_all_duplicate` on the n-grams it reads (words joined with no separator): left to right, a
+    gram seen before counts its characters and skips the n words it covers. The scan reads every gram up to the first
+    repeat, so a text with no repeated gram (most of them) is settled by one set of all its grams."""
+    if len(set(grams)) == len(grams):
+        return 0
+    seen, repeated, i = set(), 0, 0
+    while i < len(grams):
+        if grams[i] in seen:
+            repeated += len(grams[i])
+            i += n
+        else:
+            seen.add(grams[i])
+            i += 1
+    return repeated
+
+
+class GopherRepetition(GopherRepetitionFilter):
+    """datatrove's `GopherRepetitionFilter` with the same checks in the same order and the same verdicts, its n-gram
+    counting done by C-level builtins (`n_grams`, `top_duplicate_chars`, `all_duplicate_chars`): ~2-3x faster on
+    real prose (tests/test_filters.py compares the two on real and generated texts)."""
+
+    def filter(self, doc) -> bool | tuple[bool, str]:
+        text = doc.text
+        if not text:
+            return False, "empty"
+        for parts, frac, char_frac, label in (
+            (self.paragraph_exp.split(text.strip()), self.dup_para_frac, self.dup_para_char_frac, "para"),
+            (self._line_splitter.split(text), self.dup_line_frac, self.dup_line_char_frac, "line"),
+        ):
+            duplicates, chars = find_duplicates(parts)
+            if frac and duplicates / len(parts) > frac:
+                return False, f"dup_{label}_frac"
+            if char_frac and chars / len(text) > char_frac:
+                return False, f"dup_{label}_char_frac"
+        words = split_into_words(text, self.language)
+        spaced = n_grams_by_size(words, (n for n, _ in self.top_n_grams), " ")
+        for n, n_frac in self.top_n_grams:
+            if spaced[n] and top_duplicate_chars(spaced[n]) / len(text) > n_frac:
+                return False, f"top_{n}_gram"
+        joined = n_grams_by_size(words, (n for n, _ in self.dup_n_grams), "")
+        for n, n_frac in self.dup_n_grams:
+            if all_duplicate_chars(joined[n], n) / len(text) > n_frac:
+                return False, f"duplicated_{n}_n_grams"
+        return True
 
 
 class QualityFilter(WrappedFilter):
@@ -142,7 +220,7 @@ class GopherRepetitionStage(DatatroveQualityStage):
 
     name = "gopher_repetition"
     Options = GopherRepetitionOptions
-    filter_class = GopherRepetitionFilter
+    filter_class = GopherRepetition
 
 
 @register

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import unicodedata
 
@@ -11,12 +12,13 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
+from reasonpipe.filters.base import DeferredCounters
 from reasonpipe.filters.problem_dedup import problem_hash
 from reasonpipe.pipeline.adapters import AdaptError, adapt, upstream_id
 from reasonpipe.sample import problem_text, render_text
 
 
-class Adapt(BaseFilter):
+class Adapt(DeferredCounters, BaseFilter):
     """Raw record -> canonical sample, per the input's schema; unadaptable records are rejected with a reason.
 
     The record's own id becomes `metadata["upstream_id"]` (also on rejected records); an input whose `fields.id`
@@ -47,15 +49,18 @@ class Adapt(BaseFilter):
 
 
 _CONTROL = {c: None for c in range(32) if chr(c) not in "\n\t"} | {0x7F: None}
+_HAS_CONTROL = re.compile("[" + re.escape("".join(map(chr, _CONTROL))) + "]")
 
 
 def normalize_text(text: str) -> str:
     """NFC, unix newlines, no control characters except newline and tab, no trailing whitespace at the end."""
     text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
-    return text.translate(_CONTROL).rstrip()
+    if _HAS_CONTROL.search(text):  # str.translate is a dict lookup per character: only texts that need it
+        text = text.translate(_CONTROL)
+    return text.rstrip()
 
 
-class Normalize(BaseFilter):
+class Normalize(DeferredCounters, BaseFilter):
     """Unicode/whitespace normalisation of text and turns; documents left empty are rejected as `empty_text`.
 
     Chat samples also get their problem key (`metadata["problem_key"]`, see `problem_hash`)."""

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reasonpipe.pipeline.adapters import (
     AdaptError,
@@ -201,3 +203,15 @@ def test_upstream_id_of_unreadable_lines():
 def test_real_records_keep_their_ids():
     recs = first(REAL / "code" / "humaneval.jsonl", 5)
     assert [upstream_id(r, {}) for r in recs] == [r["task_id"] for r in recs]
+
+
+@given(st.text(alphabet=st.sampled_from("a é\u0301\r\n\t\x00\x07\x1b\x7f\x0b\x0c\u00e9Z"), max_size=60))
+@settings(max_examples=300, deadline=None)
+def test_normalize_text_removes_controls_only_where_present(text):
+    import unicodedata
+
+    from reasonpipe.pipeline.steps import _CONTROL, normalize_text
+
+    expected = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n")).translate(_CONTROL)
+    assert normalize_text(text) == expected.rstrip()
+    assert not any(ord(c) < 32 and c not in "\n\t" for c in normalize_text(text))

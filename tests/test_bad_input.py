@@ -137,6 +137,24 @@ def test_exclusions_are_writable_whatever_the_record_held(tmp_path):
     assert rec["3"] == ["tuple", [1, 2]] and rec["nested"] == [{"b": {"$base64": "AQ=="}}]
 
 
+def test_exclusion_records_equal_datatrove_adapter_output():
+    from datatrove.data import Media
+    from datatrove.pipeline.writers.disk_base import DiskWriter
+
+    writer = exclusion_writer("unused")
+    nested = {"turns": [{"role": "user", "content": "q"}], "n": (1, 2), "empty": {}, "when": datetime(2024, 1, 2)}
+    docs = [
+        Document(text="t", id="a", metadata=nested),
+        Document(text="", id="b", metadata={}),  # falsy fields are left out, as datatrove does
+        Document(text="t", id="", metadata={"x": 0}),
+        Document(text="t", id="c", media=[Media(id="m", type=0, url="u", media_bytes=b"\x01")], metadata={"k": 1}),
+    ]
+    for doc in docs:
+        expected = json_safe(DiskWriter._default_adapter(writer, doc))
+        assert writer._default_adapter(doc) == expected
+        assert list(writer._default_adapter(doc)) == list(expected)  # same key order in the file
+
+
 def read_exclusions(folder: Path) -> list[dict]:
     """Every exclusion record under `folder` (datatrove's reader would skip those with an empty text)."""
     records = []

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from datatrove.data import Document
+from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers import JsonlWriter
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -540,3 +541,65 @@ def test_c4_stage_through_the_registry_keeps_exact_accounting(tmp_path):
     assert stats["total"] == len(docs) == stats["forwarded"] + rejected and len(kept) == stats["forwarded"]
     assert stats["dropped_lorem_ipsum"] == 1 and stats["dropped_empty"] == 1
     assert stats["line-total"] > 0  # the wrapped datatrove filter's own counters are kept
+
+
+# Gopher repetition: our C-level n-gram counting against datatrove's own functions and filter
+_FEW_WORDS = st.lists(st.sampled_from(["a", "ab", "b", "ba", "the", "cat", ".", "\n", "\n\n"]), max_size=80)
+
+
+@given(_FEW_WORDS, st.integers(1, 10))
+@settings(max_examples=300, deadline=None)
+def test_gopher_repetition_helpers_equal_datatrove(words, n):
+    from datatrove.pipeline.filters import gopher_repetition_filter as dt
+
+    from reasonpipe.filters.quality import all_duplicate_chars, n_grams, n_grams_by_size, top_duplicate_chars
+
+    assert n_grams(words, n, " ") == dt.get_n_grams(words, n)
+    sizes = [n, n + 1, n + 3, 1]
+    assert n_grams_by_size(words, sizes, " ") == {k: dt.get_n_grams(words, k) for k in sizes}
+    joined = n_grams_by_size(words, [n], "")[n]
+    assert all_duplicate_chars(joined, n) == dt.find_all_duplicate(words, n)  # "ab"+"a" == "a"+"ba": joined, as there
+    if grams := dt.get_n_grams(words, n):
+        assert top_duplicate_chars(grams) == dt.find_top_duplicate(grams)
+
+
+def test_gopher_repetition_verdicts_equal_datatrove_on_real_and_repetitive_texts():
+    from datatrove.pipeline.filters import GopherRepetitionFilter
+
+    ours = GopherRepetitionStage().make_filter(GopherRepetitionStage.Options()).inner
+    theirs = GopherRepetitionFilter(language=OfflineWordTokenizer())
+    texts = [r["text"] for r in real_jsonl("prose/python_peps_paragraphs_6k.jsonl", 1500)]
+    texts += [r["response"] for r in real_jsonl("reasoning/marco_o1_cot.jsonl", 60)]
+    texts += [" ".join(texts[i].split()[: 5 + i % 40] * (1 + i % 4)) for i in range(400)]  # repeats of every kind
+    verdicts = [ours.filter(plain_doc(t)) for t in texts]
+    assert verdicts == [theirs.filter(plain_doc(t)) for t in texts]
+    assert 20 < sum(v is not True for v in verdicts) < len(texts) - 20  # both verdicts are well represented
+
+
+class _Parity(BaseFilter):
+    name = "parity"
+
+    def filter(self, doc):
+        self.stat_update("seen", "also")
+        self.stat_update("chars", value=len(doc.text))
+        return len(doc.text) % 3 != 0 or (False, f"len_{len(doc.text) % 2}")
+
+
+def test_deferred_counters_give_the_stats_of_one_update_per_call():
+    from reasonpipe.filters.base import DeferredCounters
+
+    class Deferred(DeferredCounters, _Parity):
+        pass
+
+    docs = [plain_doc("x" * n) for n in range(1, 40)]
+    plain, deferred = _Parity(), Deferred()
+    assert [d.text for d in plain.run(iter(docs))] == [d.text for d in deferred.run(iter(docs))]
+    assert deferred.stats.stats.to_dict() == plain.stats.stats.to_dict() and "len_0" in repr(deferred.stats)
+    assert deferred.stats["total"] == plain.stats["total"]  # every field of the MetricStats, not just its total
+    # a consumer that stops early (the generator is closed) still has its counts recorded
+    plain, deferred = _Parity(), Deferred()
+    for step in (plain, deferred):
+        run = step.run(iter(docs))
+        [next(run) for _ in range(5)]
+        run.close()
+    assert deferred.stats.stats.to_dict() == plain.stats.stats.to_dict() and deferred.stats["seen"].total > 5

@@ -193,6 +193,10 @@ def test_filter_pickles_without_its_loaded_models(detector):
     clone = pickle.loads(pickle.dumps(step))
     assert clone.detector._detector is None
     assert clone.filter(doc(SAMPLES["fr"][1])) == (False, "language_fr")
+    # the clone (a later task in the same worker process) reuses the loaded models; another configuration does not
+    assert clone.detector._detector is step.detector._detector
+    assert LinguaDetector(["fr", "en", "en"]).detector is step.detector.detector
+    assert LinguaDetector(["en", "fr"], low_accuracy=True).detector is not step.detector.detector
 
 
 def test_fasttext_backend_with_a_local_model(tmp_path, no_network):

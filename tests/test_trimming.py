@@ -1,5 +1,6 @@
 """AP trimming: property tests of the pure core, hand-written examples, and the datatrove step."""
 
+import dataclasses
 import gzip
 import json
 from pathlib import Path
@@ -235,6 +236,7 @@ def test_single_turn_example() -> None:
     out, rec = trim(segs, 12)
     assert flat(out).tolist() == [BOS, 50, 51, ASSISTANT, THINK, 100, 101, 102, 103, UNTHINK, 60, EOS]
     assert rec == TrimRecord("trimmed", 18, 12, 10, 4, 0, None)
+    assert list(rec.as_dict().items()) == list(dataclasses.asdict(rec).items())
     out, rec = trim(segs, 12, policy="middle", marker=u32(MARK))
     assert flat(out).tolist() == [BOS, 50, 51, ASSISTANT, THINK, 100, 101, MARK, 109, UNTHINK, 60, EOS]
     assert rec.reasoning_kept == 3

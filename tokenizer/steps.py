@@ -124,8 +124,9 @@ class TokenizerSample(PipelineStep):
             sample.add(doc.id, doc.text)
             yield doc
         with self.output_folder.open(f"{rank:05d}.jsonl.gz", "wb") as raw, gzip.open(raw, "wb", compresslevel=1) as f:
-            for doc_id, text in sample.items():
-                f.write(orjson.dumps({"id": doc_id, "text": text, "metadata": {}}) + b"\n")
+            lines = [orjson.dumps({"id": i, "text": t, "metadata": {}}) + b"\n" for i, t in sample.items()]
+            f.write(b"".join(lines))  # one compressor call: per line it cost ~10 us a document
+            for _ in lines:
                 self.stat_update("sampled")
 
 

@@ -44,6 +44,10 @@ class TrimRecord:
     reason: str | None  # DROP_REASON (or LONG_REASON under "drop") when dropped
     answer_lost: bool = False  # "truncate": the cut fell before the end of the last answer
 
+    def as_dict(self) -> dict:
+        """`dataclasses.asdict` of this flat record, without its recursive deep copy (~10x faster)."""
+        return dict(self.__dict__)
+
 
 def _len(segments: Sequence[Segment]) -> int:
     return sum(len(s.ids) for s in segments)

@@ -1,7 +1,5 @@
 """Datatrove step applying AP trimming to tokenised samples (thin adapter over `trimming.core.trim`)."""
 
-from dataclasses import asdict
-
 import numpy as np
 from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
@@ -47,13 +45,13 @@ class APTrim(BaseFilter):
             raise ValueError(f"APTrim: document {doc.id!r} has no metadata['segments']; tokenise before trimming")
         if kind == "text":
             n = sum(len(s.ids) for s in segments)
-            doc.metadata["trim"] = asdict(TrimRecord("plain", n, n, 0, 0, 0, None))
+            doc.metadata["trim"] = TrimRecord("plain", n, n, 0, 0, 0, None).as_dict()
             self.stat_update("plain")
             return True
         if kind != "chat":
             raise ValueError(f"APTrim: document {doc.id!r} has metadata kind {kind!r}; allowed: 'chat', 'text'")
         out, record = trim(segments, self.budget, self.policy, self.marker, self.snap, self.newline_ids)
-        doc.metadata["trim"] = asdict(record)
+        doc.metadata["trim"] = record.as_dict()
         if out is None:
             del doc.metadata["segments"]  # numpy arrays do not serialise; the record keeps the counts
             return False, record.reason
