@@ -367,3 +367,13 @@ def test_same_input_and_tasks_give_the_same_kept_set(stage: str, tmp_path) -> No
     ]
     assert [d.id for d in runs[0][0]] == [d.id for d in runs[1][0]]
     assert len(runs[0][0]) < len(docs)
+
+
+_WHITESPACE = [chr(c) for c in range(0x3100) if chr(c).isspace()] + ["\u3000", "\ufeff", "\u200b"]
+
+
+@given(st.lists(st.sampled_from([*_WHITESPACE, "a", "Ab", "7", "+", "é"]), max_size=40).map("".join))
+@settings(max_examples=300, deadline=None)
+def test_exact_normalisation_collapses_whitespace_as_the_regex_does(text):
+    norm = Normalization(unicode="none", lowercase=False)
+    assert normalize(text, norm) == re.sub(r"\s+", " ", text).strip()
