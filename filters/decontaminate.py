@@ -20,10 +20,9 @@ from typing import Any
 
 import numpy as np
 from datatrove.data import Document
-from datatrove.pipeline.filters.base_filter import BaseFilter
 from pydantic import Field, model_validator
 
-from reasonpipe.filters.base import DeferredCounters
+from reasonpipe.filters.base import CountingFilter
 from reasonpipe.filters.minhash_core import ngram_hashes, ngram_hashes_by_size, token_hashes
 from reasonpipe.filters.normalize import Normalization, prepare
 from reasonpipe.filters.stage import BuildContext, Chain, ExistingPath, Stage, StageOptions, register
@@ -186,7 +185,7 @@ class NgramIndex:
         return results
 
 
-class DecontaminationFilter(DeferredCounters, BaseFilter):
+class DecontaminationFilter(CountingFilter):
     """Drops documents that contain benchmark n-grams (selected domains only)."""
 
     name = "🧪 decontaminate"

@@ -21,9 +21,8 @@ import numpy as np
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.io import DataFolder
 from datatrove.pipeline.base import PipelineStep
-from datatrove.pipeline.filters.base_filter import BaseFilter
 
-from reasonpipe.filters.base import DeferredCounters
+from reasonpipe.filters.base import CountingFilter
 from reasonpipe.filters.workfiles import (
     Column,
     folder,
@@ -144,7 +143,7 @@ def write_removals(df: DataFolder, ranks: int, rows: dict[int, list], producer: 
         write_bytes(df, f"removals/{rank:05d}/{producer:04d}.json", json.dumps(sorted(rows.get(rank, []))).encode())
 
 
-class RemovalFilter(DeferredCounters, BaseFilter):
+class RemovalFilter(CountingFilter):
     """Drop the documents listed for this rank in `removals/{rank}/*.json` (from `producers` tasks), tagging
     `duplicate_of`; rows without a kept id only relabel `problem_key`. Memory: this rank's rows."""
 

@@ -10,15 +10,14 @@ import unicodedata
 
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
-from datatrove.pipeline.filters.base_filter import BaseFilter
 
-from reasonpipe.filters.base import DeferredCounters
+from reasonpipe.filters.base import CountingFilter
 from reasonpipe.filters.problem_dedup import problem_hash
 from reasonpipe.pipeline.adapters import AdaptError, adapt, upstream_id
 from reasonpipe.sample import problem_text, render_text
 
 
-class Adapt(DeferredCounters, BaseFilter):
+class Adapt(CountingFilter):
     """Raw record -> canonical sample, per the input's schema; unadaptable records are rejected with a reason.
 
     The record's own id becomes `metadata["upstream_id"]` (also on rejected records); an input whose `fields.id`
@@ -60,7 +59,7 @@ def normalize_text(text: str) -> str:
     return text.rstrip()
 
 
-class Normalize(DeferredCounters, BaseFilter):
+class Normalize(CountingFilter):
     """Unicode/whitespace normalisation of text and turns; documents left empty are rejected as `empty_text`.
 
     Chat samples also get their problem key (`metadata["problem_key"]`, see `problem_hash`)."""

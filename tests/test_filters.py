@@ -582,24 +582,60 @@ class _Parity(BaseFilter):
     def filter(self, doc):
         self.stat_update("seen", "also")
         self.stat_update("chars", value=len(doc.text))
-        return len(doc.text) % 3 != 0 or (False, f"len_{len(doc.text) % 2}")
+        if len(doc.text) % 3 == 0:
+            return False, f"len_{len(doc.text) % 2}"
+        return len(doc.text) % 7 != 0  # dropped without a reason
 
 
-def test_deferred_counters_give_the_stats_of_one_update_per_call():
-    from reasonpipe.filters.base import DeferredCounters
+def _stats(step) -> dict:
+    """Every figure of a step's stats but the times' values (which differ from run to run)."""
+    d = step.stats.to_dict()
+    return {"stats": d["stats"], "calls": step.stats.time_stats.n, "unit": step.stats.time_stats.unit}
 
-    class Deferred(DeferredCounters, _Parity):
-        pass
 
-    docs = [plain_doc("x" * n) for n in range(1, 40)]
-    plain, deferred = _Parity(), Deferred()
-    assert [d.text for d in plain.run(iter(docs))] == [d.text for d in deferred.run(iter(docs))]
-    assert deferred.stats.stats.to_dict() == plain.stats.stats.to_dict() and "len_0" in repr(deferred.stats)
-    assert deferred.stats["total"] == plain.stats["total"]  # every field of the MetricStats, not just its total
+@pytest.mark.parametrize("batch_size", [1, 4])
+@pytest.mark.parametrize("flush_every", [4096, 3])
+def test_counting_filter_gives_datatrove_stats_and_verdicts(tmp_path, batch_size, flush_every):
+    from reasonpipe.filters.base import CountingFilter
+    from reasonpipe.filters.exclusions import exclusion_writer
+
+    class Counting(CountingFilter, _Parity):
+        FLUSH_EVERY = flush_every
+
+    docs = lambda: [plain_doc("x" * n) for n in range(1, 60)]  # noqa: E731
+    plain = _Parity(exclusion_writer(str(tmp_path / "plain")))
+    counting = Counting(exclusion_writer(str(tmp_path / "counting")))
+    for step in (plain, counting):
+        step.batch_size = batch_size
+    assert [d.text for d in plain.run(iter(docs()))] == [d.text for d in counting.run(iter(docs()))]
+    assert _stats(counting) == _stats(plain)
+    assert list(counting.stats.stats) == list(plain.stats.stats)  # the same order in logs and stats.json
+    assert counting.stats["doc_len"] == plain.stats["doc_len"]  # every field: mean and variance too
+    assert counting.stats["total"] == plain.stats["total"] and counting.stats["dropped_len_0"].total > 0
+    assert read_jsonl_gz(tmp_path / "counting") == read_jsonl_gz(tmp_path / "plain")  # the same exclusions
     # a consumer that stops early (the generator is closed) still has its counts recorded
-    plain, deferred = _Parity(), Deferred()
-    for step in (plain, deferred):
-        run = step.run(iter(docs))
+    plain, counting = _Parity(), Counting()
+    for step in (plain, counting):
+        step.batch_size = batch_size
+        run = step.run(iter(docs()))
         [next(run) for _ in range(5)]
         run.close()
-    assert deferred.stats.stats.to_dict() == plain.stats.stats.to_dict() and deferred.stats["seen"].total > 5
+    assert _stats(counting) == _stats(plain) and counting.stats["seen"].total > 5
+
+
+def read_jsonl_gz(folder) -> list[dict]:
+    import gzip
+
+    return [json.loads(line) for f in sorted(Path(folder).glob("*.gz")) for line in gzip.open(f, "rt")]
+
+
+def test_wrapped_filter_records_the_inner_filters_counters_as_datatrove_does():
+    from datatrove.pipeline.filters import C4QualityFilter
+
+    texts = [r["text"] for r in real_jsonl("prose/python_peps_paragraphs_6k.jsonl", 400)]
+    docs = lambda: [plain_doc(t + "\nshort\n{ a }\nA line that ends well.") for t in texts]  # noqa: E731
+    theirs = C4QualityFilter(min_num_sentences=1, language=OfflineWordTokenizer())
+    ours = C4QualityStage().make_filter(C4QualityStage.Options(min_num_sentences=1))
+    assert [d.text for d in ours.run(iter(docs()))] == [d.text for d in theirs.run(iter(docs()))]
+    assert ours.stats.stats.to_dict() == theirs.stats.stats.to_dict()
+    assert list(ours.stats.stats) == list(theirs.stats.stats) and len(ours.stats.stats) > 5
