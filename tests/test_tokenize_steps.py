@@ -491,3 +491,26 @@ def test_samples_rows_stream_out_as_samples_are_placed(
     for r in table.to_pylist():
         shard = open_shard(tmp_path / "train" / f"00000-{r['task_shard']:05d}.arrow")
         assert r["id"] in shard.column("sample_ids")[r["row"]].as_py()
+
+
+def test_tasks_in_one_process_share_the_loaded_template_and_count_their_own(tmp_path: Path, tokenizer_path: Path):
+    """A worker's later task reuses the loaded tokenizers (keyed by the file's content) with counts of its own; an
+    edited tokenizer file at the same path is loaded anew."""
+    from reasonpipe.tokenizer.steps import loaded_template
+
+    docs = make_docs()
+    counted = []
+    for rank in range(2):  # two tasks of one run, one after the other in this process
+        step = TokenizeToCache(tokenizer_path, str(tmp_path / "cache"), batch_size=64)
+        list(step.run(iter(docs[rank::2]), rank, 2))
+        counted.append(step.stats["documents"].total)
+    assert counted == [len(docs[0::2]), len(docs[1::2])]
+    assert loaded_template.cache_info().hits >= 1
+    first = loaded_template(sha256_file(tokenizer_path), str(tokenizer_path), "null", "tokenizers")
+    a, b = first.fresh(), first.fresh()
+    assert a._plain is first._plain and a.stats is not b.stats and a._fast_local is not first._fast_local
+    path = tmp_path / "tokenizer.json"
+    path.write_text(tokenizer_path.read_text())
+    before = loaded_template(sha256_file(path), str(path), "null", "tokenizers")
+    path.write_text(tokenizer_path.read_text() + "\n")  # edited in place: another content, another template
+    assert loaded_template(sha256_file(path), str(path), "null", "tokenizers") is not before

@@ -16,6 +16,7 @@ packers' bounded buffers or a configured sample size in memory.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import heapq
@@ -130,6 +131,14 @@ class TokenizerSample(PipelineStep):
                 self.stat_update("sampled")
 
 
+@functools.lru_cache(maxsize=2)
+def loaded_template(sha256: str, path: str, template_map: str, backend: Backend) -> ChatTemplate:
+    """The chat template of the tokenizer file whose content hashes to `sha256`, loaded once per process: the tasks
+    a worker runs one after another share it (through `ChatTemplate.fresh`, so each counts its own batches)."""
+    tok = load_tokenizer(path)
+    return ChatTemplate(tok, resolve_template(tok, json.loads(template_map)), backend)
+
+
 class TokenizeToCache(PipelineStep):
     """Encodes documents segment-wise (chat template) and writes the token cache of this task.
 
@@ -161,8 +170,8 @@ class TokenizeToCache(PipelineStep):
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         encoded_with = sha256_file(self.tokenizer_path)  # recorded: the output must ship this very tokenizer
-        tok = load_tokenizer(self.tokenizer_path)
-        template = ChatTemplate(tok, resolve_template(tok, self.template_map), self.backend)
+        templates = json.dumps(self.template_map, sort_keys=True)
+        template = loaded_template(encoded_with, self.tokenizer_path, templates, self.backend).fresh()
         counts: dict[str, Counter] = {
             k: Counter() for k in ("docs_by_domain", "docs_by_source", "by_domain", "by_source", "by_kind")
         }

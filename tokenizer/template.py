@@ -11,6 +11,7 @@ that belong to the same think block are merged into one SEG_TEMPLATE segment; em
 
 from __future__ import annotations
 
+import copy
 import re
 import threading
 from collections import Counter, deque
@@ -92,6 +93,13 @@ class ChatTemplate:
         self._fast_local = threading.local()
         self._fast_local.encoder = first
         self.stats: Counter = Counter()  # batches per backend, parity checks and failures (filled by encode_ahead)
+
+    def fresh(self) -> ChatTemplate:
+        """A template sharing this one's loaded tokenizers (the costly part: ~1 s for a 32k vocabulary) with counts
+        of its own and no fast encoder yet (each encoding thread makes its own on first use)."""
+        new = copy.copy(self)
+        new.stats, new._fast_local = Counter(), threading.local()
+        return new
 
     def _fast(self) -> GigatokenEncoder | None:
         if self.backend == "tokenizers":
