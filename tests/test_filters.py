@@ -639,3 +639,5 @@ def test_wrapped_filter_records_the_inner_filters_counters_as_datatrove_does():
     assert [d.text for d in ours.run(iter(docs()))] == [d.text for d in theirs.run(iter(docs()))]
     assert ours.stats.stats.to_dict() == theirs.stats.stats.to_dict()
     assert list(ours.stats.stats) == list(theirs.stats.stats) and len(ours.stats.stats) > 5
+    clone = pickle.loads(pickle.dumps(ours))  # as a task receives it: the inner filter still counts into the clone
+    assert clone.inner.stat_update.__self__ is clone and clone.inner.stats is clone.stats
