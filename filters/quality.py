@@ -13,7 +13,7 @@ from __future__ import annotations
 import operator
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import ClassVar
 
 from datatrove.pipeline.filters import (
@@ -51,19 +51,19 @@ def n_grams(words: list[str], n: int, sep: str) -> list[str]:
     return list(map(sep.join, zip(*(words[k:] for k in range(n)))))
 
 
-def n_grams_by_size(words: list[str], sizes: Iterable[int], sep: str) -> dict[int, list[str]]:
-    """`n_grams(words, n, sep)` for every n of `sizes`, each larger size extending the grams of the one before by a
-    word at a time (one string concatenation per gram instead of a join of n words)."""
-    out: dict[int, list[str]] = {}
+def n_grams_by_size(words: list[str], sizes: Iterable[int], sep: str) -> Iterator[tuple[int, list[str]]]:
+    """`(n, n_grams(words, n, sep))` for every n of `sizes`, smallest first, each larger size extending the grams of
+    the one before by a word at a time (one string concatenation per gram instead of a join of n words); only the
+    current size's grams are held."""
     tails = [sep + w for w in words] if sep else words
-    size, grams = 0, []
+    size, grams = 0, None
     for n in sorted(set(sizes)):
-        if not out:
+        if grams is None:
             size, grams = n, n_grams(words, n, sep)
         for k in range(size, n):
             grams = list(map(operator.add, grams, tails[k:]))
-        out[size := n] = grams
-    return out
+        size = n
+        yield n, grams
 
 
 def top_duplicate_chars(grams: list[str]) -> int:
@@ -92,8 +92,8 @@ def all_duplicate_chars(grams: list[str], n: int) -> int:
 
 class GopherRepetition(GopherRepetitionFilter):
     """datatrove's `GopherRepetitionFilter` with the same checks in the same order and the same verdicts, its n-gram
-    counting done by C-level builtins (`n_grams`, `top_duplicate_chars`, `all_duplicate_chars`): ~2-3x faster on
-    real prose (tests/test_filters.py compares the two on real and generated texts)."""
+    counting done by C-level builtins (`n_grams`, `top_duplicate_chars`, `all_duplicate_chars`): 1.6-2x faster on
+    real texts (bench/gopher_repetition.py; tests/test_filters.py compares the two on real and generated texts)."""
 
     def filter(self, doc) -> bool | tuple[bool, str]:
         text = doc.text
@@ -109,13 +109,16 @@ class GopherRepetition(GopherRepetitionFilter):
             if char_frac and chars / len(text) > char_frac:
                 return False, f"dup_{label}_char_frac"
         words = split_into_words(text, self.language)
-        spaced = n_grams_by_size(words, (n for n, _ in self.top_n_grams), " ")
+        # every size's figure first (smallest size first, one size's grams in memory), then the checks in their order
+        sizes = [n for n, _ in self.top_n_grams]
+        top = {n: grams and top_duplicate_chars(grams) for n, grams in n_grams_by_size(words, sizes, " ")}
         for n, n_frac in self.top_n_grams:
-            if spaced[n] and top_duplicate_chars(spaced[n]) / len(text) > n_frac:
+            if top[n] and top[n] / len(text) > n_frac:  # a text without n-grams is not checked, as in datatrove
                 return False, f"top_{n}_gram"
-        joined = n_grams_by_size(words, (n for n, _ in self.dup_n_grams), "")
+        sizes = [n for n, _ in self.dup_n_grams]
+        dup = {n: all_duplicate_chars(grams, n) for n, grams in n_grams_by_size(words, sizes, "")}
         for n, n_frac in self.dup_n_grams:
-            if all_duplicate_chars(joined[n], n) / len(text) > n_frac:
+            if dup[n] / len(text) > n_frac:
                 return False, f"duplicated_{n}_n_grams"
         return True
 
