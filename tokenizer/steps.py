@@ -170,8 +170,8 @@ class TokenizeToCache(PipelineStep):
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         encoded_with = sha256_file(self.tokenizer_path)  # recorded: the output must ship this very tokenizer
-        templates = json.dumps(self.template_map, sort_keys=True)
-        template = loaded_template(encoded_with, self.tokenizer_path, templates, self.backend).fresh()
+        template_map = json.dumps(self.template_map, sort_keys=True)  # hashable: a key of the process cache
+        template = loaded_template(encoded_with, self.tokenizer_path, template_map, self.backend).fresh()
         counts: dict[str, Counter] = {
             k: Counter() for k in ("docs_by_domain", "docs_by_source", "by_domain", "by_source", "by_kind")
         }
