@@ -55,12 +55,15 @@ def mix64(x: np.ndarray) -> np.ndarray:
 
 def _buffer(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """UTF-8 bytes of the texts joined by "\\n", and the byte offset where each text starts (plus the end)."""
-    encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
-    lens = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    joined = "\n".join(texts) + "\n"
+    if joined.isascii():  # one encode; a text's length in bytes is its length in characters
+        lens, raw = map(len, texts), joined.encode("ascii")
+    else:
+        encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
+        lens, raw = map(len, encoded), b"\n".join(encoded) + b"\n"
     starts = np.zeros(len(texts) + 1, dtype=np.int64)
-    np.cumsum(lens + 1, out=starts[1:])
-    data = np.frombuffer(b"\n".join(encoded) + b"\n", dtype=np.uint8)
-    return data, starts
+    np.cumsum(np.fromiter(lens, dtype=np.int64, count=len(texts)) + 1, out=starts[1:])
+    return np.frombuffer(raw, dtype=np.uint8), starts
 
 
 def _prefix_hash(data: np.ndarray) -> np.ndarray:
@@ -158,7 +161,9 @@ def ngram_hashes_by_size(
 class MinHasher:
     """`bands` x `rows` MinHash functions h(x) = high 32 bits of (a x + b mod 2^64), a odd, from `seed`."""
 
-    def __init__(self, bands: int, rows: int, seed: int, chunk: int = 16384):
+    # grams per multiply-add block: its (hashes x chunk) uint64 buffer (8 MB at 128 hashes) stays in the L3 cache
+    # beside another task's; at 16384 grams it did not, and signing was 2.5x slower (bench/minhash_sign.py)
+    def __init__(self, bands: int, rows: int, seed: int, chunk: int = 8192):
         rng = np.random.default_rng(seed)
         self.bands, self.rows, self.chunk = bands, rows, chunk
         self.a = rng.integers(0, 2**63, size=bands * rows, dtype=np.uint64) * U64(2) + U64(1)
@@ -230,17 +235,49 @@ def unique_pairs(pairs: np.ndarray) -> np.ndarray:
     return pairs[keep]
 
 
+def _sorted_per_text(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each text's values sorted in place of its span, and the text of each."""
+    n = len(offsets) - 1
+    text = np.repeat(np.arange(n, dtype=np.uint16 if n <= 1 << 16 else np.int64), np.diff(offsets))
+    # sort by value, then stably by text: a 16-bit stable sort is a radix sort (1.7x lexsort's two merge sorts)
+    by_value = np.argsort(values)
+    order = by_value[np.argsort(text[by_value], kind="stable")]
+    return values[order], text[order]
+
+
+def _run_starts(values: np.ndarray, text: np.ndarray) -> np.ndarray:
+    """Where a run of equal values of one text begins, in sorted (text, value) order."""
+    first = np.ones(len(values), dtype=bool)
+    first[1:] = (values[1:] != values[:-1]) | (text[1:] != text[:-1])
+    return first
+
+
 def distinct_per_text(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each text's gram hashes sorted and without repeats (the set the Jaccard similarity is computed on)."""
-    text = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-    order = np.lexsort((values, text))
-    values, text = values[order], text[order]
-    keep = np.ones(len(values), dtype=bool)
-    keep[1:] = (values[1:] != values[:-1]) | (text[1:] != text[:-1])
-    counts = np.bincount(text[keep], minlength=len(offsets) - 1)
+    values, text = _sorted_per_text(values, offsets)
+    keep = _run_starts(values, text)
     out = np.zeros(len(offsets), dtype=np.int64)
-    np.cumsum(counts, out=out[1:])
+    np.cumsum(np.bincount(text[keep], minlength=len(offsets) - 1), out=out[1:])
     return values[keep], out
+
+
+def multiset_hashes(items: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per list of strings, the sorted distinct hashes of its elements as a set in which the k-th occurrence of a
+    string is an element of its own, so set intersection counts multiset intersection ((values, offsets) layout)."""
+    offsets = np.zeros(len(items) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, items), dtype=np.int64, count=len(items)), out=offsets[1:])
+    flat = [s for strings in items for s in strings]
+    if not flat:
+        return np.zeros(0, dtype=np.uint64), offsets
+    data, starts = _buffer(flat)
+    prefix = _prefix_hash(data)
+    ends = starts[1:] - 1  # each string without the "\n" after it
+    values = mix64((prefix[ends] - prefix[starts[:-1]]) * _pow_table("inv", len(data))[starts[:-1]])
+    values, text = _sorted_per_text(values, offsets)
+    first = _run_starts(values, text)
+    position = np.arange(len(values))
+    k = position - np.maximum.accumulate(np.where(first, position, 0)) + 1  # occurrence number within the run
+    return distinct_per_text(mix64(values ^ (k.astype(np.uint64) * _P)), offsets)
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:

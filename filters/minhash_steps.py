@@ -42,6 +42,7 @@ from reasonpipe.filters.minhash_core import (
     distinct_per_text,
     greedy_keep,
     mix64,
+    multiset_hashes,
     pair_intersections,
     unique_pairs,
 )
@@ -165,12 +166,11 @@ class GramSignatureWriter(PipelineStep):
                 rec["ngram"][picked] = lens[nonempty]
                 rec["gram"][picked] = cols["grams"].append(values) + offsets[:-1][nonempty]
                 marks = [self.marks(doc) for doc in docs]
-                hashed = [_multiset_hashes(m) for m in marks if m is not None]
                 checked = np.array([m is not None for m in marks], dtype=bool)
-                counts = np.fromiter(map(len, hashed), dtype=np.int64, count=len(hashed))
-                start = cols["marks"].append(np.array([h for hs in hashed for h in hs], dtype=np.uint64))
-                rec["checked"][picked], rec["nmark"][picked[checked]] = checked, counts
-                rec["mark"][picked[checked]] = start + np.cumsum(counts) - counts
+                hashed, mark_offsets = multiset_hashes([m for m in marks if m is not None])
+                start = cols["marks"].append(hashed)
+                rec["checked"][picked], rec["nmark"][picked[checked]] = checked, np.diff(mark_offsets)
+                rec["mark"][picked[checked]] = start + mark_offsets[:-1]
                 rec["key"][picked] = [self.key(doc) for doc in docs]
                 rec["pkey"][picked] = [self.problem_key(doc) for doc in docs]
                 rec["id"][picked], rec["nid"][picked] = append_ids(cols["ids"], [doc.id for doc in docs])
@@ -180,19 +180,6 @@ class GramSignatureWriter(PipelineStep):
                 out["row"] = np.repeat((cols["docs"].rows + picked).astype(np.uint32), keys.shape[1])
                 bands.append(out)
             cols["docs"].append(rec)
-
-
-def _multiset_hashes(marks: list[str]) -> list[int]:
-    """Sorted distinct hashes of a multiset of strings as a set: the k-th occurrence of a mark is an element of its
-    own, so set intersection counts multiset intersection."""
-    from xxhash import xxh64_intdigest
-
-    seen: dict[str, int] = {}
-    hashed = set()
-    for m in marks:
-        seen[m] = seen.get(m, 0) + 1
-        hashed.add(xxh64_intdigest(f"{m}\0{seen[m]}"))
-    return sorted(hashed)
 
 
 class LshBuckets(PipelineStep):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 import re
+import unicodedata
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -21,21 +23,25 @@ from dedupdata import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numpy import uint64 as U64
 from stagekit import read_exclusions, run_stage
 
 from reasonpipe.filters.minhash import MinhashOptions, MinhashStage
 from reasonpipe.filters.minhash_core import (
     MinHasher,
     band_pairs,
+    distinct_per_text,
     greedy_keep,
     jaccard,
+    multiset_hashes,
     ngram_hashes,
     ngram_hashes_by_size,
     token_hashes,
 )
-from reasonpipe.filters.normalize import _MARK, Normalization, math_marks, normalize, prepare, tokens
+from reasonpipe.filters.normalize import Normalization, math_marks, normalize, prepare, tokens
 
 NORM = Normalization()
+_ASCII_TEXTS = st.lists(st.text(alphabet=st.characters(codec="ascii"), max_size=40), min_size=1, max_size=5)
 
 
 def _removed(docs: list[Document], kept: list[Document]) -> set[str]:
@@ -52,8 +58,10 @@ def _accounting(stats: dict, n: int, reason: str) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.text(alphabet=st.characters(codec="utf-8"), max_size=40), min_size=1, max_size=5))
+@given(st.lists(st.text(alphabet=st.characters(codec="utf-8"), max_size=40), min_size=1, max_size=5) | _ASCII_TEXTS)
 def test_numpy_token_hashes_follow_the_reference_token_rule(texts: list[str]) -> None:
+    """(A text's tokens hashed one by one take the all-ASCII path of the byte buffer, a batch with any other
+    character the UTF-8 one: the two must agree.)"""
     prepared = [prepare(t, NORM) for t in texts]
     values, offsets = token_hashes(prepared)
     for i, text in enumerate(texts):
@@ -92,25 +100,67 @@ def test_normalisation_keeps_math_and_code_distinct() -> None:
 
 
 def test_math_marks_are_numbers_latex_commands_and_function_names() -> None:
-    assert math_marks("Compute $\\tan 330^\\circ$.") == ["\\tan", "330", "\\circ"]
+    assert math_marks("Compute $\\tan 330^\\circ$.") == ["\\tan", "\\circ", "330"]
     assert math_marks("x^2+bx+48 = 0, so x = 3.5") == ["2", "48", "0", "3.5"]
     assert math_marks("SIN(x) + log y, but a basin is not a sin; sinx") == ["sin", "log", "sin"]
     assert math_marks("\\Gamma vs \\gamma, ２ apples") == ["\\Gamma", "\\gamma", "2"]
+    assert math_marks("\\sin x = 2\\pi, COS(ıx)") == ["\\sin", "\\pi", "2", "cos"]
 
 
-# The mark rule without the lookahead that makes `_MARK` fast: both must find the same marks in any text.
+# The mark rule as one alternation scanned left to right (what `math_marks` was): the three patterns must find the
+# same multiset in any text, with the letters IGNORECASE folds (İ ı ſ K) and non-ASCII digits.
 _PLAIN_MARK = re.compile(
     r"\\[A-Za-z]+|\d+(?:\.\d+)?"
     r"|(?<![A-Za-z])(?:arcsin|arccos|arctan|sinh|cosh|tanh|sin|cos|tan|cot|sec|csc|log|ln|exp|sqrt|pi)(?![A-Za-z])",
     re.IGNORECASE,
 )
+_PARTS = [
+    "\\",
+    "sin",
+    "Cos",
+    "arc",
+    "h",
+    "x",
+    "3",
+    ".",
+    "5",
+    " ",
+    "_",
+    "٣",
+    "pi",
+    "e",
+    "Ln",
+    "ı",
+    "İ",
+    "K",
+    "ſ",
+    "SQRT",
+]
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from(["\\", "sin", "Cos", "arc", "h", "x", "3", ".", "5", " ", "_", "٣", "pi", "e", "Ln"])))
-def test_math_marks_lookahead_finds_what_the_plain_rule_finds(parts: list[str]) -> None:
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_PARTS)))
+def test_math_marks_find_the_multiset_of_the_single_pattern(parts: list[str]) -> None:
     text = "".join(parts)
-    assert _MARK.findall(text) == _PLAIN_MARK.findall(text)
+    nfkc = unicodedata.normalize("NFKC", text)
+    want = [m if m.startswith("\\") else m.lower() for m in _PLAIN_MARK.findall(nfkc)]
+    assert Counter(math_marks(text)) == Counter(want)
+
+
+_MARKS = st.lists(st.sampled_from(["1", "2", "\\pi", "sin", "10", "é", ""]), max_size=12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_MARKS, min_size=1, max_size=6))
+def test_mark_hashes_intersect_as_multisets(lists: list[list[str]]) -> None:
+    values, offsets = multiset_hashes(lists)
+    sets = [values[offsets[i] : offsets[i + 1]] for i in range(len(lists))]
+    for marks, hashed in zip(lists, sets):
+        assert hashed.tolist() == sorted(set(hashed.tolist())) and len(hashed) == len(marks)
+    for (a, ha), (b, hb) in zip(zip(lists, sets), zip(lists[1:], sets[1:])):
+        assert len(np.intersect1d(ha, hb)) == sum((Counter(a) & Counter(b)).values())
+    alone = multiset_hashes([lists[-1]])[0]  # a list's hashes do not depend on the lists beside it
+    assert alone.tolist() == sets[-1].tolist()
 
 
 def test_minhash_estimates_jaccard() -> None:
@@ -120,6 +170,28 @@ def test_minhash_estimates_jaccard() -> None:
     sig = MinHasher(64, 4, seed=1).signatures(np.concatenate([base, other]), np.array([0, 400, 800]))
     true = jaccard(np.unique(base), np.unique(other))
     assert abs(np.mean(sig[0] == sig[1]) - true) < 0.1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 40), max_size=30), min_size=1, max_size=12), st.integers(1, 50))
+def test_signatures_do_not_depend_on_the_chunk_size(texts: list[list[int]], chunk: int) -> None:
+    grams = (np.array([g for t in texts for g in t], dtype=np.uint64) * U64(0x9E3779B97F4A7C15)).astype(np.uint64)
+    offsets = np.concatenate(([0], np.cumsum([len(t) for t in texts]))).astype(np.int64)
+    whole = MinHasher(8, 2, seed=3, chunk=max(len(grams), 1)).signatures(grams, offsets)
+    assert np.array_equal(MinHasher(8, 2, seed=3, chunk=chunk).signatures(grams, offsets), whole)
+    for i, t in enumerate(texts):  # a text's signature is the minimum over its own grams only
+        one = MinHasher(8, 2, seed=3).signatures(grams[offsets[i] : offsets[i + 1]], np.array([0, len(t)]))
+        assert np.array_equal(whole[i], one[0])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 2**64 - 1) | st.integers(0, 5), max_size=25), min_size=1, max_size=10))
+def test_distinct_per_text_is_each_texts_sorted_set(texts: list[list[int]]) -> None:
+    values = np.array([v for t in texts for v in t], dtype=np.uint64)
+    offsets = np.concatenate(([0], np.cumsum([len(t) for t in texts]))).astype(np.int64)
+    got, got_offsets = distinct_per_text(values, offsets)
+    for i, t in enumerate(texts):
+        assert got[got_offsets[i] : got_offsets[i + 1]].tolist() == sorted(set(t))
 
 
 # --- exact_dedup ---
