@@ -10,16 +10,45 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import orjson
 from datatrove.data import Document, DocumentsPipeline
-from datatrove.io import DataFolderLike, get_datafolder
+from datatrove.io import DataFolder, DataFolderLike, get_datafolder
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.typeshelper import StatHints
 
 
 def doc_file(rank: int) -> str:
     return f"{rank:05d}.jsonl.gz"
+
+
+def gzip_lines(raw: BinaryIO, block: int = 1 << 18, most: int = 1 << 22) -> Iterator[bytes]:
+    """The lines (without their newline) of a gzip stream of one or more members, decompressed a block at a time:
+    `GzipFile`'s line iterator costs ~4x more per document. Memory: one `block` of input and at most `most` bytes
+    of output at once. A stream cut off inside a member raises `EOFError`, as `GzipFile` does."""
+    inflate, fed, pending, rest = zlib.decompressobj(wbits=31), False, b"", b""
+    while True:
+        if not pending:
+            pending = raw.read(block)
+            if not pending:
+                break
+        data = inflate.decompress(pending, most)
+        fed = True
+        if inflate.eof:  # a member ends: what follows is the next member
+            pending, inflate, fed = inflate.unused_data, zlib.decompressobj(wbits=31), False
+        else:
+            pending = inflate.unconsumed_tail
+        if data:
+            lines = (rest + data).split(b"\n")
+            rest = lines.pop()
+            yield from lines
+    if fed:
+        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+    if rest:
+        yield rest
 
 
 class DocWriter(PipelineStep):
@@ -64,7 +93,13 @@ class DocReader(PipelineStep):
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         names = self.folder.list_files(glob_pattern="*.jsonl.gz") if self.all_ranks else [doc_file(rank)]
         for name in names:
-            with self.folder.open(name, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as f:
-                for line in f:
-                    self.stat_update(StatHints.total)
-                    yield Document(**orjson.loads(line))
+            for doc in read_docs(self.folder, name):
+                self.stat_update(StatHints.total)
+                yield doc
+
+
+def read_docs(folder: DataFolder, name: str) -> Iterator[Document]:
+    """The documents of one file a `DocWriter` (or the same format) wrote, streamed."""
+    with folder.open(name, "rb") as raw:
+        for line in gzip_lines(raw):
+            yield Document(**orjson.loads(line))

@@ -4,6 +4,8 @@ intermediate folders freed once consumed (resume included)."""
 
 from __future__ import annotations
 
+import gzip
+import io
 import random
 import uuid
 from types import SimpleNamespace
@@ -31,7 +33,7 @@ from reasonpipe.filters.workfiles import (
     read_spans,
     write_partitioned,
 )
-from reasonpipe.pipeline.docio import DocReader, DocWriter
+from reasonpipe.pipeline.docio import DocReader, DocWriter, gzip_lines
 from reasonpipe.pipeline.manifest import ExecutorConfig, OutputConfig
 from reasonpipe.pipeline.run import RunError, execute
 from reasonpipe.pipeline.runs import RunSpec
@@ -122,6 +124,27 @@ def test_docio_round_trips_on_memory_filesystem() -> None:
     back = list(DocReader(url).run(rank=1))
     assert [(d.id, d.text, d.metadata) for d in back] == [(d.id, d.text, d.metadata) for d in docs]
     assert [d.id for d in DocReader(url, all_ranks=True).run()] == [d.id for d in docs]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.binary(max_size=300).map(lambda b: b.replace(b"\n", b"")), max_size=20), min_size=1, max_size=3
+    ),
+    st.booleans(),
+    st.integers(1, 64),
+    st.integers(1, 200),
+)
+def test_gzip_lines_reads_what_gzipfile_reads(members: list[list[bytes]], last_newline: bool, block: int, most: int):
+    texts = [b"\n".join(lines) + b"\n" for lines in members if lines]
+    if texts and not last_newline:
+        texts[-1] = texts[-1][:-1]
+    stream = b"".join(gzip.compress(t, compresslevel=1) for t in texts)  # one member per part, as `cat` joins them
+    want = [line.rstrip(b"\n") for line in gzip.GzipFile(fileobj=io.BytesIO(stream))]
+    assert list(gzip_lines(io.BytesIO(stream), block, most)) == want
+    if stream:
+        with pytest.raises(EOFError):
+            list(gzip_lines(io.BytesIO(stream[:-3]), block, most))  # cut inside the last member's trailer
 
 
 # --- the stages: partition counts, filesystems, problem keys ---

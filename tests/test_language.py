@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 
 import orjson
@@ -22,6 +23,7 @@ from reasonpipe.filters.language import (
     detect_cached,
     detection_text,
     language_verdict,
+    letter_count,
     prose,
 )
 from reasonpipe.sample import render_text
@@ -228,6 +230,12 @@ def test_language_stage_through_the_registry(tmp_path):
     assert stats["dropped_language_de"] == 3 and stats["total"] == len(docs)
     assert all(d.metadata["language"] == "en" for d in kept if d.id != "lang/99")
     assert {d.metadata["filter_reason"] for d in read_exclusions(tmp_path)} == {"language_de"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(st.characters(codec="utf-8"), max_size=60) | st.text(st.characters(codec="ascii"), max_size=60))
+def test_letter_count_counts_what_the_letter_pattern_finds(text):
+    assert letter_count(text) == len(re.findall(r"[^\W\d_]", text))
 
 
 @settings(max_examples=60, deadline=None)
