@@ -3,18 +3,21 @@
 mixture-sample, AP-trim, pack and write shards; finally assemble the output folder and its index.json.
 
 Every run is partitioned over the executor's tasks except the tokenizer training (1 task), which reads only the
-per-task samples `TokenizerSample` wrote (tasks x sample_docs documents). The driver only sums per-task JSON files
-(mixture sizes) and assembles the output task by task (`finalize_output`)."""
+per-task samples `TokenizerSample` wrote, merged in hash order up to the sample size. The driver only sums per-task
+JSON files (mixture sizes) and assembles the output task by task (`finalize_output`)."""
 
 from __future__ import annotations
 
+import heapq
 import os
+from collections.abc import Iterator
 
-from datatrove.data import DocumentsPipeline
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.io import DataFolderLike, get_datafolder
 from datatrove.pipeline.base import PipelineStep
 
 from reasonpipe.pipeline import ttc
-from reasonpipe.pipeline.docio import DocReader
+from reasonpipe.pipeline.docio import DocReader, read_docs
 from reasonpipe.pipeline.manifest import LoadedManifest
 from reasonpipe.pipeline.runs import Plan, RunSpec
 from reasonpipe.pipeline.steps import Progress
@@ -23,24 +26,45 @@ from reasonpipe.pipeline.steps import Progress
 class TrainTokenizer(PipelineStep):
     """Trains the run's byte-level BPE on the hash-chosen sample of the canonical documents (a 1-task run).
 
-    Its input is the per-task samples of `TokenizerSample` (tasks x sample_docs documents), of which it keeps the
-    sample_docs with the smallest hashes: memory bounded by the sample size, not the corpus."""
+    It reads the per-task samples of `TokenizerSample` in `sample_folder` (`smallest_of_samples`: about sample_docs
+    documents of the tasks x sample_docs) and trains on the sample_docs with the smallest hashes: memory and reading
+    bounded by the sample size, not the corpus or the task count."""
 
     name = "🔤 train tokenizer"
     type = "🔢 - TOKENIZER"
 
-    def __init__(self, cfg, template: dict[str, str] | None, seed: int, path: str):
+    def __init__(self, sample_folder: DataFolderLike, cfg, template: dict[str, str] | None, seed: int, path: str):
         super().__init__()
-        self.cfg, self.template, self.seed, self.path = cfg, template, seed, path
+        self.sample_folder, self.cfg, self.template, self.seed, self.path = sample_folder, cfg, template, seed, path
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         from reasonpipe.tokenizer.steps import train_from_documents
         from reasonpipe.tokenizer.vocab import save_tokenizer
 
         with self.track_time("tokenizer"):
-            save_tokenizer(train_from_documents(data, self.cfg, self.template, self.seed), self.path)
+            docs = smallest_of_samples(self.sample_folder, self.cfg.sample_docs, self.seed)
+            save_tokenizer(train_from_documents(docs, self.cfg, self.template, self.seed), self.path)
         return
         yield
+
+
+def smallest_of_samples(folder: DataFolderLike, k: int, seed: int) -> Iterator[Document]:
+    """The documents of the task samples in `folder` merged in hash order, up to the k-th smallest hash and its
+    ties: all that `SmallestHashes(k, seed)` can keep of them. Each file lists its documents smallest hash first
+    (`TokenizerSample`), so about k documents are read, not tasks x k."""
+    from reasonpipe.tokenizer.steps import sample_key
+
+    folder = get_datafolder(folder)
+    files = [read_docs(folder, name) for name in folder.list_files(glob_pattern="*.jsonl.gz")]
+    last = None
+    for n, doc in enumerate(heapq.merge(*files, key=lambda d: sample_key(seed, d.id))):
+        key = sample_key(seed, doc.id)
+        if n >= k and key != last:
+            break
+        last = key
+        yield doc
+    for f in files:
+        f.close()
 
 
 def _tokens_dir(prep_dir: str) -> str:
@@ -79,7 +103,7 @@ def add_prep_runs(chain, loaded: LoadedManifest, prep_dir: str, canonical: str) 
     tok = m.tokenizer
     path = tokenizer_file(loaded, prep_dir)
     if tok.train:
-        steps = [DocReader(_sample_dir(prep_dir), True), TrainTokenizer(tok.train, tok.template, m.seed, path)]
+        steps = [TrainTokenizer(_sample_dir(prep_dir), tok.train, tok.template, m.seed, path)]
         chain.add_run("tokenizer", steps, 1)
     steps = [
         DocReader(canonical),
@@ -89,12 +113,17 @@ def add_prep_runs(chain, loaded: LoadedManifest, prep_dir: str, canonical: str) 
     chain.add_run("tokenize", steps, m.executor.tasks)
 
 
-def _trim_ids(plan: Plan) -> tuple[list[int] | None, list[int] | None]:
-    """Token ids of the trim marker and of newline tokens (for snap_newline), from the run's tokenizer."""
-    from reasonpipe.tokenizer.vocab import load_tokenizer, newline_ids
+def _run_tokenizer(plan: Plan):
+    from reasonpipe.tokenizer.vocab import load_tokenizer
+
+    return load_tokenizer(tokenizer_file(plan.loaded, plan.prep_dir))
+
+
+def _trim_ids(plan: Plan, tok) -> tuple[list[int] | None, list[int] | None]:
+    """Token ids of the trim marker and of newline tokens (for snap_newline), from the run's tokenizer `tok`."""
+    from reasonpipe.tokenizer.vocab import newline_ids
 
     m = plan.loaded.manifest
-    tok = load_tokenizer(tokenizer_file(plan.loaded, plan.prep_dir))
     marker = tok.encode(m.trim.marker, add_special_tokens=False).ids if m.trim.marker else None
     return marker, newline_ids(tok) if m.trim.snap_newline else None
 
@@ -143,7 +172,7 @@ def pack_runs(plan: Plan) -> list[RunSpec]:
         def sizes() -> list:
             from reasonpipe.tokenizer.steps import TrimmedSizes
 
-            marker, newlines = _trim_ids(plan)
+            marker, newlines = _trim_ids(plan, _run_tokenizer(plan))
             trim = m.trim
             return [
                 TrimmedSizes(
@@ -165,11 +194,12 @@ def pack_runs(plan: Plan) -> list[RunSpec]:
         from reasonpipe.filters.exclusions import exclusion_writer
         from reasonpipe.tokenizer.mixture import mixture_rates
         from reasonpipe.tokenizer.steps import MixtureSample, PackWriter
-        from reasonpipe.tokenizer.vocab import load_tokenizer, resolve_template
+        from reasonpipe.tokenizer.vocab import resolve_template
         from reasonpipe.trimming.step import APTrim
 
-        special = resolve_template(load_tokenizer(tokenizer_file(plan.loaded, plan.prep_dir)), m.tokenizer.template)
-        marker, newlines = _trim_ids(plan)
+        tok = _run_tokenizer(plan)  # ~0.4 s to load: once for both
+        special = resolve_template(tok, m.tokenizer.template)
+        marker, newlines = _trim_ids(plan, tok)
         mix = m.mixture
         if mix:
             ttc.check_mixture(plan)

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -15,6 +19,8 @@ import pytest
 from datatrove.data import Document
 from datatrove.pipeline.writers.jsonl import JsonlWriter
 
+from reasonpipe.pipeline.executors import preload_for_fork
+from reasonpipe.pipeline.tail import smallest_of_samples
 from reasonpipe.sample import render_text
 from reasonpipe.tokenizer.cache import read_cache
 from reasonpipe.tokenizer.config import TrainConfig
@@ -28,6 +34,7 @@ from reasonpipe.tokenizer.steps import (
     TokenizeToCache,
     TrimmedSizes,
     cache_token_stats,
+    sample_key,
     sum_stats,
     train_from_documents,
 )
@@ -416,9 +423,22 @@ def test_tokenizer_sample_per_task_equals_one_pass(tmp_path: Path) -> None:
         with gzip.open(path, "rt") as f:
             sampled += [Document(**json.loads(line)) for line in f]
     assert len(sampled) == 3 * cfg.sample_docs
-    assert (
-        train_from_documents(sampled, cfg, seed=SEED).to_str() == train_from_documents(docs, cfg, seed=SEED).to_str()
-    )
+    merged = list(smallest_of_samples(str(tmp_path), cfg.sample_docs, SEED))  # what the training run reads
+    smallest = sorted(docs, key=lambda d: sample_key(SEED, d.id))[: cfg.sample_docs]
+    assert [d.id for d in merged] == [d.id for d in smallest]
+    whole = train_from_documents(docs, cfg, seed=SEED).to_str()
+    assert train_from_documents(sampled, cfg, seed=SEED).to_str() == whole
+    assert train_from_documents(merged, cfg, seed=SEED).to_str() == whole
+
+
+def test_merged_samples_keep_every_tie_of_the_last_hash(tmp_path: Path) -> None:
+    """Two tasks that saw the same documents: the k-th smallest hash comes twice and both copies are read."""
+    docs = make_docs()[:40]
+    for rank in range(2):
+        list(TokenizerSample(tmp_path, 5, SEED).run(iter(docs), rank, 2))
+    merged = [d.id for d in smallest_of_samples(str(tmp_path), 5, SEED)]
+    smallest = [d.id for d in sorted(docs, key=lambda d: sample_key(SEED, d.id))[:3]]
+    assert merged == [i for i in smallest for _ in range(2)]
 
 
 def test_validate_catches_copies_together_and_problem_leaks(built: tuple[Path, dict], tmp_path: Path) -> None:
@@ -508,9 +528,44 @@ def test_tasks_in_one_process_share_the_loaded_template_and_count_their_own(tmp_
     assert loaded_template.cache_info().hits >= 1
     first = loaded_template(sha256_file(tokenizer_path), str(tokenizer_path), "null", "tokenizers")
     a, b = first.fresh(), first.fresh()
-    assert a._plain is first._plain and a.stats is not b.stats and a._fast_local is not first._fast_local
+    assert a._plain is first._plain and a._idle is first._idle and a.stats is not b.stats
     path = tmp_path / "tokenizer.json"
     path.write_text(tokenizer_path.read_text())
     before = loaded_template(sha256_file(path), str(path), "null", "tokenizers")
     path.write_text(tokenizer_path.read_text() + "\n")  # edited in place: another content, another template
     assert loaded_template(sha256_file(path), str(path), "null", "tokenizers") is not before
+
+
+_IMPORTS_OF_A_TASK = """
+import sys
+from datatrove.data import Document
+from reasonpipe.tokenizer.steps import MixtureSample, TokenizeToCache
+before = set(sys.modules)
+docs = [Document(text=f"plain text number {i}", id=f"d{i}", metadata={"domain": "web"}) for i in range(50)]
+list(TokenizeToCache(sys.argv[1], sys.argv[2], backend=sys.argv[3]).run(iter(docs), 0, 1))
+list(MixtureSample(sys.argv[2], {}, "domain", 0).run(None, 0, 1))
+print(" ".join(sorted(set(sys.modules) - before)))
+"""
+
+
+@pytest.mark.parametrize("backend", ["tokenizers", "gigatoken"])
+def test_the_modules_steps_preload_for_forked_workers_are_ones_their_tasks_import(tmp_path, tokenizer_path, backend):
+    """`fork_preload` (imported by the driver before a local run forks its workers): a task of these steps, in a
+    fresh process, imports each module named there that its backend uses, so the preload saves work."""
+    if backend == "gigatoken":
+        pytest.importorskip("gigatoken")
+    out = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_OF_A_TASK, str(tokenizer_path), str(tmp_path / "cache"), backend],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    named = set(TokenizeToCache.fork_preload) | set(MixtureSample.fork_preload)
+    used = named if backend == "gigatoken" else named - {"awkward"}
+    assert used <= set(out)
+
+
+def test_preload_for_fork_imports_what_steps_name_once(tmp_path, monkeypatch):
+    (tmp_path / "rp_preload_probe.py").write_text("import os\nLOADED_IN = os.getpid()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    preload_for_fork([SimpleNamespace(fork_preload=("rp_preload_probe", "rp_no_such_module")), object()])
+    assert sys.modules.pop("rp_preload_probe").LOADED_IN == os.getpid()
+    assert "rp_no_such_module" not in sys.modules

@@ -402,6 +402,24 @@ def test_backend_choice_without_gigatoken(tok: Tokenizer, monkeypatch: pytest.Mo
         ChatTemplate(tok, resolve_template(tok), backend="gigatoken")
 
 
+def test_fast_encoders_are_shared_by_threads_and_tasks(tok: Tokenizer, tpl: ChatTemplate, monkeypatch) -> None:
+    """Three tasks of one process (fresh copies), each encoding in two threads, build at most two gigatoken
+    encoders between them (~0.2 s each), and encode what tokenizers does."""
+    pytest.importorskip("gigatoken")
+    from reasonpipe.tokenizer import template as template_module
+
+    made = []
+    build = template_module.make_fast_encoder
+    monkeypatch.setattr(template_module, "make_fast_encoder", lambda *a: made.append(a) or build(*a))
+    loaded = ChatTemplate(tok, resolve_template(tok), backend="gigatoken")
+    for _ in range(3):
+        task = loaded.fresh()
+        for batch, encoded in encode_ahead(task, _backend_batches()):
+            assert _columns_equal(tpl.encode_batch(batch), encoded)
+        assert task.stats["batches_gigatoken"] == len(_backend_batches()) and not task.stats["parity_failures"]
+    assert 1 <= len(made) <= 2 and len(loaded._idle) == len(made)
+
+
 def test_gigatoken_encoder_renewal_keeps_ids(tok: Tokenizer, tpl: ChatTemplate, monkeypatch) -> None:
     """The encoder is rebuilt every RENEW_CHARS characters (bounding its pre-token cache): same ids."""
     pytest.importorskip("gigatoken")
@@ -409,7 +427,7 @@ def test_gigatoken_encoder_renewal_keeps_ids(tok: Tokenizer, tpl: ChatTemplate, 
 
     monkeypatch.setattr(backends, "RENEW_CHARS", 5000)
     fast = ChatTemplate(tok, resolve_template(tok), backend="gigatoken")
-    encoder = fast._fast()
+    (encoder,) = fast._idle
     first = encoder._encoder
     for batch in _backend_batches():
         assert _columns_equal(tpl.encode_batch(batch), fast.encode_batch(batch))

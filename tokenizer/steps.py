@@ -4,7 +4,7 @@ sampling, measure trimmed sizes, pack and write shards.
 Thin adapters over the pure modules (template, cache, mixture, writer). A build composes these runs:
 
     canonical: ... -> DocWriter -> TokenizerSample(k)       (only when the tokenizer is trained)
-    tokenizer: DocReader(sample/) -> TrainTokenizer          (1 task; reads only the tasks' samples)
+    tokenizer: TrainTokenizer(sample/)                       (1 task; reads ~k of the tasks' samples)
     tokenize:  DocReader -> TokenizeToCache(tokenizer.json, cache/)
     sizes:     TrimmedSizes(cache/, C, ...)                  (only with a mixture: tokens per group once trimmed)
     pack:      MixtureSample(cache/, rates) -> APTrim(C) -> PackWriter(pack/)
@@ -61,12 +61,13 @@ def _folder(folder: DataFolderLike | os.PathLike) -> DataFolder:
     return get_datafolder(os.fspath(folder) if isinstance(folder, os.PathLike) else folder)
 
 
-def _hash_key(seed: int, doc_id: str) -> int:
+def sample_key(seed: int, doc_id: str) -> int:
+    """The hash that chooses the tokenizer-training sample (the smallest are kept)."""
     return int.from_bytes(hashlib.blake2b(f"{seed}\x00{doc_id}".encode(), digest_size=8).digest(), "little")
 
 
 class SmallestHashes:
-    """The `k` (id, text) pairs with the smallest `_hash_key(seed, id)` seen so far: a heap of k entries.
+    """The `k` (id, text) pairs with the smallest `sample_key(seed, id)` seen so far: a heap of k entries.
 
     The choice depends only on the ids, so the k smallest of a union are the k smallest of its parts' k smallest:
     per-task samples combine into exactly the sample a single pass over everything would choose."""
@@ -76,7 +77,7 @@ class SmallestHashes:
         self._heap: list[tuple[int, str, str]] = []  # max-heap (negated keys)
 
     def add(self, doc_id: str, text: str) -> None:
-        item = (-_hash_key(self.seed, doc_id), doc_id, text)
+        item = (-sample_key(self.seed, doc_id), doc_id, text)
         if len(self._heap) < self.k:
             heapq.heappush(self._heap, item)
         elif item > self._heap[0]:
@@ -106,8 +107,9 @@ class TokenizerSample(PipelineStep):
     """This task's part of the tokenizer-training sample: its `k` documents with the smallest id hashes.
 
     Documents pass through unchanged; at the end `output_folder/{rank:05d}.jsonl.gz` holds those documents (the
-    `DocWriter` format). The training run reads only these files (tasks x k documents) and `train_from_documents`
-    keeps the k smallest again: the same sample as a pass over the whole corpus, and no task reads the whole corpus.
+    `DocWriter` format), smallest hash first. The training run merges these files in hash order and reads about k
+    documents of them (`pipeline.tail.smallest_of_samples`); `train_from_documents` keeps the k smallest again: the
+    same sample as a pass over the whole corpus, and no task reads the whole corpus.
     Memory: a heap of k documents (`tokenizer.train.sample_docs`).
     """
 
@@ -153,6 +155,7 @@ class TokenizeToCache(PipelineStep):
 
     name = "🔢 tokenize to cache"
     type = "🔢 - TOKENIZER"
+    fork_preload = ("pandas", "awkward")  # pyarrow imports pandas on converting lists; gigatoken's batches: awkward
 
     def __init__(
         self,
@@ -230,6 +233,7 @@ class CacheReader(PipelineStep):
 
     name = "📖 token cache reader"
     type = "📖 - READER"
+    fork_preload = ("pandas",)  # pyarrow imports it on a first conversion to numpy
 
     def __init__(self, folder: DataFolderLike, limit: int = -1) -> None:
         super().__init__()

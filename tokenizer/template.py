@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import re
-import threading
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -87,27 +86,25 @@ class ChatTemplate:
         self._specials = specials
         many = len(specials) > self.REGEX_ABOVE
         self._special_re = re.compile("|".join(map(re.escape, specials))) if many else None
-        # the fast encoder, one per thread (encode_ahead encodes in two): None when tokenizers encodes everything
+        # fast encoders not in use: a thread takes one for a call (gigatoken's is not thread-safe) and puts it back,
+        # so the encoding threads of all the tasks a process runs share a few (each costs ~0.2 s to build)
         first = make_fast_encoder(self._plain, backend)
         self.backend = first.name if first else "tokenizers"
-        self._fast_local = threading.local()
-        self._fast_local.encoder = first
+        self._idle: list[GigatokenEncoder] = [first] if first else []
         self.stats: Counter = Counter()  # batches per backend, parity checks and failures (filled by encode_ahead)
 
     def fresh(self) -> ChatTemplate:
-        """A template sharing this one's loaded tokenizers (the costly part: ~1 s for a 32k vocabulary) with counts
-        of its own and no fast encoder yet (each encoding thread makes its own on first use)."""
+        """A template sharing this one's loaded tokenizers (the costly part: ~1 s for a 32k vocabulary) and fast
+        encoders, with counts of its own."""
         new = copy.copy(self)
-        new.stats, new._fast_local = Counter(), threading.local()
+        new.stats = Counter()
         return new
 
-    def _fast(self) -> GigatokenEncoder | None:
-        if self.backend == "tokenizers":
-            return None
-        encoder = getattr(self._fast_local, "encoder", None)
-        if encoder is None:
-            encoder = self._fast_local.encoder = make_fast_encoder(self._plain, "gigatoken")
-        return encoder
+    def _take_fast(self) -> GigatokenEncoder:
+        try:
+            return self._idle.pop()  # atomic: two threads never take the same one
+        except IndexError:
+            return make_fast_encoder(self._plain, "gigatoken")
 
     # planning: what to encode, without encoding ----------------------------------------------------------------
     def _plan_sample(self, plan: _Plan, sample: Any) -> None:
@@ -157,7 +154,17 @@ class ChatTemplate:
         """(`_encode_flat` result, texts checked against tokenizers, the first difference found or None)."""
         if not texts:
             return (readonly(np.zeros(0, np.uint32)), np.zeros(0, np.int64)), 0, None
-        encoder = (self._fast() if fast else None) or self._reference
+        if not fast or self.backend == "tokenizers":
+            return self._encode_with(self._reference, texts, check)
+        encoder = self._take_fast()
+        try:
+            return self._encode_with(encoder, texts, check)
+        finally:
+            self._idle.append(encoder)
+
+    def _encode_with(
+        self, encoder, texts: list[str], check: bool
+    ) -> tuple[tuple[np.ndarray, np.ndarray], int, str | None]:
         if not self._any_special(texts):
             out, plain = encoder.encode_flat(texts), list(range(len(texts)))
         else:
