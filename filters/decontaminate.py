@@ -23,7 +23,7 @@ from datatrove.data import Document
 from pydantic import Field, model_validator
 
 from reasonpipe.filters.base import CountingFilter
-from reasonpipe.filters.minhash_core import ngram_hashes, ngram_hashes_by_size, token_hashes
+from reasonpipe.filters.minhash_core import U64, ngram_hashes, ngram_hashes_by_size, token_hashes
 from reasonpipe.filters.normalize import Normalization, prepare
 from reasonpipe.filters.stage import BuildContext, Chain, ExistingPath, Stage, StageOptions, register
 
@@ -105,6 +105,7 @@ class NgramIndex:
         self.names: list[str] = []  # benchmark names
         self.items: list[list] = []  # per benchmark: item references
         self.sizes: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # size -> (sorted hashes, owners)
+        self._present: dict[int, np.ndarray] = {}  # size -> which low bits some indexed gram has (see `match`)
         self.skipped_fields = 0
         self.pruned_grams = 0
 
@@ -140,6 +141,7 @@ class NgramIndex:
             h, o = np.concatenate((old_h, grams)), np.concatenate((old_o, gram_owners))
             order = np.lexsort((o, h))
             self.sizes[size] = (h[order], o[order])
+            self._present.pop(size, None)
 
     def prune(self) -> None:
         """Drop grams owned by more than `max_items_per_gram` items (call once, after every `add`)."""
@@ -154,6 +156,18 @@ class NgramIndex:
                 self.pruned_grams += int(np.sum(counts > limit))
                 hashes, owners = hashes[keep], owners[keep]
             self.sizes[size] = (hashes, owners)
+            self._present.pop(size, None)
+
+    def _presence(self, size: int) -> np.ndarray:
+        """A bitmap over the low bits of the gram hashes of `size` (16x as many bits as grams, >= 2^16): a gram
+        whose bit is clear is not indexed, and only the few others are searched for."""
+        if size not in self._present:
+            hashes = self.sizes[size][0]
+            bits = min(max(int(len(hashes) * 16).bit_length(), 16), 30)
+            present = np.zeros(1 << bits, dtype=bool)
+            present[hashes & U64((1 << bits) - 1)] = True
+            self._present[size] = present
+        return self._present[size]
 
     def match(self, texts: list[str]) -> list[tuple[int, int, int] | None]:
         """Per (prepared) text: (benchmark, item, matched grams) of the item with most matched grams, or None."""
@@ -164,13 +178,17 @@ class NgramIndex:
             hashes, owners = self.sizes[size]
             if len(grams) == 0:
                 continue
-            pos = np.minimum(np.searchsorted(hashes, grams), len(hashes) - 1)
-            hit = np.flatnonzero(hashes[pos] == grams)
+            present = self._presence(size)
+            # binary search only for grams the bitmap lets through (random searches were half of the stage's time)
+            maybe = np.flatnonzero(present[grams & U64(len(present) - 1)])
+            pos = np.minimum(np.searchsorted(hashes, grams[maybe]), len(hashes) - 1)
+            found = hashes[pos] == grams[maybe]
+            hit, pos = maybe[found], pos[found]
             if len(hit) == 0:
                 continue
             text_of = np.searchsorted(gram_offsets, hit, side="right") - 1
             for t in np.unique(text_of).tolist():
-                owner_lists[t].append(owners[pos[hit[text_of == t]]])
+                owner_lists[t].append(owners[pos[text_of == t]])
         results: list[tuple[int, int, int] | None] = []
         for found in owner_lists:
             if not found:
@@ -191,7 +209,7 @@ class DecontaminationFilter(CountingFilter):
     name = "🧪 decontaminate"
 
     def __init__(self, opts: DecontaminateOptions, domains: tuple[str, ...] | None, exclusion_writer=None):
-        super().__init__(exclusion_writer=exclusion_writer, batch_size=64)
+        super().__init__(exclusion_writer=exclusion_writer, batch_size=256)
         self.opts, self.domains = opts, domains
         self._index: NgramIndex | None = None
 

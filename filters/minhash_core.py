@@ -162,7 +162,7 @@ class MinHasher:
     """`bands` x `rows` MinHash functions h(x) = high 32 bits of (a x + b mod 2^64), a odd, from `seed`."""
 
     # grams per multiply-add block: its (hashes x chunk) uint64 buffer (8 MB at 128 hashes) stays in the L3 cache
-    # beside another task's; at 16384 grams it did not, and signing was 2.5x slower (bench/minhash_sign.py)
+    # beside another task's; at 16384 grams it did not, and signing was 2.5-3x slower (bench/minhash_sign.py)
     def __init__(self, bands: int, rows: int, seed: int, chunk: int = 8192):
         rng = np.random.default_rng(seed)
         self.bands, self.rows, self.chunk = bands, rows, chunk
@@ -239,7 +239,7 @@ def _sorted_per_text(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarra
     """Each text's values sorted in place of its span, and the text of each."""
     n = len(offsets) - 1
     text = np.repeat(np.arange(n, dtype=np.uint16 if n <= 1 << 16 else np.int64), np.diff(offsets))
-    # sort by value, then stably by text: a 16-bit stable sort is a radix sort (1.7x lexsort's two merge sorts)
+    # sort by value, then stably by text: a 16-bit stable sort is a radix sort (1.7-2.3x lexsort's two merge sorts)
     by_value = np.argsort(values)
     order = by_value[np.argsort(text[by_value], kind="stable")]
     return values[order], text[order]

@@ -80,7 +80,7 @@ def prepare(text: str, norm: Normalization) -> str:
 
 # What makes two math problems different even when their wording is the same: numbers, LaTeX commands (\\tan, \\pi,
 # \\frac, ...) and the names of common functions written without a backslash. Three patterns, each run over the
-# text: one alternation tried at every position was 1.3x slower. A function name right after a backslash is a
+# text: one alternation tried at every position was 1.2-1.3x slower. A function name right after a backslash is a
 # command's, hence the backslash in its lookbehind; the lookahead only lets through positions where a name can start.
 # IGNORECASE: [A-Za-z] then also takes the four non-ASCII letters that fold to ASCII ones (İ ı ſ K); on an ASCII text
 # lowercased first, the plain patterns find the same.

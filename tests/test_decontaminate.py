@@ -7,15 +7,19 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from datatrove.data import Document
 from dedupdata import REAL, generated_texts, real_texts
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 from stagekit import read_exclusions, run_stage
 
-from reasonpipe.filters.decontaminate import DecontaminateOptions
+from reasonpipe.filters.decontaminate import DecontaminateOptions, NgramIndex
+from reasonpipe.filters.normalize import prepare
 
 
 def light_perturbation(text: str, rng: random.Random, change_word: bool = True) -> str:
@@ -125,3 +129,24 @@ def test_real_benchmarks_planted_in_real_text(tmp_path) -> None:
     assert hits >= 0.95 * len(planted), f"caught {hits}/{len(planted)}"
     false = [k for k in caught if k.startswith("clean")]
     assert len(false) <= 0.01 * len(clean), false
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 40), st.sampled_from([None, 2]))
+def test_the_presence_bitmap_changes_no_match(seed: int, n_items: int, max_items: int | None) -> None:
+    """Matching through the bitmap equals searching every gram (a one-entry bitmap lets every gram through)."""
+    rng = random.Random(seed)
+    items = generated_texts(n_items, seed=seed, words=(3, 40))
+    opts = DecontaminateOptions.model_construct(max_items_per_gram=max_items)  # the index reads no benchmark file
+    index = NgramIndex(opts)
+    index.add("gen", [{"q": q} for q in items], ["q"], None)
+    index.prune()
+    texts = [
+        " ".join(rng.choice([*items, *generated_texts(3, seed=seed + 1)]).split()[rng.randrange(3) :])
+        for _ in range(30)
+    ]
+    texts = [prepare(t, opts.normalization) for t in texts]
+    bitmap = index.match(texts)
+    assert any(bitmap) or not items
+    index._present = {size: np.ones(1, dtype=bool) for size in index.sizes}
+    assert bitmap == index.match(texts)
