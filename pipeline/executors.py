@@ -5,11 +5,12 @@ console stays readable. dask, slurm and ray live in pipeline/distributed.py.
 
 Ctrl-C: only the driver's main thread takes SIGINT (helper threads start with it blocked; waits are polled, so a
 signal the kernel hands to another thread still ends them at once). A local run executes in a forked child that
-ignores SIGINT, and so do the worker processes it forks (they also die with their parent, on Linux); on Ctrl-C the
-driver sends the child SIGTERM, the child kills its workers and exits, and after `STOP_SECONDS` anything left is
-SIGKILLed (a second Ctrl-C does that at once). A dask LocalCluster is started with SIGINT ignored (its processes
-inherit that); on Ctrl-C its worker processes are killed and it is closed. A killed task leaves no completion
-marker, so a re-run redoes exactly the unfinished tasks. In every case `KeyboardInterrupt` then propagates.
+ignores SIGINT, and so do the worker processes it forks (they also die with their parent, on Linux, and at SIGTERM by
+the kernel's default action); on Ctrl-C the driver sends the child SIGTERM, the child kills its workers and exits,
+and after `STOP_SECONDS` anything left is SIGKILLed (a second Ctrl-C does that at once). A dask LocalCluster is
+started with SIGINT ignored (its processes inherit that); on Ctrl-C its worker processes are killed and it is
+closed. A killed task leaves no completion marker, so a re-run redoes exactly the unfinished tasks. In every case
+`KeyboardInterrupt` then propagates.
 """
 
 from __future__ import annotations
@@ -139,11 +140,21 @@ def _kill_children_and_exit(signum: int, _frame) -> None:
     os._exit(128 + signum)
 
 
+def _worker_signals() -> None:
+    """In each process the run forks (its workers, datatrove's manager): die with the run, and die at SIGTERM
+    (`Pool.terminate` at the end of every run) by the kernel's default action. The run's Python-level handler
+    would only run in the main thread at its next bytecode: an idle worker blocked on the pool's queue lock,
+    with the signal arriving just before it blocked or taken by another of its threads (fsspec's IO loop), never
+    ran it and hung the run."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent(signal.SIGKILL)
+
+
 def _child(fn, result: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by every worker this run forks
     signal.signal(signal.SIGTERM, _kill_children_and_exit)
     _die_with_parent(signal.SIGTERM)  # the driver SIGKILLed: stop too
-    os.register_at_fork(after_in_child=lambda: _die_with_parent(signal.SIGKILL))  # workers die with this process
+    os.register_at_fork(after_in_child=_worker_signals)
     payload = b""
     try:
         fn()

@@ -9,6 +9,7 @@ JSON files (mixture sizes) and assembles the output task by task (`finalize_outp
 from __future__ import annotations
 
 import heapq
+import operator
 import os
 from collections.abc import Iterator
 
@@ -54,17 +55,20 @@ def smallest_of_samples(folder: DataFolderLike, k: int, seed: int) -> Iterator[D
     (`TokenizerSample`), so about k documents are read, not tasks x k."""
     from reasonpipe.tokenizer.steps import sample_key
 
+    def keyed(name: str) -> Iterator[tuple[int, Document]]:
+        for doc in read_docs(folder, name):
+            yield sample_key(seed, doc.id), doc
+
     folder = get_datafolder(folder)
-    files = [read_docs(folder, name) for name in folder.list_files(glob_pattern="*.jsonl.gz")]
+    streams = [keyed(name) for name in folder.list_files(glob_pattern="*.jsonl.gz")]
     last = None
-    for n, doc in enumerate(heapq.merge(*files, key=lambda d: sample_key(seed, d.id))):
-        key = sample_key(seed, doc.id)
+    for n, (key, doc) in enumerate(heapq.merge(*streams, key=operator.itemgetter(0))):
         if n >= k and key != last:
             break
         last = key
         yield doc
-    for f in files:
-        f.close()
+    for stream in streams:
+        stream.close()
 
 
 def _tokens_dir(prep_dir: str) -> str:

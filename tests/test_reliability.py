@@ -430,6 +430,40 @@ def test_ctrl_c_stops_workers_and_driver_within_seconds_and_a_rerun_resumes(tmp_
     assert validate(tmp_path / "out") == []
 
 
+_BLOCKED_WORKER = """
+import os, signal, sys, threading, time
+import multiprocess
+from reasonpipe.pipeline import executors
+signal.signal(signal.SIGTERM, executors._kill_children_and_exit)  # what a run's process has
+os.register_at_fork(after_in_child=executors._worker_signals)
+lock = multiprocess.Lock()
+lock.acquire()
+pid = os.fork()
+if pid == 0:  # an idle worker: another thread that takes signals, the main one blocked on the pool's queue lock
+    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    lock.acquire()
+    os._exit(0)
+time.sleep(0.5)
+os.kill(pid, signal.SIGTERM)  # what Pool.terminate sends at the end of every run
+deadline = time.monotonic() + 5
+while time.monotonic() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        sys.exit(0 if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM else 3)
+    time.sleep(0.05)
+os.kill(pid, signal.SIGKILL)
+sys.exit(4)
+"""
+
+
+def test_a_worker_blocked_on_a_lock_dies_at_sigterm_whichever_thread_takes_it():
+    """A run's forked processes take SIGTERM with the kernel's default action: a Python handler runs only in the main
+    thread, and a worker idle on the pool's queue lock hung the run (the pool waits for it forever)."""
+    proc = subprocess.run([sys.executable, "-c", _BLOCKED_WORKER], cwd=ROOT, timeout=60)
+    assert proc.returncode == 0
+
+
 # ---------------------------------------------------------------------------------------------------- 5. manifests
 @pytest.mark.timeout(60)
 def test_a_yaml_alias_bomb_fails_fast_with_little_memory(tmp_path):
