@@ -73,6 +73,12 @@ def _prefix_hash(data: np.ndarray) -> np.ndarray:
     return prefix
 
 
+def _span_hashes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """64-bit hashes of the byte spans data[starts[i]:ends[i]]: equal bytes give equal hashes wherever they stand."""
+    prefix = _prefix_hash(data)
+    return mix64((prefix[ends] - prefix[starts]) * _pow_table("inv", len(data))[starts])
+
+
 def token_hashes(texts: list[str], operators: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """64-bit hashes of the tokens of each (already `prepare`d) text, by the token rule of filters/normalize.py.
 
@@ -86,8 +92,7 @@ def token_hashes(texts: list[str], operators: bool = True) -> tuple[np.ndarray, 
     op = cls == 2
     starts = np.flatnonzero((word & ~prev_word) | op)
     ends = np.flatnonzero((word & ~next_word) | op) + 1
-    prefix = _prefix_hash(data)
-    values = mix64((prefix[ends] - prefix[starts]) * _pow_table("inv", len(data))[starts])
+    values = _span_hashes(data, starts, ends)
     offsets = np.searchsorted(starts, text_starts)
     return values, offsets
 
@@ -102,8 +107,7 @@ def char_ngram_hashes(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]
     text_of = np.repeat(np.arange(len(texts)), counts)
     starts = text_starts[:-1][text_of] + (np.arange(offsets[-1]) - offsets[:-1][text_of])
     ends = np.minimum(starts + n, text_starts[:-1][text_of] + lens[text_of])
-    prefix = _prefix_hash(data)
-    values = mix64((prefix[ends] - prefix[starts]) * _pow_table("inv", len(data))[starts])
+    values = _span_hashes(data, starts, ends)
     return values, offsets
 
 
@@ -270,9 +274,7 @@ def multiset_hashes(items: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
     if not flat:
         return np.zeros(0, dtype=np.uint64), offsets
     data, starts = _buffer(flat)
-    prefix = _prefix_hash(data)
-    ends = starts[1:] - 1  # each string without the "\n" after it
-    values = mix64((prefix[ends] - prefix[starts[:-1]]) * _pow_table("inv", len(data))[starts[:-1]])
+    values = _span_hashes(data, starts[:-1], starts[1:] - 1)  # each string without the "\n" after it
     values, text = _sorted_per_text(values, offsets)
     first = _run_starts(values, text)
     position = np.arange(len(values))
