@@ -6,7 +6,7 @@ and peak memory per step at 1x vs 4x the corpus.
    by common words) and exact duplicates (case/whitespace variants); generated text when the real data is absent.
    Every stage runs end to end through a local datatrove chain (tests/stagekit.py: read, materialize, its extra runs,
    filter, write) in this process (workers=1), timed in CPU seconds (the machine is shared: wall time is noisy), once
-   with the pipeline's own intermediate documents (pipeline/docio.py: orjson, gzip level 1) and once with datatrove's
+   with the pipeline's own intermediate documents (docio.py: orjson, zstd level 1) and once with datatrove's
    JsonlWriter `.jsonl.gz`. The datatrove baseline runs its four MinHash steps with the same shingle size, buckets,
    hashes per bucket and streaming task count (whitespace word splitting: its default English splitter needs spaCy,
    and whitespace splitting is faster, so this favours datatrove); its bucket run has one task per band (32), ours
@@ -59,15 +59,15 @@ IOS = ("docio", "jsonl.gz")
 
 
 class DocioChain(LocalChain):
-    """The chain with the pipeline's own intermediate documents (pipeline/docio.py)."""
+    """The chain with the pipeline's own intermediate documents (docio.py)."""
 
     def reader(self, folder: str):
-        from reasonpipe.pipeline.docio import DocReader
+        from reasonpipe.docio import DocReader
 
         return DocReader(folder)
 
     def writer(self, folder: str):
-        from reasonpipe.pipeline.docio import DocWriter
+        from reasonpipe.docio import DocWriter
 
         return DocWriter(folder)
 

@@ -46,10 +46,10 @@ import yaml  # noqa: E402
 from datatrove.data import Document  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
+from reasonpipe.docio import DocReader  # noqa: E402
 from reasonpipe.pipeline import run as run_module  # noqa: E402
 from reasonpipe.pipeline import tail  # noqa: E402
 from reasonpipe.pipeline.compile import compile_plan  # noqa: E402
-from reasonpipe.pipeline.docio import DocReader  # noqa: E402
 from reasonpipe.pipeline.manifest import load_manifest  # noqa: E402
 from reasonpipe.sample import render_text  # noqa: E402
 from reasonpipe.tokenizer.vocab import save_tokenizer, train_tokenizer  # noqa: E402

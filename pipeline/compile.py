@@ -15,10 +15,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reasonpipe.docio import DocWriter
 from reasonpipe.filters.exclusions import exclusion_writer
 from reasonpipe.filters.stage import BuildContext
 from reasonpipe.pipeline import tail
-from reasonpipe.pipeline.docio import DocWriter
 from reasonpipe.pipeline.hashing import HashCache
 from reasonpipe.pipeline.manifest import LoadedManifest, infer_format, is_url
 from reasonpipe.pipeline.readers import InputReader, InputSource, iter_records

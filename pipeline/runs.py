@@ -8,8 +8,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from reasonpipe.docio import DocReader, DocWriter
 from reasonpipe.filters.removals import RemovalFilter
-from reasonpipe.pipeline.docio import DocReader, DocWriter
 from reasonpipe.pipeline.manifest import LoadedManifest
 from reasonpipe.pipeline.readers import InputSource
 from reasonpipe.pipeline.steps import Progress

@@ -17,8 +17,8 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.io import DataFolderLike, get_datafolder
 from datatrove.pipeline.base import PipelineStep
 
+from reasonpipe.docio import DOC_GLOB, DocReader, read_docs
 from reasonpipe.pipeline import ttc
-from reasonpipe.pipeline.docio import DocReader, read_docs
 from reasonpipe.pipeline.manifest import LoadedManifest
 from reasonpipe.pipeline.runs import Plan, RunSpec
 from reasonpipe.pipeline.steps import Progress
@@ -60,7 +60,7 @@ def smallest_of_samples(folder: DataFolderLike, k: int, seed: int) -> Iterator[D
             yield sample_key(seed, doc.id), doc
 
     folder = get_datafolder(folder)
-    streams = [keyed(name) for name in folder.list_files(glob_pattern="*.jsonl.gz")]
+    streams = [keyed(name) for name in folder.list_files(glob_pattern=DOC_GLOB)]
     last = None
     for n, (key, doc) in enumerate(heapq.merge(*streams, key=operator.itemgetter(0))):
         if n >= k and key != last:

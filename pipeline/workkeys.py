@@ -37,7 +37,7 @@ INGEST_CODE = (
     "reasonpipe.pipeline.readers",
     "reasonpipe.pipeline.adapters",
     "reasonpipe.pipeline.steps",
-    "reasonpipe.pipeline.docio",
+    "reasonpipe.docio",
     "reasonpipe.filters.exclusions",
 )
 TOKENIZE_CODE = ("reasonpipe.tokenizer.steps",)

@@ -136,17 +136,19 @@ def test_real_benchmarks_planted_in_real_text(tmp_path) -> None:
 def test_the_presence_bitmap_changes_no_match(seed: int, n_items: int, max_items: int | None) -> None:
     """Matching through the bitmap equals searching every gram (a one-entry bitmap lets every gram through)."""
     rng = random.Random(seed)
-    items = generated_texts(n_items, seed=seed, words=(3, 40))
+    items = generated_texts(n_items, seed=seed, words=(4, 40))  # >= min_item_tokens: every item is indexed
     opts = DecontaminateOptions.model_construct(max_items_per_gram=max_items)  # the index reads no benchmark file
     index = NgramIndex(opts)
     index.add("gen", [{"q": q} for q in items], ["q"], None)
     index.prune()
-    texts = [
+    # items in full (one always matches, unless pruning removed its grams), then cut variants
+    cut = [
         " ".join(rng.choice([*items, *generated_texts(3, seed=seed + 1)]).split()[rng.randrange(3) :])
         for _ in range(30)
     ]
+    texts = items[:3] + cut
     texts = [prepare(t, opts.normalization) for t in texts]
     bitmap = index.match(texts)
-    assert any(bitmap) or not items
+    assert any(bitmap) or max_items is not None
     index._present = {size: np.ones(1, dtype=bool) for size in index.sizes}
     assert bitmap == index.match(texts)

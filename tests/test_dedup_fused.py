@@ -15,8 +15,8 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 from dedupdata import chat_sample, generated_texts, perturb, problem_variant
 from stagekit import RankReader
 
+from reasonpipe.docio import DocReader, DocWriter
 from reasonpipe.filters.stage import BuildContext
-from reasonpipe.pipeline.docio import DocReader, DocWriter
 from reasonpipe.pipeline.registry import stage_class
 from reasonpipe.pipeline.runs import Chain
 
@@ -65,7 +65,7 @@ def run_dedup(root: Path, docs: list, fused: bool, tasks: int = 3) -> tuple[list
         writer = DocWriter(str(inputs))
         list(writer.run(iter(docs[rank * share : (rank + 1) * share]), rank, tasks))
     chain = Chain(str(root / "prep"), tasks)
-    chain.add(RankReader(str(inputs)))
+    chain.add(DocReader(str(inputs)))
     for i, name in enumerate(STAGES):
         label = f"{i:02d}-{name}"
         chain.label = label

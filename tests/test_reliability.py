@@ -24,7 +24,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from datatrove.io import get_datafolder
 
+from reasonpipe.docio import doc_file, read_docs
 from reasonpipe.pipeline import cli
 from reasonpipe.pipeline.compile import compile_plan
 from reasonpipe.pipeline.hashing import HashCache, _closure, _module, code_version
@@ -359,7 +361,7 @@ from datatrove.data import Document
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from reasonpipe.filters.exclusions import exclusion_writer
-from reasonpipe.pipeline.docio import DocWriter
+from reasonpipe.docio import DocWriter
 
 def docs(data, rank, world_size):
     for i in range(50):
@@ -384,11 +386,16 @@ def test_a_task_killed_mid_write_leaves_no_partial_file_and_no_completion_marker
     killed = subprocess.run([sys.executable, script, tmp_path, kind], env=os.environ | {"KILL": "1"}, timeout=120)
     assert killed.returncode == -signal.SIGKILL
     assert not list((tmp_path / "logs").glob("completions/*"))
-    assert not (tmp_path / "data" / "00000.jsonl.gz").exists()  # only a temporary file, never the final name
+    name = doc_file(0) if kind == "documents" else "00000.jsonl.gz"
+    assert not (tmp_path / "data" / name).exists()  # only a temporary file, never the final name
     subprocess.run([sys.executable, script, tmp_path, kind], check=True, timeout=120)  # the re-run completes
     assert [p.name for p in (tmp_path / "logs" / "completions").iterdir()] == ["00000"]
-    with gzip.open(tmp_path / "data" / "00000.jsonl.gz", "rt") as f:
-        assert [json.loads(line)["id"] for line in f] == [str(i) for i in range(50)]
+    if kind == "documents":
+        ids = [doc.id for doc in read_docs(get_datafolder(str(tmp_path / "data")), name)]
+    else:
+        with gzip.open(tmp_path / "data" / name, "rt") as f:
+            ids = [json.loads(line)["id"] for line in f]
+    assert ids == [str(i) for i in range(50)]
 
 
 # ---------------------------------------------------------------------------------------------------- 4. Ctrl-C
@@ -533,7 +540,8 @@ def test_a_symlink_loop_is_a_clean_error(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------------- 6. clean errors
 ENOSPC_RUN = """
 import errno, os, sys
-from reasonpipe.pipeline import cli, docio
+from reasonpipe import docio
+from reasonpipe.pipeline import cli
 
 def full_disk(self, data, rank=0, world_size=1):
     for doc in data:

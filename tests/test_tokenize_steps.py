@@ -4,7 +4,6 @@ Accounting (every sample in samples/ exactly once per copy), placement, determin
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import random
@@ -17,8 +16,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from datatrove.data import Document
+from datatrove.io import get_datafolder
 from datatrove.pipeline.writers.jsonl import JsonlWriter
 
+from reasonpipe.docio import DOC_GLOB, read_docs
 from reasonpipe.pipeline.executors import preload_for_fork
 from reasonpipe.pipeline.tail import smallest_of_samples
 from reasonpipe.sample import render_text
@@ -419,9 +420,8 @@ def test_tokenizer_sample_per_task_equals_one_pass(tmp_path: Path) -> None:
         passed = list(TokenizerSample(tmp_path, cfg.sample_docs, SEED).run(iter(docs[rank::3]), rank, 3))
         assert passed == docs[rank::3]
     sampled = []
-    for path in sorted(tmp_path.glob("*.jsonl.gz")):
-        with gzip.open(path, "rt") as f:
-            sampled += [Document(**json.loads(line)) for line in f]
+    for path in sorted(tmp_path.glob(DOC_GLOB)):
+        sampled += read_docs(get_datafolder(str(tmp_path)), path.name)
     assert len(sampled) == 3 * cfg.sample_docs
     merged = list(smallest_of_samples(str(tmp_path), cfg.sample_docs, SEED))  # what the training run reads
     smallest = sorted(docs, key=lambda d: sample_key(SEED, d.id))[: cfg.sample_docs]

@@ -17,7 +17,6 @@ packers' bounded buffers or a configured sample size in memory.
 from __future__ import annotations
 
 import functools
-import gzip
 import hashlib
 import heapq
 import json
@@ -27,7 +26,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 import numpy as np
-import orjson
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.io import DataFolder, DataFolderLike, get_datafolder
 from datatrove.pipeline.base import PipelineStep
@@ -35,6 +33,7 @@ from datatrove.utils.batching import batched
 from datatrove.utils.typeshelper import StatHints
 from tokenizers import Tokenizer
 
+from reasonpipe.docio import FrameWriter, doc_file, doc_line
 from reasonpipe.tokenizer.backends import Backend
 from reasonpipe.tokenizer.cache import (
     CachedSample,
@@ -106,7 +105,7 @@ def train_from_documents(
 class TokenizerSample(PipelineStep):
     """This task's part of the tokenizer-training sample: its `k` documents with the smallest id hashes.
 
-    Documents pass through unchanged; at the end `output_folder/{rank:05d}.jsonl.gz` holds those documents (the
+    Documents pass through unchanged; at the end `output_folder/{rank:05d}.jsonl.zst` holds those documents (the
     `DocWriter` format), smallest hash first. The training run merges these files in hash order and reads about k
     documents of them (`pipeline.tail.smallest_of_samples`); `train_from_documents` keeps the k smallest again: the
     same sample as a pass over the whole corpus, and no task reads the whole corpus.
@@ -126,11 +125,12 @@ class TokenizerSample(PipelineStep):
         for doc in data:
             sample.add(doc.id, doc.text)
             yield doc
-        with self.output_folder.open(f"{rank:05d}.jsonl.gz", "wb") as raw, gzip.open(raw, "wb", compresslevel=1) as f:
-            lines = [orjson.dumps({"id": i, "text": t, "metadata": {}}) + b"\n" for i, t in sample.items()]
-            f.write(b"".join(lines))  # one compressor call: per line it cost ~10 us a document
-            for _ in lines:
+        with self.output_folder.open(doc_file(rank), "wb") as raw:
+            out = FrameWriter(raw)
+            for doc_id, text in sample.items():
+                out.write(doc_line(doc_id, text, {}))
                 self.stat_update("sampled")
+            out.flush()
 
 
 @functools.lru_cache(maxsize=2)
