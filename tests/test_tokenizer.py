@@ -21,6 +21,8 @@ from reasonpipe.tokenizer.vocab import (
     DEFAULT_TEMPLATE,
     load_tokenizer,
     newline_ids,
+    prepare,
+    prepared_spec,
     resolve_template,
     save_tokenizer,
     train_tokenizer,
@@ -299,6 +301,20 @@ def test_loading_removes_start_prefixing(tmp_path: Path, which: int) -> None:
     tok = load_tokenizer(save_tokenizer(raw, tmp_path / "tokenizer.json"))
     ids = sum((tok.encode(p, add_special_tokens=False).ids for p in parts), [])
     assert tok.decode(ids) == "".join(parts)
+
+
+@pytest.mark.parametrize("which", [0, 1, 2], ids=["bytelevel-prefix-space", "metaspace-always", "prepend-normalizer"])
+def test_preparing_is_idempotent_and_skips_prepared_tokenizers(tmp_path: Path, which: int) -> None:
+    raw = _prefixing_tokenizers()[which]
+    spec, changed = prepared_spec(raw)
+    assert changed and spec != raw.to_str()
+    once = prepare(raw)
+    assert prepared_spec(once) == (once.to_str(), False)  # prepared already: its own text, no rebuild
+    assert once.to_str() == Tokenizer.from_str(spec).to_str()
+    loaded = load_tokenizer(save_tokenizer(raw, tmp_path / "raw.json"))  # a file that needs preparing
+    again = load_tokenizer(save_tokenizer(once, tmp_path / "prepared.json"))  # one that does not
+    assert loaded.to_str() == again.to_str() == once.to_str()
+    assert loaded.encode_special_tokens and again.encode_special_tokens
 
 
 def test_newline_ids(tok: Tokenizer) -> None:

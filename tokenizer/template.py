@@ -33,7 +33,7 @@ from reasonpipe.tokenizer.backends import (
     readonly,
 )
 from reasonpipe.tokenizer.cache import EncodedBatch
-from reasonpipe.tokenizer.vocab import TemplateTokens, prepare
+from reasonpipe.tokenizer.vocab import TemplateTokens, prepared_spec
 
 ROLES = ("system", "user", "assistant")
 
@@ -78,10 +78,10 @@ class ChatTemplate:
         self.tokens = tokens
         # Texts that contain a special token's string must encode it as text (`encode_special_tokens`), which costs
         # ~7% of encoding time; they are rare, so only they go through a second instance with that switch on.
-        spec = prepare(tokenizer).to_str()  # idempotent on loaded or trained tokenizers
-        self._plain, self._literal = Tokenizer.from_str(spec), Tokenizer.from_str(spec)
-        self._plain.encode_special_tokens, self._literal.encode_special_tokens = False, True
-        self._reference, self._literal_encoder = TokenizersEncoder(self._plain), TokenizersEncoder(self._literal)
+        self._spec = prepared_spec(tokenizer)[0]  # idempotent on loaded or trained tokenizers
+        self._plain = Tokenizer.from_str(self._spec)
+        self._plain.encode_special_tokens = False
+        self._reference, self._literal = TokenizersEncoder(self._plain), None  # the second instance: on first use
         specials = sorted({t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special})
         self._specials = specials
         many = len(specials) > self.REGEX_ABOVE
@@ -170,7 +170,7 @@ class ChatTemplate:
         else:
             literal = [self._has_special(text) for text in texts]
             plain = [i for i, f in enumerate(literal) if not f]
-            parts = [(plain, encoder), ([i for i, f in enumerate(literal) if f], self._literal_encoder)]
+            parts = [(plain, encoder), ([i for i, f in enumerate(literal) if f], self._literal_encoder())]
             out = _merge(len(texts), [(where, enc.encode_flat([texts[i] for i in where])) for where, enc in parts])
         if not check or encoder is self._reference:
             return out, 0, None
@@ -181,6 +181,15 @@ class ChatTemplate:
             return out, len(picked), None
         i = picked[bad]
         return out, len(picked), f"text {texts[i][:60]!r}: tokenizers {_take(want, [bad])[0][:8].tolist()}..."
+
+    def _literal_encoder(self) -> TokenizersEncoder:
+        """The instance that encodes special-token strings as text, built when a text first has one (~0.1 s; two
+        threads may both build it, harmlessly)."""
+        if self._literal is None:
+            tok = Tokenizer.from_str(self._spec)
+            tok.encode_special_tokens = True
+            self._literal = TokenizersEncoder(tok)
+        return self._literal
 
     def _any_special(self, texts: list[str]) -> bool:
         """Whether some text may contain a special token's string (one scan of all texts; no false negatives)."""
