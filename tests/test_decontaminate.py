@@ -142,10 +142,8 @@ def test_the_presence_bitmap_changes_no_match(seed: int, n_items: int, max_items
     index.add("gen", [{"q": q} for q in items], ["q"], None)
     index.prune()
     # items in full (one always matches, unless pruning removed its grams), then cut variants
-    cut = [
-        " ".join(rng.choice([*items, *generated_texts(3, seed=seed + 1)]).split()[rng.randrange(3) :])
-        for _ in range(30)
-    ]
+    pool = [*items, *generated_texts(3, seed=seed + 1)]
+    cut = [" ".join(rng.choice(pool).split()[rng.randrange(3) :]) for _ in range(30)]
     texts = items[:3] + cut
     texts = [prepare(t, opts.normalization) for t in texts]
     bitmap = index.match(texts)
