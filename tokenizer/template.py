@@ -78,7 +78,7 @@ class ChatTemplate:
         self.tokens = tokens
         # Texts that contain a special token's string must encode it as text (`encode_special_tokens`), which costs
         # ~7% of encoding time; they are rare, so only they go through a second instance with that switch on.
-        self._spec = prepared_spec(tokenizer)[0]  # idempotent on loaded or trained tokenizers
+        self._spec = prepared_spec(tokenizer)  # a loaded tokenizer is prepared already: no rebuild
         self._plain = Tokenizer.from_str(self._spec)
         self._plain.encode_special_tokens = False
         self._reference, self._literal = TokenizersEncoder(self._plain), None  # the second instance: on first use
