@@ -1,7 +1,7 @@
 """End-to-end scaling: the real-sample stage list on 1x / 4x / 16x corpora, wall time and peak memory per run.
 
     python bench/scale.py [--sizes 1 4 16] [--fraction 1] [--tasks 4 --workers 2] [--repeat 1]
-                          [--baseline /path/to/old/.venv/bin/reasonpipe --baseline-sizes 4]
+                          [--baseline /path/to/old/.venv/bin/reasonpipe --baseline-sizes 4] [--free-language-id]
 
 Corpus: every input of manifests/real-sample.yaml (../shared/data/real) plus, for an Nx corpus, N-1 perturbed copies
 of each record: 90% of copies have 30% of their words replaced (new documents that survive dedup), 10% have 5%
@@ -14,16 +14,22 @@ every 0.2 s and attributes it to the datatrove run in progress (parsed from the 
 per run it reports wall seconds, the driver's peak RSS and the peak RSS of the largest single task process. With
 `--baseline`, the same sizes also run with another reasonpipe executable (e.g. an older commit's venv), interleaved
 with ours (ours, theirs, ours, theirs, ... for `--repeat` rounds), so both see the same machine load.
+`--free-language-id` adds a third side: ours with lingua's results replayed from an untimed recording run
+(bench/lang_replay.py), the floor for any language identifier; its outputs are compared with ours (sha256 of every
+shard, shards-val and samples file) and the line says whether they are identical. An output folder left by an
+earlier invocation is deleted before its run (it would make the run a resume).
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -96,8 +102,10 @@ class Sampler(threading.Thread):
             time.sleep(0.2)
 
 
-def run_once(exe: str, manifest: Path, out: Path, tasks: int, workers: int) -> dict:
-    cmd = [exe, "run", str(manifest), "--tasks", str(tasks), "--workers", str(workers)]
+def run_once(exe: list[str], manifest: Path, out: Path, tasks: int, workers: int) -> dict:
+    """One `reasonpipe run` of `manifest` from scratch (`exe`: the command that stands for `reasonpipe`)."""
+    shutil.rmtree(out, ignore_errors=True)  # an output left by an earlier invocation would make the run a resume
+    cmd = [*exe, "run", str(manifest), "--tasks", str(tasks), "--workers", str(workers)]
     env = {**os.environ, "COLUMNS": "200"}
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -124,6 +132,19 @@ def run_once(exe: str, manifest: Path, out: Path, tasks: int, workers: int) -> d
     return {"seconds": time.perf_counter() - start, "runs": runs}
 
 
+def outputs_digest(out: Path) -> dict[str, str]:
+    """sha256 of every file of the outputs that training reads (shards, shards-val, samples)."""
+    files = sorted(f for d in ("shards", "shards-val", "samples") for f in (out / d).rglob("*") if f.is_file())
+    return {str(f.relative_to(out)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+def side_manifest(work: Path, bench: dict, side: str, size: int, rep: int) -> tuple[Path, Path]:
+    """The manifest of one side's run and its output folder."""
+    out, m = work / f"out-{side}-{size}x-{rep}", work / f"manifest-{side}-{size}x-{rep}.yaml"
+    m.write_text(yaml.safe_dump({**bench, "output": {**bench["output"], "path": str(out)}}))
+    return m, out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16])
@@ -134,6 +155,8 @@ def main() -> None:
     parser.add_argument("--reasonpipe", default=str(Path(sys.executable).with_name("reasonpipe")))
     parser.add_argument("--baseline", help="another reasonpipe executable to run at --baseline-sizes, interleaved")
     parser.add_argument("--baseline-sizes", type=int, nargs="*", default=[4])
+    parser.add_argument("--free-language-id", action="store_true",
+                        help="add a side that replays lingua's recorded results (bench/lang_replay.py)")  # fmt: skip
     parser.add_argument("--work", help="folder for corpora and outputs (default: a temporary folder)")
     parser.add_argument("--json", help="also write every figure to this file")
     args = parser.parse_args()
@@ -148,17 +171,28 @@ def main() -> None:
         for stage in bench["stages"]:  # benchmark files resolve against the real manifest's folder
             for b in (stage.get("decontaminate") or {}).get("benchmarks", []):
                 b["path"] = str((base / b["path"]).resolve())
-        sides = [("ours", args.reasonpipe)] + ([("baseline", args.baseline)] if size in args.baseline_sizes else [])
-        sides = [s for s in sides if s[1]]
+        sides = [("ours", [args.reasonpipe])]
+        if args.baseline and size in args.baseline_sizes:
+            sides.append(("baseline", [args.baseline]))
+
+        if args.free_language_id:  # an untimed run records lingua's results; the side replays them
+            table = work / f"lang-table-{size}x"
+            shutil.rmtree(table, ignore_errors=True)
+            replay = [sys.executable, str(ROOT / "bench" / "lang_replay.py")]
+            m, out = side_manifest(work, bench, "record", size, 0)
+            run_once([*replay, "record", str(table), "--"], m, out, args.tasks, args.workers)
+            sides.append(("free-language-id", [*replay, "replay", str(table), "--"]))
         for rep in range(args.repeat):
             for side, exe in sides:
-                out = work / f"out-{side}-{size}x-{rep}"
-                m = work / f"manifest-{side}-{size}x-{rep}.yaml"
-                m.write_text(yaml.safe_dump({**bench, "output": {**bench["output"], "path": str(out)}}))
+                m, out = side_manifest(work, bench, side, size, rep)
                 res = run_once(exe, m, out, args.tasks, args.workers)
                 res |= {"side": side, "size": size, "rep": rep, "mb": nbytes / 1e6, "docs": nrec}
                 results.append(res)
-                print(f"{side} {size}x rep {rep}: {res['seconds']:.1f}s, {res['mb'] / res['seconds']:.2f} MB/s",
+                same = ""
+                if side == "free-language-id":  # a floor only if it did the same work: the same outputs
+                    same = outputs_digest(out) == outputs_digest(work / f"out-ours-{size}x-{rep}")
+                    same = ", outputs identical to ours" if same else ", OUTPUTS DIFFER FROM OURS"
+                print(f"{side} {size}x rep {rep}: {res['seconds']:.1f}s, {res['mb'] / res['seconds']:.2f} MB/s{same}",
                       flush=True)  # fmt: skip
     report(results, args)
     if args.json:
@@ -199,6 +233,11 @@ def report(results: list[dict], args) -> None:
             o, t = best[("ours", size)], best[("baseline", size)]
             print(f"{size}x: ours {o['mb'] / o['seconds']:.2f} MB/s vs baseline {t['mb'] / t['seconds']:.2f} MB/s "
                   f"= x{t['seconds'] / o['seconds']:.2f}")  # fmt: skip
+            if ("free-language-id", size) in best:
+                f = best[("free-language-id", size)]
+                ratio = t["seconds"] / f["seconds"]
+                print(f"{size}x: free language id {f['mb'] / f['seconds']:.2f} MB/s = x{ratio:.2f} the baseline's "
+                      "(a floor for any language identifier)")  # fmt: skip
 
 
 if __name__ == "__main__":
