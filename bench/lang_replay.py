@@ -60,8 +60,8 @@ def replay(folder: str) -> None:
 
 
 if __name__ == "__main__":
-    mode, folder, sep, *argv = sys.argv[1:]
-    if mode not in ("record", "replay") or sep != "--":
+    if len(sys.argv) < 4 or sys.argv[1] not in ("record", "replay") or sys.argv[3] != "--":
         raise SystemExit(__doc__)
+    mode, folder, _, *argv = sys.argv[1:]
     (record if mode == "record" else replay)(folder)
     sys.exit(main(argv))
