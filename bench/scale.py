@@ -138,9 +138,13 @@ def outputs_digest(out: Path) -> dict[str, str]:
     return {str(f.relative_to(out)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
 
 
+def side_output(work: Path, side: str, size: int, rep: int) -> Path:
+    return work / f"out-{side}-{size}x-{rep}"
+
+
 def side_manifest(work: Path, bench: dict, side: str, size: int, rep: int) -> tuple[Path, Path]:
     """The manifest of one side's run and its output folder."""
-    out, m = work / f"out-{side}-{size}x-{rep}", work / f"manifest-{side}-{size}x-{rep}.yaml"
+    out, m = side_output(work, side, size, rep), work / f"manifest-{side}-{size}x-{rep}.yaml"
     m.write_text(yaml.safe_dump({**bench, "output": {**bench["output"], "path": str(out)}}))
     return m, out
 
@@ -174,7 +178,6 @@ def main() -> None:
         sides = [("ours", [args.reasonpipe])]
         if args.baseline and size in args.baseline_sizes:
             sides.append(("baseline", [args.baseline]))
-
         if args.free_language_id:  # an untimed run records lingua's results; the side replays them
             table = work / f"lang-table-{size}x"
             shutil.rmtree(table, ignore_errors=True)
@@ -188,11 +191,11 @@ def main() -> None:
                 res = run_once(exe, m, out, args.tasks, args.workers)
                 res |= {"side": side, "size": size, "rep": rep, "mb": nbytes / 1e6, "docs": nrec}
                 results.append(res)
-                same = ""
+                note = ""
                 if side == "free-language-id":  # a floor only if it did the same work: the same outputs
-                    same = outputs_digest(out) == outputs_digest(work / f"out-ours-{size}x-{rep}")
-                    same = ", outputs identical to ours" if same else ", OUTPUTS DIFFER FROM OURS"
-                print(f"{side} {size}x rep {rep}: {res['seconds']:.1f}s, {res['mb'] / res['seconds']:.2f} MB/s{same}",
+                    identical = outputs_digest(out) == outputs_digest(side_output(work, "ours", size, rep))
+                    note = ", outputs identical to ours" if identical else ", OUTPUTS DIFFER FROM OURS"
+                print(f"{side} {size}x rep {rep}: {res['seconds']:.1f}s, {res['mb'] / res['seconds']:.2f} MB/s{note}",
                       flush=True)  # fmt: skip
     report(results, args)
     if args.json:
